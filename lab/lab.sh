@@ -1,0 +1,121 @@
+#!/usr/bin/env bash
+# The tproxyd lab: three network namespaces wired like a small gateway.
+#
+#   client (LAN)            router (runs tproxyd)               server ("internet")
+#   eth0 192.0.2.10  ---- lan0 192.0.2.1 | wan0 198.51.100.1 ---- eth0 198.51.100.10, .11
+#        2001:db8:1::10        2001:db8:1::1 | 2001:db8:2::1           2001:db8:2::10, ::11
+#
+# The router intercepts LAN traffic to TCP ports 80-89 with nftables `tproxy`
+# (to :8888) and LAN traffic to port 8080 with `nat redirect` (to :8889), and
+# fails closed (TCP reset) while no proxy listens. Its own addresses are left
+# alone. Everything lives inside namespaces named PREFIX-cli, PREFIX-rtr and
+# PREFIX-srv; the root namespace's links, routes and rules are never touched.
+#
+# Usage: lab.sh up [PREFIX] | down [PREFIX] | show [PREFIX]     (PREFIX defaults to "tpx")
+set -euo pipefail
+
+cmd=${1:-}
+P=${2:-tpx}
+CLI=$P-cli RTR=$P-rtr SRV=$P-srv
+
+die() { echo "lab.sh: $*" >&2; exit 1; }
+
+need() {
+  [ "$(id -u)" = 0 ] || die "needs root (network namespaces, nftables)"
+  command -v ip >/dev/null || die "'ip' (iproute2) is missing"
+  command -v nft >/dev/null || die "'nft' is missing: apt-get install -y nftables"
+}
+
+in_ns() { local ns=$1; shift; ip netns exec "$ns" "$@"; }
+
+down() {
+  local ns
+  for ns in "$CLI" "$RTR" "$SRV"; do
+    if ip netns list | awk '{print $1}' | grep -qx "$ns"; then
+      # Kill whatever still runs inside before the namespace goes.
+      ip netns pids "$ns" 2>/dev/null | xargs -r kill -9 2>/dev/null || true
+      ip netns del "$ns" 2>/dev/null || true
+    fi
+  done
+}
+
+up() {
+  need
+  down
+  trap 'echo "lab.sh: setup failed, tearing down" >&2; down' ERR
+  ip netns add "$CLI"; ip netns add "$RTR"; ip netns add "$SRV"
+  for ns in "$CLI" "$RTR" "$SRV"; do ip -n "$ns" link set lo up; done
+
+  # veth pairs are created inside the namespaces, never in the root one.
+  ip -n "$CLI" link add eth0 type veth peer name lan0 netns "$RTR"
+  ip -n "$SRV" link add eth0 type veth peer name wan0 netns "$RTR"
+
+  ip -n "$CLI" addr add 192.0.2.10/24 dev eth0
+  ip -n "$CLI" addr add 2001:db8:1::10/64 dev eth0 nodad
+  ip -n "$RTR" addr add 192.0.2.1/24 dev lan0
+  ip -n "$RTR" addr add 2001:db8:1::1/64 dev lan0 nodad
+  ip -n "$RTR" addr add 198.51.100.1/24 dev wan0
+  ip -n "$RTR" addr add 2001:db8:2::1/64 dev wan0 nodad
+  ip -n "$SRV" addr add 198.51.100.10/24 dev eth0
+  ip -n "$SRV" addr add 198.51.100.11/24 dev eth0
+  ip -n "$SRV" addr add 2001:db8:2::10/64 dev eth0 nodad
+  ip -n "$SRV" addr add 2001:db8:2::11/64 dev eth0 nodad
+  for l in "$CLI eth0" "$RTR lan0" "$RTR wan0" "$SRV eth0"; do
+    set -- $l; ip -n "$1" link set "$2" up
+  done
+  ip -n "$CLI" route add default via 192.0.2.1
+  ip -n "$CLI" -6 route add default via 2001:db8:1::1
+  ip -n "$SRV" route add default via 198.51.100.1
+  ip -n "$SRV" -6 route add default via 2001:db8:2::1
+
+  in_ns "$RTR" sysctl -qw net.ipv4.ip_forward=1 net.ipv6.conf.all.forwarding=1
+
+  # TPROXY plumbing: marked packets are routed to the local stack.
+  ip -n "$RTR" -4 rule add fwmark 1 lookup 100
+  ip -n "$RTR" -6 rule add fwmark 1 lookup 100
+  ip -n "$RTR" -4 route replace local 0.0.0.0/0 dev lo table 100
+  ip -n "$RTR" -6 route replace local ::/0 dev lo table 100
+
+  in_ns "$RTR" nft -f - <<'NFT'
+table inet tproxyd {
+  chain prerouting {
+    type filter hook prerouting priority mangle; policy accept;
+    meta l4proto tcp socket transparent 1 meta mark set 1 accept
+    fib daddr type local accept
+    iifname "lan0" meta nfproto ipv4 tcp dport 80-89 tproxy ip to :8888 meta mark set 1 accept
+    iifname "lan0" meta nfproto ipv6 tcp dport 80-89 tproxy ip6 to :8888 meta mark set 1 accept
+    iifname "lan0" tcp dport 80-89 reject with tcp reset
+  }
+  chain nat_prerouting {
+    type nat hook prerouting priority dstnat; policy accept;
+    iifname "lan0" tcp dport 8080 redirect to :8889
+  }
+}
+NFT
+
+  # The server drops SYNs to port 81: a blackholed destination.
+  in_ns "$SRV" nft -f - <<'NFT'
+table inet lab {
+  chain input {
+    type filter hook input priority filter; policy accept;
+    tcp dport 81 drop
+  }
+}
+NFT
+  trap - ERR
+  echo "lab $P is up: namespaces $CLI, $RTR, $SRV"
+}
+
+show() {
+  for ns in "$CLI" "$RTR" "$SRV"; do
+    echo "== $ns"; ip -n "$ns" -br addr
+  done
+  echo "== $RTR nftables"; in_ns "$RTR" nft list ruleset
+}
+
+case "$cmd" in
+  up) up ;;
+  down) down ;;
+  show) show ;;
+  *) echo "usage: $0 up|down|show [PREFIX]" >&2; exit 2 ;;
+esac

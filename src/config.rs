@@ -1,0 +1,439 @@
+//! The YAML configuration: Pingora's own server keys at the top level plus a
+//! `tproxyd:` section that only we read.
+//!
+//! Pingora ignores keys it does not know, so a typo in either part would
+//! otherwise be silently dropped. Everything here is checked up front (also by
+//! `tproxyd -t`) and every error names the key it is about.
+
+use pingora_core::server::configuration::ServerConf;
+use serde::Deserialize;
+use std::collections::BTreeSet;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::Duration;
+
+/// A configuration problem, worded for the operator who has to fix the file.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read at all.
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
+    /// The YAML is malformed or a value has the wrong shape.
+    #[error("invalid config: {0}")]
+    Yaml(String),
+    /// A value parsed but makes no sense; `key` is its dotted path.
+    #[error("invalid config: {key}: {reason}")]
+    Invalid { key: String, reason: String },
+}
+
+fn invalid(key: impl Into<String>, reason: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid {
+        key: key.into(),
+        reason: reason.into(),
+    }
+}
+
+/// Where a listener learns the address the client originally dialed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Mode {
+    /// nftables `tproxy` / iptables `TPROXY`: the accepted socket's local
+    /// address *is* the original destination.
+    Tproxy,
+    /// `nat ... redirect`: the kernel rewrote the destination, so it is read
+    /// back from conntrack with `SO_ORIGINAL_DST`.
+    Redirect,
+}
+
+impl Mode {
+    /// The name used in the config file and in logs.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Mode::Tproxy => "tproxy",
+            Mode::Redirect => "redirect",
+        }
+    }
+}
+
+/// One transparent listening socket as written in the config.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListenerConf {
+    /// Shown in logs; must be unique.
+    pub name: String,
+    /// `ip:port`. The exact string is the key of the socket in Pingora's
+    /// listen-fd table, which is how an upgraded process finds it again.
+    pub address: String,
+    /// Destination source for this listener.
+    pub mode: Mode,
+}
+
+/// Headers the proxy adds to every request it forwards.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RequestHeadersConf {
+    /// Appended in order; `Via` is appended to an existing `Via` list.
+    pub add: indexmap::IndexMap<String, String>,
+}
+
+impl Default for RequestHeadersConf {
+    fn default() -> Self {
+        RequestHeadersConf {
+            add: [("Via".to_string(), "1.1 tproxyd".to_string())].into(),
+        }
+    }
+}
+
+/// Raw (string-valued) upstream settings as written in YAML.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct UpstreamRaw {
+    connect_timeout: String,
+    read_timeout: String,
+    write_timeout: String,
+    idle_timeout: String,
+}
+
+impl Default for UpstreamRaw {
+    fn default() -> Self {
+        UpstreamRaw {
+            connect_timeout: "5s".into(),
+            read_timeout: "60s".into(),
+            write_timeout: "60s".into(),
+            idle_timeout: "60s".into(),
+        }
+    }
+}
+
+/// Timeouts for the connection to the original destination.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UpstreamConf {
+    /// TCP connect; expiry answers 504.
+    pub connect_timeout: Duration,
+    /// Waiting for the origin to send; expiry answers 504.
+    pub read_timeout: Duration,
+    /// Waiting for the origin to take our bytes.
+    pub write_timeout: Duration,
+    /// How long an idle pooled upstream connection is kept for reuse.
+    pub idle_timeout: Duration,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TproxydRaw {
+    #[serde(default = "default_listeners")]
+    listeners: Vec<ListenerConf>,
+    #[serde(default)]
+    request_headers: RequestHeadersConf,
+    #[serde(default)]
+    upstream: UpstreamRaw,
+}
+
+impl Default for TproxydRaw {
+    fn default() -> Self {
+        TproxydRaw {
+            listeners: default_listeners(),
+            request_headers: RequestHeadersConf::default(),
+            upstream: UpstreamRaw::default(),
+        }
+    }
+}
+
+fn default_listeners() -> Vec<ListenerConf> {
+    vec![ListenerConf {
+        name: "lan-http".into(),
+        address: "[::]:8888".into(),
+        mode: Mode::Tproxy,
+    }]
+}
+
+/// A listener after validation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Listener {
+    /// Unique name from the config.
+    pub name: String,
+    /// The address string exactly as configured (the fd-table key).
+    pub address: String,
+    /// The parsed form of `address`.
+    pub socket_addr: SocketAddr,
+    /// Destination source.
+    pub mode: Mode,
+}
+
+/// The validated `tproxyd:` section.
+#[derive(Debug, Clone)]
+pub struct TproxydConf {
+    /// At least one.
+    pub listeners: Vec<Listener>,
+    /// Added to each forwarded request, in order.
+    pub add_request_headers: Vec<(http::HeaderName, http::HeaderValue)>,
+    /// Upstream timeouts.
+    pub upstream: UpstreamConf,
+}
+
+/// The whole file: Pingora's part and ours, both validated.
+pub struct Config {
+    /// Handed to Pingora's `Server` as is.
+    pub server: ServerConf,
+    /// Ours.
+    pub tproxyd: TproxydConf,
+}
+
+impl std::fmt::Debug for Config {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Config")
+            .field("tproxyd", &self.tproxyd)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Config {
+    /// Reads and validates a config file.
+    pub fn load(path: impl AsRef<Path>) -> Result<Config, ConfigError> {
+        let path = path.as_ref();
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.display().to_string(),
+            source,
+        })?;
+        Config::from_yaml(&text)
+    }
+
+    /// The built-in defaults, used when no `-c` is given: one TPROXY listener
+    /// on `[::]:8888`, `Via: 1.1 tproxyd`.
+    pub fn defaults() -> Config {
+        Config::from_yaml("version: 1\n").expect("built-in defaults are valid")
+    }
+
+    /// Parses and validates YAML text.
+    pub fn from_yaml(text: &str) -> Result<Config, ConfigError> {
+        let doc: serde_yaml::Value =
+            serde_yaml::from_str(text).map_err(|e| ConfigError::Yaml(e.to_string()))?;
+        let doc = match doc {
+            serde_yaml::Value::Null => serde_yaml::Mapping::new(),
+            serde_yaml::Value::Mapping(m) => m,
+            _ => return Err(ConfigError::Yaml("the file must be a YAML mapping".into())),
+        };
+
+        // Pingora's part: reject keys Pingora would silently ignore, then
+        // let Pingora parse and validate the rest.
+        let known = pingora_keys();
+        let mut server_doc = serde_yaml::Mapping::new();
+        let mut ours = None;
+        for (k, v) in doc {
+            let key = k
+                .as_str()
+                .ok_or_else(|| ConfigError::Yaml(format!("top-level key {k:?} is not a string")))?
+                .to_string();
+            if key == "tproxyd" {
+                ours = Some(v);
+            } else if known.contains(&key) {
+                server_doc.insert(k, v);
+            } else {
+                return Err(invalid(
+                    key,
+                    "unknown key (neither a Pingora server setting nor `tproxyd`)",
+                ));
+            }
+        }
+        if !server_doc.contains_key("version") {
+            server_doc.insert("version".into(), 1.into());
+        }
+        let server_yaml = serde_yaml::to_string(&server_doc).expect("mapping serialises");
+        let server = ServerConf::from_yaml(&server_yaml).map_err(|e| {
+            // Pingora's error context repeats the whole document; keep the cause.
+            let cause = e
+                .root_cause()
+                .to_string()
+                .lines()
+                .next()
+                .unwrap_or_default()
+                .to_string();
+            ConfigError::Yaml(format!("Pingora server settings: {cause}"))
+        })?;
+
+        let raw: TproxydRaw = match ours {
+            None | Some(serde_yaml::Value::Null) => TproxydRaw::default(),
+            Some(v) => serde_path_to_error::deserialize(v).map_err(|e| {
+                let path = e.path().to_string();
+                let key = if path == "." {
+                    "tproxyd".to_string()
+                } else {
+                    format!("tproxyd.{path}")
+                };
+                invalid(key, e.into_inner().to_string())
+            })?,
+        };
+        let tproxyd = validate(raw)?;
+        Ok(Config { server, tproxyd })
+    }
+}
+
+/// The top-level keys Pingora's `ServerConf` understands, read off its own
+/// serialisation so that this list follows Pingora upgrades.
+fn pingora_keys() -> BTreeSet<String> {
+    let conf = ServerConf::new().expect("Pingora defaults");
+    match serde_yaml::to_value(&conf) {
+        Ok(serde_yaml::Value::Mapping(m)) => m
+            .keys()
+            .filter_map(|k| k.as_str().map(str::to_string))
+            .collect(),
+        _ => BTreeSet::new(),
+    }
+}
+
+/// Parses a duration such as `5s`, `250ms` or `1m`.
+pub fn parse_duration(key: &str, s: &str) -> Result<Duration, ConfigError> {
+    let d = humantime::parse_duration(s.trim())
+        .map_err(|e| invalid(key, format!("bad duration {s:?}: {e} (use e.g. 5s, 250ms, 1m)")))?;
+    if d.is_zero() {
+        return Err(invalid(key, "must be greater than zero"));
+    }
+    Ok(d)
+}
+
+fn validate(raw: TproxydRaw) -> Result<TproxydConf, ConfigError> {
+    if raw.listeners.is_empty() {
+        return Err(invalid(
+            "tproxyd.listeners",
+            "at least one listener is required",
+        ));
+    }
+    let mut names = BTreeSet::new();
+    let mut addrs = BTreeSet::new();
+    let mut listeners = Vec::with_capacity(raw.listeners.len());
+    for (i, l) in raw.listeners.into_iter().enumerate() {
+        let key = format!("tproxyd.listeners[{i}]");
+        if l.name.trim().is_empty() {
+            return Err(invalid(format!("{key}.name"), "must not be empty"));
+        }
+        if !names.insert(l.name.clone()) {
+            return Err(invalid(
+                format!("{key}.name"),
+                format!("duplicate listener name {:?}", l.name),
+            ));
+        }
+        let socket_addr: SocketAddr = l.address.parse().map_err(|_| {
+            invalid(
+                format!("{key}.address"),
+                format!(
+                    "{:?} is not an IP:port address (e.g. \"[::]:8888\" or \"0.0.0.0:8888\")",
+                    l.address
+                ),
+            )
+        })?;
+        if socket_addr.port() == 0 {
+            return Err(invalid(format!("{key}.address"), "port must not be 0"));
+        }
+        if !addrs.insert(socket_addr) {
+            return Err(invalid(
+                format!("{key}.address"),
+                format!("address {} is used by another listener", l.address),
+            ));
+        }
+        listeners.push(Listener {
+            name: l.name,
+            address: l.address,
+            socket_addr,
+            mode: l.mode,
+        });
+    }
+
+    let mut add_request_headers = Vec::new();
+    for (name, value) in raw.request_headers.add {
+        let key = format!("tproxyd.request_headers.add.{name}");
+        let n = http::HeaderName::from_bytes(name.as_bytes())
+            .map_err(|_| invalid(&key, "not a valid HTTP header name"))?;
+        let v = http::HeaderValue::from_str(&value)
+            .map_err(|_| invalid(&key, "not a valid HTTP header value"))?;
+        add_request_headers.push((n, v));
+    }
+
+    let u = raw.upstream;
+    let upstream = UpstreamConf {
+        connect_timeout: parse_duration("tproxyd.upstream.connect_timeout", &u.connect_timeout)?,
+        read_timeout: parse_duration("tproxyd.upstream.read_timeout", &u.read_timeout)?,
+        write_timeout: parse_duration("tproxyd.upstream.write_timeout", &u.write_timeout)?,
+        idle_timeout: parse_duration("tproxyd.upstream.idle_timeout", &u.idle_timeout)?,
+    };
+
+    Ok(TproxydConf {
+        listeners,
+        add_request_headers,
+        upstream,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn err(yaml: &str) -> String {
+        Config::from_yaml(yaml).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn defaults_have_one_tproxy_listener_and_via() {
+        let c = Config::defaults();
+        assert_eq!(c.tproxyd.listeners.len(), 1);
+        assert_eq!(c.tproxyd.listeners[0].address, "[::]:8888");
+        assert_eq!(c.tproxyd.listeners[0].mode, Mode::Tproxy);
+        assert_eq!(c.tproxyd.add_request_headers[0].0, "via");
+        assert_eq!(c.tproxyd.add_request_headers[0].1, "1.1 tproxyd");
+        assert_eq!(c.tproxyd.upstream.connect_timeout, Duration::from_secs(5));
+    }
+
+    #[test]
+    fn full_example_parses() {
+        let c = Config::from_yaml(
+            r#"
+version: 1
+threads: 2
+grace_period_seconds: 3
+tproxyd:
+  listeners:
+    - { name: lan-http, address: "[::]:8888", mode: tproxy }
+    - { name: nat, address: "0.0.0.0:8889", mode: redirect }
+  request_headers:
+    add: { Via: "1.1 gw", X-Seen: "yes" }
+  upstream:
+    connect_timeout: 250ms
+    read_timeout: 1m
+"#,
+        )
+        .unwrap();
+        assert_eq!(c.server.threads, 2);
+        assert_eq!(c.server.grace_period_seconds, Some(3));
+        assert_eq!(c.tproxyd.listeners[1].mode, Mode::Redirect);
+        assert_eq!(c.tproxyd.add_request_headers.len(), 2);
+        assert_eq!(
+            c.tproxyd.upstream.connect_timeout,
+            Duration::from_millis(250)
+        );
+        assert_eq!(c.tproxyd.upstream.read_timeout, Duration::from_secs(60));
+    }
+
+    #[test]
+    fn errors_name_the_key() {
+        let e = err("tproxyd:\n  listeners:\n    - { name: a, address: \"[::]:80\", mode: nat }\n");
+        assert!(e.contains("listeners[0].mode") && e.contains("nat"), "{e}");
+        let e = err("tproxyd:\n  listeners:\n    - { name: a, address: \"example.org:80\", mode: tproxy }\n");
+        assert!(e.contains("tproxyd.listeners[0].address"), "{e}");
+        let e = err("tproxyd:\n  upstream:\n    connect_timeout: soon\n");
+        assert!(e.contains("tproxyd.upstream.connect_timeout"), "{e}");
+        let e = err("tproxyd:\n  listen: []\n");
+        assert!(e.contains("unknown field `listen`"), "{e}");
+        let e = err("threadz: 4\n");
+        assert!(e.contains("threadz") && e.contains("unknown key"), "{e}");
+        let e = err("threads: many\n");
+        assert!(e.contains("threads"), "{e}");
+        let e = err("tproxyd:\n  listeners: []\n");
+        assert!(e.contains("tproxyd.listeners"), "{e}");
+        let e = err("tproxyd:\n  listeners:\n    - { name: a, address: \"[::]:80\", mode: tproxy }\n    - { name: a, address: \"[::]:81\", mode: tproxy }\n");
+        assert!(e.contains("duplicate listener name"), "{e}");
+        let e = err("tproxyd:\n  request_headers:\n    add: { \"Bad Name\": x }\n");
+        assert!(e.contains("request_headers.add.Bad Name"), "{e}");
+    }
+}

@@ -1,0 +1,19 @@
+//! tproxyd: a fully transparent HTTP proxy for Linux gateways, on Pingora.
+//!
+//! A router steers clients' port-80 traffic to us with nftables `tproxy`
+//! (or `nat ... redirect`); we forward each request to the address the
+//! client originally dialed, adding headers on the way.
+//!
+//! - [`config`]: the YAML file (Pingora's keys plus our `tproxyd:` section)
+//! - [`listener`]: `IP_TRANSPARENT` sockets handed to Pingora's fd table
+//! - [`destination`]: the original destination of a connection, loop guard
+//! - [`filters`]: headers added on the way, `Via` loop token
+//! - [`proxy`]: the `ProxyHttp` implementation
+//! - [`app`]: assembling a Pingora `Server`
+
+pub mod app;
+pub mod config;
+pub mod destination;
+pub mod filters;
+pub mod listener;
+pub mod proxy;
