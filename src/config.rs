@@ -286,8 +286,12 @@ fn pingora_keys() -> BTreeSet<String> {
 
 /// Parses a duration such as `5s`, `250ms` or `1m`.
 pub fn parse_duration(key: &str, s: &str) -> Result<Duration, ConfigError> {
-    let d = humantime::parse_duration(s.trim())
-        .map_err(|e| invalid(key, format!("bad duration {s:?}: {e} (use e.g. 5s, 250ms, 1m)")))?;
+    let d = humantime::parse_duration(s.trim()).map_err(|e| {
+        invalid(
+            key,
+            format!("bad duration {s:?}: {e} (use e.g. 5s, 250ms, 1m)"),
+        )
+    })?;
     if d.is_zero() {
         return Err(invalid(key, "must be greater than zero"));
     }

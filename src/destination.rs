@@ -27,9 +27,38 @@ pub fn original_destination(session: &Session, mode: Mode) -> Option<SocketAddr>
     match mode {
         Mode::Tproxy => inet(session.server_addr()),
         Mode::Redirect => {
+            // Looked up once per connection and cached in Pingora's socket
+            // digest, so keep-alive requests cost no syscall.
             let digest = session.digest()?.socket_digest.as_ref()?;
-            inet(digest.original_dst())
+            let local = inet(session.server_addr())?;
+            let fd = session.stream()?.id();
+            let cached = digest
+                .original_dst
+                .get_or_init(|| so_original_dst(fd, local).map(PSocketAddr::Inet));
+            inet(cached.as_ref())
         }
+    }
+}
+
+/// `SO_ORIGINAL_DST` for v4 (also on a v4-mapped connection of a dual-stack
+/// socket, where Pingora would ask the v6 option and fail), and
+/// `IP6T_SO_ORIGINAL_DST` for v6.
+fn so_original_dst(fd: std::os::fd::RawFd, local: SocketAddr) -> Option<SocketAddr> {
+    use nix::sys::socket::{getsockopt, sockopt};
+    // SAFETY: the fd belongs to the live downstream stream of this session.
+    let fd = unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) };
+    if local.is_ipv4() {
+        let a = getsockopt(&fd, sockopt::OriginalDst).ok()?;
+        Some(SocketAddr::new(
+            std::net::Ipv4Addr::from(u32::from_be(a.sin_addr.s_addr)).into(),
+            u16::from_be(a.sin_port),
+        ))
+    } else {
+        let a = getsockopt(&fd, sockopt::Ip6tOriginalDst).ok()?;
+        Some(canonical(SocketAddr::new(
+            std::net::Ipv6Addr::from(a.sin6_addr.s6_addr).into(),
+            u16::from_be(a.sin6_port),
+        )))
     }
 }
 

@@ -121,7 +121,8 @@ mod tests {
         let a = adder();
         let mut req = RequestHeader::build("GET", b"/", None).unwrap();
         assert!(!a.is_looping(&req));
-        req.insert_header(VIA, "1.1 other (tproxyd inside)").unwrap();
+        req.insert_header(VIA, "1.1 other (tproxyd inside)")
+            .unwrap();
         assert!(!a.is_looping(&req));
         req.insert_header(VIA, "1.0 fred, 1.1 TPROXYD").unwrap();
         assert!(a.is_looping(&req));

@@ -141,9 +141,8 @@ impl ProxyHttp for TransparentProxy {
             return self.refuse(session, ctx, 508, "loop", body).await;
         };
         if self.shared.loop_guard.is_own_listener(dst) {
-            let body = format!(
-                "508 Loop Detected: destination {dst} is this proxy's own listener\n"
-            );
+            let body =
+                format!("508 Loop Detected: destination {dst} is this proxy's own listener\n");
             return self.refuse(session, ctx, 508, "loop", body).await;
         }
         if self.shared.headers.is_looping(session.req_header()) {
@@ -161,9 +160,9 @@ impl ProxyHttp for TransparentProxy {
         _session: &mut Session,
         ctx: &mut RequestCtx,
     ) -> Result<Box<HttpPeer>> {
-        let dst = ctx.dst.ok_or_else(|| {
-            Error::explain(ErrorType::InternalError, "no original destination")
-        })?;
+        let dst = ctx
+            .dst
+            .ok_or_else(|| Error::explain(ErrorType::InternalError, "no original destination"))?;
         let mut peer = HttpPeer::new(dst, false, String::new());
         let u = &self.shared.upstream;
         peer.options.connection_timeout = Some(u.connect_timeout);
@@ -205,14 +204,14 @@ impl ProxyHttp for TransparentProxy {
         if code > 0 {
             let body = match code {
                 502 | 504 => format!(
-                    "{code} {}: {} {}\n",
+                    "{code} {}: {}: {}\n",
                     if code == 502 {
                         "Bad Gateway"
                     } else {
                         "Gateway Timeout"
                     },
-                    upstream_reason(e),
-                    display_opt(ctx.dst)
+                    display_opt(ctx.dst),
+                    upstream_reason(e)
                 ),
                 _ => String::new(),
             };
@@ -220,7 +219,10 @@ impl ProxyHttp for TransparentProxy {
                 .respond_error_with_body(code, Bytes::from(body))
                 .await
             {
-                warn!("cannot send error response to {}: {we}", display_opt(ctx.client));
+                warn!(
+                    "cannot send error response to {}: {we}",
+                    display_opt(ctx.client)
+                );
             }
         }
         FailToProxy {
@@ -231,9 +233,7 @@ impl ProxyHttp for TransparentProxy {
 
     async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut RequestCtx) {
         let req = session.req_header();
-        let status = session
-            .response_written()
-            .map_or(0, |r| r.status.as_u16());
+        let status = session.response_written().map_or(0, |r| r.status.as_u16());
         let host = req
             .headers
             .get(http::header::HOST)

@@ -1,0 +1,122 @@
+//! The command line: `-t` validation of both config parts, and start-up
+//! failures that must stop the process instead of leaving it listener-less.
+
+mod harness;
+
+use harness::*;
+use std::process::Command;
+use std::time::Duration;
+
+fn check(yaml: &str) -> (bool, String) {
+    let dir = TempDir::new("check");
+    let path = dir.0.join("c.yaml");
+    std::fs::write(&path, yaml).unwrap();
+    let out = Command::new(tproxyd_bin())
+        .arg("-t")
+        .arg("-c")
+        .arg(&path)
+        .output()
+        .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.success(), text)
+}
+
+#[test]
+fn shipped_config_is_valid() {
+    let out = Command::new(tproxyd_bin())
+        .args(["-t", "-c"])
+        .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/conf/tproxyd.yaml"))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    assert!(String::from_utf8_lossy(&out.stdout).contains("is valid"));
+}
+
+#[test]
+fn lab_config_is_valid() {
+    let dir = TempDir::new("labconf");
+    let (ok, text) = check(&lab_config(&dir.0, ""));
+    assert!(ok, "{text}");
+}
+
+#[test]
+fn bad_configs_are_rejected_naming_the_key() {
+    let cases: &[(&str, &[&str])] = &[
+        (
+            "tproxyd:\n  listeners:\n    - { name: a, address: \"[::]:8888\", mode: transparent }\n",
+            &["tproxyd.listeners[0].mode", "transparent"],
+        ),
+        (
+            "tproxyd:\n  listeners:\n    - { name: a, address: \"localhost:8888\", mode: tproxy }\n",
+            &["tproxyd.listeners[0].address", "localhost:8888"],
+        ),
+        (
+            "tproxyd:\n  upstream:\n    read_timeout: forever\n",
+            &["tproxyd.upstream.read_timeout", "bad duration"],
+        ),
+        ("tproxyd:\n  listners: []\n", &["listners", "unknown field"]),
+        ("grace_period_secs: 3\n", &["grace_period_secs", "unknown key"]),
+        ("threads: lots\n", &["threads"]),
+        ("tproxyd: [\n", &["invalid config"]),
+    ];
+    for (yaml, needles) in cases {
+        let (ok, text) = check(yaml);
+        assert!(!ok, "accepted bad config:\n{yaml}");
+        for n in *needles {
+            assert!(text.contains(n), "message for\n{yaml}\nlacks {n:?}: {text}");
+        }
+    }
+}
+
+#[test]
+fn missing_config_file_is_an_error() {
+    let out = Command::new(tproxyd_bin())
+        .args(["-t", "-c", "/nonexistent/tproxyd.yaml"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("/nonexistent/tproxyd.yaml"));
+}
+
+#[test]
+fn a_listener_that_cannot_bind_stops_the_process() {
+    if !lab_available("listener_bind_failure") {
+        return;
+    }
+    let lab = Lab::up();
+    // Something else already listens on the proxy port in the router.
+    let _squatter = in_netns(&lab.router_ns(), || {
+        std::net::TcpListener::bind("[::]:8888").unwrap()
+    });
+    let dir = TempDir::new("bindfail");
+    let conf = dir.0.join("c.yaml");
+    std::fs::write(&conf, lab_config(&dir.0, "")).unwrap();
+    let mut child = Command::new("ip")
+        .args(["netns", "exec", &lab.router_ns(), tproxyd_bin(), "-c"])
+        .arg(&conf)
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("tproxyd kept running without its listener");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let mut err = String::new();
+    std::io::Read::read_to_string(child.stderr.as_mut().unwrap(), &mut err).unwrap();
+    assert!(!status.success());
+    assert!(
+        err.contains("lan-http") && err.contains("[::]:8888") && err.contains("in use"),
+        "{err}"
+    );
+}

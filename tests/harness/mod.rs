@@ -1,0 +1,530 @@
+//! The end-to-end harness: a namespace lab (`lab/lab.sh`), an HTTP origin
+//! in the server namespace, tproxyd in the router namespace and raw HTTP/1.1
+//! clients in the client namespace, all real sockets through real TPROXY.
+//!
+//! Sockets are created by threads that `setns()` into a namespace; a socket
+//! stays in the namespace it was created in, so the test can use it from any
+//! thread afterwards. Every namespace and process is removed on drop, also
+//! when a test panics.
+#![allow(dead_code)]
+
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// Client (LAN) addresses.
+pub const CLIENT_V4: &str = "192.0.2.10";
+pub const CLIENT_V6: &str = "2001:db8:1::10";
+/// The router's addresses on both sides.
+pub const ROUTER_LAN_V4: &str = "192.0.2.1";
+pub const ROUTER_LAN_V6: &str = "2001:db8:1::1";
+pub const ROUTER_WAN_V4: &str = "198.51.100.1";
+pub const ROUTER_WAN_V6: &str = "2001:db8:2::1";
+/// Two origin addresses per family, all on the server namespace.
+pub const SERVER_V4: &str = "198.51.100.10";
+pub const SERVER2_V4: &str = "198.51.100.11";
+pub const SERVER_V6: &str = "2001:db8:2::10";
+pub const SERVER2_V6: &str = "2001:db8:2::11";
+
+/// Returns true when the lab can run. Without root it prints why and the
+/// test returns early; under `CI=true` a missing privilege is a failure.
+pub fn lab_available(test: &str) -> bool {
+    let root = nix::unistd::geteuid().is_root();
+    let tools = ["ip", "nft"]
+        .iter()
+        .all(|t| Command::new(t).arg("-V").output().is_ok());
+    if root && tools {
+        return true;
+    }
+    let why = if !root {
+        "needs root (CAP_NET_ADMIN, CAP_SYS_ADMIN) for network namespaces and TPROXY"
+    } else {
+        "needs 'ip' (iproute2) and 'nft' (nftables) on PATH"
+    };
+    if std::env::var("CI").as_deref() == Ok("true") {
+        panic!("{test}: {why}, and CI=true forbids skipping");
+    }
+    eprintln!("SKIPPED {test}: {why}");
+    false
+}
+
+fn repo_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// One lab: three namespaces, deleted on drop.
+pub struct Lab {
+    pub prefix: String,
+}
+
+static LAB_COUNTER: AtomicUsize = AtomicUsize::new(0);
+
+impl Lab {
+    pub fn up() -> Lab {
+        let n = LAB_COUNTER.fetch_add(1, Ordering::SeqCst);
+        let prefix = format!("tpx{}x{n}", std::process::id());
+        // Construct the guard first so a half-built lab is also torn down.
+        let lab = Lab { prefix };
+        let out = Command::new(repo_root().join("lab/lab.sh"))
+            .args(["up", &lab.prefix])
+            .output()
+            .expect("run lab/lab.sh");
+        assert!(
+            out.status.success(),
+            "lab.sh up failed: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        lab
+    }
+
+    pub fn client_ns(&self) -> String {
+        format!("{}-cli", self.prefix)
+    }
+    pub fn router_ns(&self) -> String {
+        format!("{}-rtr", self.prefix)
+    }
+    pub fn server_ns(&self) -> String {
+        format!("{}-srv", self.prefix)
+    }
+
+    /// Runs a command inside a namespace and returns its output.
+    pub fn exec(&self, ns: &str, args: &[&str]) -> std::process::Output {
+        Command::new("ip")
+            .args(["netns", "exec", ns])
+            .args(args)
+            .output()
+            .expect("ip netns exec")
+    }
+
+    /// A TCP connection from the client namespace.
+    pub fn client_connect(&self, dst: &str) -> std::io::Result<TcpStream> {
+        let dst: SocketAddr = dst.parse().expect("socket address");
+        in_netns(&self.client_ns(), move || {
+            TcpStream::connect_timeout(&dst, Duration::from_secs(5))
+        })
+    }
+
+    /// A TCP connection from the client namespace, bound to a given source.
+    pub fn connect_from(&self, ns: &str, dst: &str) -> std::io::Result<TcpStream> {
+        let dst: SocketAddr = dst.parse().expect("socket address");
+        in_netns(ns, move || {
+            TcpStream::connect_timeout(&dst, Duration::from_secs(5))
+        })
+    }
+}
+
+impl Drop for Lab {
+    fn drop(&mut self) {
+        let _ = Command::new(repo_root().join("lab/lab.sh"))
+            .args(["down", &self.prefix])
+            .output();
+    }
+}
+
+/// Runs `f` on a fresh thread that has joined network namespace `ns`.
+pub fn in_netns<T: Send + 'static>(ns: &str, f: impl FnOnce() -> T + Send + 'static) -> T {
+    let path = format!("/run/netns/{ns}");
+    std::thread::spawn(move || {
+        let file = std::fs::File::open(&path).unwrap_or_else(|e| panic!("open {path}: {e}"));
+        nix::sched::setns(file, nix::sched::CloneFlags::CLONE_NEWNET)
+            .unwrap_or_else(|e| panic!("setns {path}: {e}"));
+        f()
+    })
+    .join()
+    .expect("namespace thread panicked")
+}
+
+/// What the origin saw of one request.
+#[derive(Debug, Clone)]
+pub struct Seen {
+    /// Which accepted connection it came on (counts upstream connections).
+    pub conn: usize,
+    pub peer: SocketAddr,
+    pub local: SocketAddr,
+    pub method: String,
+    pub path: String,
+    /// Header names lower-cased; repeated headers joined with ", ".
+    pub headers: HashMap<String, String>,
+}
+
+/// An HTTP/1.1 origin in the server namespace, listening dual-stack on the
+/// given ports of all its addresses. It answers `origin <local> <method>
+/// <path>` and records every request; `/status/NNN` answers with NNN.
+pub struct Origin {
+    seen: Arc<Mutex<Vec<Seen>>>,
+}
+
+fn canonical(a: SocketAddr) -> SocketAddr {
+    SocketAddr::new(a.ip().to_canonical(), a.port())
+}
+
+impl Origin {
+    pub fn start(lab: &Lab, ports: &[u16]) -> Origin {
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let conns = Arc::new(AtomicUsize::new(0));
+        for &port in ports {
+            let listener = in_netns(&lab.server_ns(), move || {
+                let s = socket2::Socket::new(socket2::Domain::IPV6, socket2::Type::STREAM, None)
+                    .unwrap();
+                s.set_only_v6(false).unwrap();
+                s.set_reuse_address(true).unwrap();
+                let addr: SocketAddr = format!("[::]:{port}").parse().unwrap();
+                s.bind(&addr.into()).unwrap();
+                s.listen(1024).unwrap();
+                TcpListener::from(s)
+            });
+            let seen = seen.clone();
+            let conns = conns.clone();
+            std::thread::spawn(move || {
+                for stream in listener.incoming() {
+                    let Ok(stream) = stream else { break };
+                    let conn = conns.fetch_add(1, Ordering::SeqCst);
+                    let seen = seen.clone();
+                    std::thread::spawn(move || serve_origin_conn(stream, conn, seen));
+                }
+            });
+        }
+        Origin { seen }
+    }
+
+    pub fn seen(&self) -> Vec<Seen> {
+        self.seen.lock().unwrap().clone()
+    }
+
+    pub fn count(&self) -> usize {
+        self.seen.lock().unwrap().len()
+    }
+}
+
+fn serve_origin_conn(stream: TcpStream, conn: usize, seen: Arc<Mutex<Vec<Seen>>>) {
+    let peer = canonical(stream.peer_addr().unwrap());
+    let local = canonical(stream.local_addr().unwrap());
+    let mut reader = BufReader::new(stream.try_clone().unwrap());
+    let mut out = stream;
+    loop {
+        let Some(head) = read_head(&mut reader) else {
+            return;
+        };
+        let mut headers = [httparse::EMPTY_HEADER; 64];
+        let mut req = httparse::Request::new(&mut headers);
+        if req.parse(&head).is_err() {
+            return;
+        }
+        let mut map: HashMap<String, String> = HashMap::new();
+        for h in req.headers.iter() {
+            let v = String::from_utf8_lossy(h.value).to_string();
+            map.entry(h.name.to_ascii_lowercase())
+                .and_modify(|e| {
+                    e.push_str(", ");
+                    e.push_str(&v)
+                })
+                .or_insert(v);
+        }
+        let len: usize = map
+            .get("content-length")
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0);
+        let mut body = vec![0; len];
+        if reader.read_exact(&mut body).is_err() {
+            return;
+        }
+        let method = req.method.unwrap_or("").to_string();
+        let path = req.path.unwrap_or("").to_string();
+        seen.lock().unwrap().push(Seen {
+            conn,
+            peer,
+            local,
+            method: method.clone(),
+            path: path.clone(),
+            headers: map,
+        });
+        let status: u16 = path
+            .strip_prefix("/status/")
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(200);
+        let body = format!("origin {local} {method} {path}\n");
+        let resp = format!(
+            "HTTP/1.1 {status} X\r\nContent-Length: {}\r\nContent-Type: text/plain\r\n\r\n{body}",
+            body.len()
+        );
+        if out.write_all(resp.as_bytes()).is_err() {
+            return;
+        }
+    }
+}
+
+fn read_head(r: &mut impl BufRead) -> Option<Vec<u8>> {
+    let mut head = Vec::new();
+    loop {
+        let mut line = Vec::new();
+        if r.read_until(b'\n', &mut line).ok()? == 0 {
+            return None;
+        }
+        head.extend_from_slice(&line);
+        if line == b"\r\n" || line == b"\n" {
+            return Some(head);
+        }
+    }
+}
+
+/// A parsed HTTP response.
+#[derive(Debug)]
+pub struct Response {
+    pub status: u16,
+    pub headers: HashMap<String, String>,
+    pub body: String,
+}
+
+/// A minimal HTTP/1.1 client on an existing connection, so that tests
+/// control keep-alive and exactly what is sent.
+pub struct Client {
+    reader: BufReader<TcpStream>,
+    stream: TcpStream,
+}
+
+impl Client {
+    pub fn new(stream: TcpStream) -> Client {
+        stream
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        Client {
+            reader: BufReader::new(stream.try_clone().unwrap()),
+            stream,
+        }
+    }
+
+    /// Sends a GET with the given Host and extra header lines.
+    pub fn get(
+        &mut self,
+        host: &str,
+        path: &str,
+        extra: &[(&str, &str)],
+    ) -> std::io::Result<Response> {
+        let mut req =
+            format!("GET {path} HTTP/1.1\r\nHost: {host}\r\nUser-Agent: tproxyd-test\r\n");
+        for (k, v) in extra {
+            req.push_str(&format!("{k}: {v}\r\n"));
+        }
+        req.push_str("\r\n");
+        self.send_raw(req.as_bytes())
+    }
+
+    /// Sends raw bytes and reads one response.
+    pub fn send_raw(&mut self, bytes: &[u8]) -> std::io::Result<Response> {
+        self.stream.write_all(bytes)?;
+        self.read_response()
+    }
+
+    pub fn read_response(&mut self) -> std::io::Result<Response> {
+        let head = read_head(&mut self.reader).ok_or_else(|| {
+            std::io::Error::new(
+                std::io::ErrorKind::UnexpectedEof,
+                "connection closed before a response",
+            )
+        })?;
+        let mut headers = [httparse::EMPTY_HEADER; 64];
+        let mut resp = httparse::Response::new(&mut headers);
+        resp.parse(&head)
+            .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))?;
+        let mut map = HashMap::new();
+        for h in resp.headers.iter() {
+            map.insert(
+                h.name.to_ascii_lowercase(),
+                String::from_utf8_lossy(h.value).to_string(),
+            );
+        }
+        let status = resp.code.unwrap_or(0);
+        let mut body = Vec::new();
+        if let Some(len) = map
+            .get("content-length")
+            .and_then(|v| v.parse::<usize>().ok())
+        {
+            body.resize(len, 0);
+            self.reader.read_exact(&mut body)?;
+        } else if map
+            .get("transfer-encoding")
+            .is_some_and(|v| v.eq_ignore_ascii_case("chunked"))
+        {
+            loop {
+                let mut line = String::new();
+                self.reader.read_line(&mut line)?;
+                let size = usize::from_str_radix(line.trim(), 16).unwrap_or(0);
+                let mut chunk = vec![0; size + 2];
+                self.reader.read_exact(&mut chunk)?;
+                if size == 0 {
+                    break;
+                }
+                body.extend_from_slice(&chunk[..size]);
+            }
+        } else {
+            self.reader.read_to_end(&mut body)?;
+        }
+        Ok(Response {
+            status,
+            headers: map,
+            body: String::from_utf8_lossy(&body).to_string(),
+        })
+    }
+}
+
+/// One GET on a fresh connection from the client namespace.
+pub fn get(lab: &Lab, dst: &str, host: &str, path: &str) -> Response {
+    let stream = lab
+        .client_connect(dst)
+        .unwrap_or_else(|e| panic!("connect to {dst}: {e}"));
+    Client::new(stream)
+        .get(host, path, &[])
+        .unwrap_or_else(|e| panic!("GET {dst}{path}: {e}"))
+}
+
+/// A tproxyd process in the router namespace, killed on drop.
+pub struct Proxy {
+    child: Child,
+    pub log: PathBuf,
+    _dir: TempDir,
+}
+
+/// A temporary directory removed on drop.
+pub struct TempDir(pub PathBuf);
+
+impl TempDir {
+    pub fn new(tag: &str) -> TempDir {
+        let n = LAB_COUNTER.fetch_add(1, Ordering::SeqCst);
+        let p = std::env::temp_dir().join(format!("tproxyd-{tag}-{}-{n}", std::process::id()));
+        std::fs::create_dir_all(&p).unwrap();
+        TempDir(p)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+pub fn tproxyd_bin() -> &'static str {
+    env!("CARGO_BIN_EXE_tproxyd")
+}
+
+/// The lab's standard config: TPROXY on [::]:8888, REDIRECT on [::]:8889,
+/// short timeouts so that failure tests are quick. `extra` is appended to the
+/// `tproxyd:` section.
+pub fn lab_config(dir: &Path, extra: &str) -> String {
+    format!(
+        r#"version: 1
+threads: 2
+pid_file: {dir}/tproxyd.pid
+upgrade_sock: {dir}/upgrade.sock
+grace_period_seconds: 1
+graceful_shutdown_timeout_seconds: 1
+tproxyd:
+  listeners:
+    - name: lan-http
+      address: "[::]:8888"
+      mode: tproxy
+    - name: lan-nat
+      address: "[::]:8889"
+      mode: redirect
+  upstream:
+    connect_timeout: 1s
+    read_timeout: 3s
+{extra}"#,
+        dir = dir.display()
+    )
+}
+
+impl Proxy {
+    /// Starts tproxyd with `yaml` and waits until its listeners accept.
+    pub fn start(lab: &Lab, yaml: &str, ports: &[u16]) -> Proxy {
+        let dir = TempDir::new("proxy");
+        let conf = dir.0.join("tproxyd.yaml");
+        std::fs::write(&conf, yaml).unwrap();
+        let log = dir.0.join("tproxyd.log");
+        let child = Command::new("ip")
+            .args(["netns", "exec", &lab.router_ns(), tproxyd_bin(), "-c"])
+            .arg(&conf)
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(std::fs::File::create(dir.0.join("stdout.log")).unwrap())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .expect("spawn tproxyd");
+        let mut proxy = Proxy {
+            child,
+            log,
+            _dir: dir,
+        };
+        let deadline = Instant::now() + Duration::from_secs(15);
+        for &port in ports {
+            loop {
+                if let Ok(Some(status)) = proxy.child.try_wait() {
+                    panic!("tproxyd exited early ({status}):\n{}", proxy.log_text());
+                }
+                let ok = in_netns(&lab.router_ns(), move || {
+                    // A plain connect that sends nothing: proves the socket listens.
+                    TcpStream::connect(("127.0.0.1", port)).is_ok()
+                });
+                if ok {
+                    break;
+                }
+                assert!(
+                    Instant::now() < deadline,
+                    "tproxyd did not listen on {port}:\n{}",
+                    proxy.log_text()
+                );
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
+        proxy
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Access-log lines (target `tproxyd::access`).
+    pub fn access_lines(&self) -> Vec<String> {
+        self.log_text()
+            .lines()
+            .filter(|l| l.contains("tproxyd::access"))
+            .map(str::to_string)
+            .collect()
+    }
+
+    /// Waits until an access-log line contains all of `needles`.
+    pub fn wait_access(&self, needles: &[&str]) -> String {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            if let Some(l) = self
+                .access_lines()
+                .into_iter()
+                .find(|l| needles.iter().all(|n| l.contains(n)))
+            {
+                return l;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no access-log line with {needles:?} in:\n{}",
+                self.log_text()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
