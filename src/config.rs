@@ -254,6 +254,22 @@ impl Config {
             ConfigError::Yaml(format!("Pingora server settings: {cause}"))
         })?;
 
+        for (key, set) in [
+            ("user", server.user.is_some()),
+            ("group", server.group.is_some()),
+        ] {
+            if set {
+                return Err(invalid(
+                    key,
+                    "Pingora switches user before tproxyd binds its IP_TRANSPARENT sockets, \
+                     and the switch drops CAP_NET_ADMIN, so the bind would fail; remove it and \
+                     run as root, or as an unprivileged user that holds CAP_NET_ADMIN \
+                     (systemd: User=/DynamicUser= with AmbientCapabilities=CAP_NET_ADMIN, \
+                     see conf/tproxyd.service)",
+                ));
+            }
+        }
+
         let raw: TproxydRaw = match ours {
             None | Some(serde_yaml::Value::Null) => TproxydRaw::default(),
             Some(v) => serde_path_to_error::deserialize(v).map_err(|e| {
@@ -433,6 +449,8 @@ tproxyd:
         assert!(e.contains("threadz") && e.contains("unknown key"), "{e}");
         let e = err("threads: many\n");
         assert!(e.contains("threads"), "{e}");
+        let e = err("daemon: true\nuser: nobody\n");
+        assert!(e.contains("user: Pingora switches user"), "{e}");
         let e = err("tproxyd:\n  listeners: []\n");
         assert!(e.contains("tproxyd.listeners"), "{e}");
         let e = err("tproxyd:\n  listeners:\n    - { name: a, address: \"[::]:80\", mode: tproxy }\n    - { name: a, address: \"[::]:81\", mode: tproxy }\n");

@@ -9,11 +9,13 @@
 //! - [`destination`]: the original destination of a connection, loop guard
 //! - [`filters`]: headers added on the way, `Via` loop token
 //! - [`proxy`]: the `ProxyHttp` implementation
+//! - [`lifecycle`]: draining keep-alive connections on upgrade / stop
 //! - [`app`]: assembling a Pingora `Server`
 
 pub mod app;
 pub mod config;
 pub mod destination;
 pub mod filters;
+pub mod lifecycle;
 pub mod listener;
 pub mod proxy;

@@ -54,6 +54,22 @@ pub fn bind_transparent(addr: SocketAddr) -> io::Result<Socket> {
     Ok(socket)
 }
 
+/// Whether this process holds `CAP_NET_ADMIN` (needed for
+/// `IP_TRANSPARENT`), read from `/proc/self/status` so that the answer is
+/// known before any socket is touched.
+pub fn has_cap_net_admin() -> bool {
+    const CAP_NET_ADMIN: u32 = 12;
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|status| {
+            status
+                .lines()
+                .find_map(|l| l.strip_prefix("CapEff:"))
+                .and_then(|hex| u64::from_str_radix(hex.trim(), 16).ok())
+        })
+        .is_some_and(|caps| caps & (1 << CAP_NET_ADMIN) != 0)
+}
+
 fn libc_eperm() -> i32 {
     nix::errno::Errno::EPERM as i32
 }
@@ -69,35 +85,53 @@ pub fn is_transparent(fd: std::os::fd::BorrowedFd<'_>, v6: bool) -> io::Result<b
     }
 }
 
-/// Makes sure the fd table holds a transparent socket for each listener:
-/// inherited ones (graceful upgrade) are kept as they are, missing ones are
-/// bound now.
-pub fn ensure_listeners(fds: &ListenFds, listeners: &[Listener]) -> Result<(), String> {
-    for l in listeners {
-        let mut table = fds.lock();
-        if let Some(fd) = table.get(&l.address) {
-            // SAFETY: the table owns the fd and keeps it open while we look.
-            let fd = unsafe { std::os::fd::BorrowedFd::borrow_raw(*fd) };
-            let transparent = is_transparent(fd, l.socket_addr.is_ipv6()).unwrap_or(false);
-            info!(
-                "listener {} ({}) inherited {} (transparent: {})",
-                l.name,
-                l.mode.as_str(),
-                l.address,
-                transparent
-            );
-            continue;
-        }
-        let socket = bind_transparent(l.socket_addr)
-            .map_err(|e| format!("listener {} cannot listen on {}: {e}", l.name, l.address))?;
+/// Binds a listener's socket now, so that an unusable address (in use, no
+/// capability) stops start-up with a clear error while the process is still
+/// in the foreground, before Pingora daemonizes. Not used with `-u`, where
+/// the sockets come from the old process.
+pub fn prebind(listener: &Listener) -> Result<Socket, String> {
+    bind_transparent(listener.socket_addr).map_err(|e| {
+        format!(
+            "listener {} cannot listen on {}: {e}",
+            listener.name, listener.address
+        )
+    })
+}
+
+/// Makes sure the fd table holds a transparent socket for `listener`: an
+/// inherited one (graceful upgrade) is kept as it is, otherwise the
+/// pre-bound socket is used, or one is bound now (a listener added by a
+/// reload).
+pub fn ensure_listener(
+    fds: &ListenFds,
+    listener: &Listener,
+    prebound: Option<Socket>,
+) -> Result<(), String> {
+    let mut table = fds.lock();
+    if let Some(fd) = table.get(&listener.address) {
+        // SAFETY: the table owns the fd and keeps it open while we look.
+        let fd = unsafe { std::os::fd::BorrowedFd::borrow_raw(*fd) };
+        let transparent = is_transparent(fd, listener.socket_addr.is_ipv6()).unwrap_or(false);
         info!(
-            "listener {} ({}) bound {} with IP_TRANSPARENT",
-            l.name,
-            l.mode.as_str(),
-            l.address
+            "listener {} ({}) inherited {} (transparent: {})",
+            listener.name,
+            listener.mode.as_str(),
+            listener.address,
+            transparent
         );
-        table.add(l.address.clone(), socket.into_raw_fd());
+        return Ok(());
     }
+    let socket = match prebound {
+        Some(s) => s,
+        None => prebind(listener)?,
+    };
+    info!(
+        "listener {} ({}) bound {} with IP_TRANSPARENT",
+        listener.name,
+        listener.mode.as_str(),
+        listener.address
+    );
+    table.add(listener.address.clone(), socket.into_raw_fd());
     Ok(())
 }
 
@@ -108,13 +142,19 @@ pub fn ensure_listeners(fds: &ListenFds, listeners: &[Listener]) -> Result<(), S
 /// our fds in the table and adopts them instead of binding.
 pub struct TransparentService<S> {
     inner: S,
-    listeners: Vec<Listener>,
+    listener: Listener,
+    prebound: Option<Socket>,
 }
 
 impl<S> TransparentService<S> {
-    /// `inner` must already have `add_tcp(&l.address)` for each listener.
-    pub fn new(inner: S, listeners: Vec<Listener>) -> Self {
-        TransparentService { inner, listeners }
+    /// `inner` must already have `add_tcp(&listener.address)`; `prebound`
+    /// is the socket from [`prebind`], if start-up made one.
+    pub fn new(inner: S, listener: Listener, prebound: Option<Socket>) -> Self {
+        TransparentService {
+            inner,
+            listener,
+            prebound,
+        }
     }
 }
 
@@ -130,7 +170,7 @@ impl<S: Service> Service for TransparentService<S> {
             error!("no listen-fd table from Pingora; cannot install transparent listeners");
             std::process::exit(1);
         };
-        if let Err(e) = ensure_listeners(table, &self.listeners) {
+        if let Err(e) = ensure_listener(table, &self.listener, self.prebound.take()) {
             // A service task that panics leaves a process without a listener,
             // which under TPROXY means traffic silently bypasses the proxy.
             error!("{e}; exiting");

@@ -34,7 +34,20 @@ fn main() {
         );
         std::process::exit(0);
     }
-    let mut server = build_server(cli.pingora, config);
+    if !tproxyd::listener::has_cap_net_admin() {
+        eprintln!(
+            "tproxyd: this process lacks CAP_NET_ADMIN, which IP_TRANSPARENT sockets need; \
+             run as root or grant the capability (systemd: AmbientCapabilities=CAP_NET_ADMIN)"
+        );
+        std::process::exit(1);
+    }
+    let mut server = match build_server(cli.pingora, config) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("tproxyd: {e}");
+            std::process::exit(1);
+        }
+    };
     server.bootstrap();
     server.run_forever();
 }

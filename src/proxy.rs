@@ -6,6 +6,7 @@
 use crate::config::{Listener, UpstreamConf};
 use crate::destination::{client_address, original_destination, LoopGuard};
 use crate::filters::RequestHeaderAdder;
+use crate::lifecycle::Draining;
 use async_trait::async_trait;
 use bytes::Bytes;
 use log::{info, warn};
@@ -26,6 +27,8 @@ pub struct Shared {
     pub loop_guard: LoopGuard,
     /// Upstream timeouts.
     pub upstream: UpstreamConf,
+    /// Set when this process is being replaced or stopped.
+    pub draining: Draining,
 }
 
 /// The proxy behind one transparent listener (Pingora runs one service per
@@ -130,6 +133,10 @@ impl ProxyHttp for TransparentProxy {
     }
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
+        if self.shared.draining.is_draining() {
+            // Let the client reconnect (to the new process) after this one.
+            session.set_keepalive(None);
+        }
         ctx.client = client_address(session);
         ctx.dst = original_destination(session, self.listener.mode);
         let Some(dst) = ctx.dst else {

@@ -129,6 +129,17 @@ impl Drop for Lab {
 
 /// Runs `f` on a fresh thread that has joined network namespace `ns`.
 pub fn in_netns<T: Send + 'static>(ns: &str, f: impl FnOnce() -> T + Send + 'static) -> T {
+    spawn_in_netns(ns, f)
+        .join()
+        .expect("namespace thread panicked")
+}
+
+/// Spawns a thread that joins network namespace `ns` and runs `f`; every
+/// socket it creates lives in that namespace.
+pub fn spawn_in_netns<T: Send + 'static>(
+    ns: &str,
+    f: impl FnOnce() -> T + Send + 'static,
+) -> std::thread::JoinHandle<T> {
     let path = format!("/run/netns/{ns}");
     std::thread::spawn(move || {
         let file = std::fs::File::open(&path).unwrap_or_else(|e| panic!("open {path}: {e}"));
@@ -136,8 +147,6 @@ pub fn in_netns<T: Send + 'static>(ns: &str, f: impl FnOnce() -> T + Send + 'sta
             .unwrap_or_else(|e| panic!("setns {path}: {e}"));
         f()
     })
-    .join()
-    .expect("namespace thread panicked")
 }
 
 /// What the origin saw of one request.
@@ -244,6 +253,15 @@ fn serve_origin_conn(stream: TcpStream, conn: usize, seen: Arc<Mutex<Vec<Seen>>>
             path: path.clone(),
             headers: map,
         });
+        if let Some(n) = path
+            .strip_prefix("/slow/")
+            .and_then(|n| n.parse::<usize>().ok())
+        {
+            if write_slow(&mut out, n).is_err() {
+                return;
+            }
+            continue;
+        }
         let status: u16 = path
             .strip_prefix("/status/")
             .and_then(|s| s.parse().ok())
@@ -257,6 +275,29 @@ fn serve_origin_conn(stream: TcpStream, conn: usize, seen: Arc<Mutex<Vec<Seen>>>
             return;
         }
     }
+}
+
+/// The body `/slow/N` streams: N chunks of 1000 bytes, 100 ms apart.
+pub fn slow_body(n: usize) -> String {
+    (0..n).map(slow_chunk).collect()
+}
+
+fn slow_chunk(i: usize) -> String {
+    let tag = format!("chunk {i:05} ");
+    tag.repeat(1000 / tag.len() + 1)[..1000].to_string()
+}
+
+fn write_slow(out: &mut TcpStream, n: usize) -> std::io::Result<()> {
+    out.write_all(
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nContent-Type: text/plain\r\n\r\n",
+    )?;
+    for i in 0..n {
+        let c = slow_chunk(i);
+        out.write_all(format!("{:x}\r\n{c}\r\n", c.len()).as_bytes())?;
+        out.flush()?;
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    out.write_all(b"0\r\n\r\n")
 }
 
 fn read_head(r: &mut impl BufRead) -> Option<Vec<u8>> {
@@ -387,7 +428,7 @@ pub fn get(lab: &Lab, dst: &str, host: &str, path: &str) -> Response {
 pub struct Proxy {
     child: Child,
     pub log: PathBuf,
-    _dir: TempDir,
+    _dir: Option<TempDir>,
 }
 
 /// A temporary directory removed on drop.
@@ -443,23 +484,39 @@ impl Proxy {
     /// Starts tproxyd with `yaml` and waits until its listeners accept.
     pub fn start(lab: &Lab, yaml: &str, ports: &[u16]) -> Proxy {
         let dir = TempDir::new("proxy");
-        let conf = dir.0.join("tproxyd.yaml");
+        let mut proxy = Proxy::spawn(lab, &dir.0, "tproxyd", yaml, &[]);
+        proxy._dir = Some(dir);
+        proxy.wait_listening(lab, ports);
+        proxy
+    }
+
+    /// Starts tproxyd without waiting, with its config and log named `tag`
+    /// in `dir` and extra CLI `args` (e.g. `-u`).
+    pub fn spawn(lab: &Lab, dir: &Path, tag: &str, yaml: &str, args: &[&str]) -> Proxy {
+        let conf = dir.join(format!("{tag}.yaml"));
         std::fs::write(&conf, yaml).unwrap();
-        let log = dir.0.join("tproxyd.log");
+        let log = dir.join(format!("{tag}.log"));
         let child = Command::new("ip")
-            .args(["netns", "exec", &lab.router_ns(), tproxyd_bin(), "-c"])
+            .args(["netns", "exec", &lab.router_ns(), tproxyd_bin()])
+            .args(args)
+            .arg("-c")
             .arg(&conf)
             .env("RUST_LOG", "info")
             .stdin(Stdio::null())
-            .stdout(std::fs::File::create(dir.0.join("stdout.log")).unwrap())
+            .stdout(std::fs::File::create(dir.join(format!("{tag}.stdout"))).unwrap())
             .stderr(std::fs::File::create(&log).unwrap())
             .spawn()
             .expect("spawn tproxyd");
-        let mut proxy = Proxy {
+        Proxy {
             child,
             log,
-            _dir: dir,
-        };
+            _dir: None,
+        }
+    }
+
+    /// Waits until each port accepts connections in the router namespace.
+    pub fn wait_listening(&mut self, lab: &Lab, ports: &[u16]) {
+        let proxy = self;
         let deadline = Instant::now() + Duration::from_secs(15);
         for &port in ports {
             loop {
@@ -481,11 +538,34 @@ impl Proxy {
                 std::thread::sleep(Duration::from_millis(50));
             }
         }
-        proxy
     }
 
     pub fn pid(&self) -> u32 {
         self.child.id()
+    }
+
+    /// Sends a signal to the tproxyd process.
+    pub fn signal(&self, sig: nix::sys::signal::Signal) {
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(self.pid() as i32), sig)
+            .expect("signal tproxyd");
+    }
+
+    /// Waits up to `limit` for the process to exit.
+    pub fn wait_exit(&mut self, limit: Duration) -> Option<std::process::ExitStatus> {
+        let deadline = Instant::now() + limit;
+        loop {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return Some(status);
+            }
+            if Instant::now() > deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    pub fn is_running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
     }
 
     pub fn log_text(&self) -> String {
@@ -527,4 +607,103 @@ impl Drop for Proxy {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// What a bounded client load saw.
+#[derive(Debug, Default)]
+pub struct LoadReport {
+    /// Requests that got a complete, correct 200.
+    pub ok: usize,
+    /// Requests retried once on a fresh connection because a reused
+    /// keep-alive connection was closed before any response byte (what
+    /// every HTTP client does for idempotent requests, RFC 9112 §9.3.1).
+    pub retried_on_fresh_connection: usize,
+    /// Everything else: connect errors, resets, wrong status or body.
+    pub failures: Vec<String>,
+}
+
+/// A steady load from the client namespace against `dst`: `keepalive`
+/// workers each reuse one connection, `fresh` workers open one connection
+/// per request. Runs until `stop` is set (or 3000 requests per worker).
+pub fn start_load(
+    lab: &Lab,
+    dst: &str,
+    keepalive: usize,
+    fresh: usize,
+    stop: Arc<std::sync::atomic::AtomicBool>,
+) -> Vec<std::thread::JoinHandle<LoadReport>> {
+    let dst: SocketAddr = dst.parse().unwrap();
+    let mut handles = Vec::new();
+    for w in 0..keepalive + fresh {
+        let stop = stop.clone();
+        let reuse = w < keepalive;
+        handles.push(spawn_in_netns(&lab.client_ns(), move || {
+            let mut report = LoadReport::default();
+            let mut conn: Option<(Client, usize)> = None;
+            for i in 0..3000 {
+                if stop.load(Ordering::SeqCst) {
+                    break;
+                }
+                let path = format!("/load/{w}/{i}");
+                let expect = format!("origin {dst} GET {path}\n");
+                let mut attempt = 0;
+                loop {
+                    attempt += 1;
+                    let (mut client, served) = match conn.take() {
+                        Some(c) => c,
+                        None => match TcpStream::connect_timeout(&dst, Duration::from_secs(3)) {
+                            Ok(s) => (Client::new(s), 0),
+                            Err(e) => {
+                                report.failures.push(format!("{path}: connect: {e}"));
+                                break;
+                            }
+                        },
+                    };
+                    match client.get("load.test", &path, &[]) {
+                        Ok(resp) if resp.status == 200 && resp.body == expect => {
+                            report.ok += 1;
+                            let close = resp
+                                .headers
+                                .get("connection")
+                                .is_some_and(|v| v.eq_ignore_ascii_case("close"));
+                            if reuse && !close {
+                                conn = Some((client, served + 1));
+                            }
+                            break;
+                        }
+                        Ok(resp) => {
+                            report
+                                .failures
+                                .push(format!("{path}: {} {:?}", resp.status, resp.body));
+                            break;
+                        }
+                        Err(e) if served > 0 && attempt == 1 => {
+                            let _ = e;
+                            report.retried_on_fresh_connection += 1;
+                            continue;
+                        }
+                        Err(e) => {
+                            report.failures.push(format!("{path}: {e}"));
+                            break;
+                        }
+                    }
+                }
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            report
+        }));
+    }
+    handles
+}
+
+/// Joins the load workers and sums their reports.
+pub fn finish_load(handles: Vec<std::thread::JoinHandle<LoadReport>>) -> LoadReport {
+    let mut total = LoadReport::default();
+    for h in handles {
+        let r = h.join().expect("load worker panicked");
+        total.ok += r.ok;
+        total.retried_on_fresh_connection += r.retried_on_fresh_connection;
+        total.failures.extend(r.failures);
+    }
+    total
 }

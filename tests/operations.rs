@@ -1,0 +1,432 @@
+//! Zero-downtime operation with transparent sockets: graceful upgrade
+//! (`-u` + SIGQUIT) under load, reload with a changed config, graceful stop
+//! (SIGTERM), fast stop (SIGINT), daemon mode and privileges. All through
+//! real TPROXY in the lab.
+
+mod harness;
+
+use harness::*;
+use nix::sys::signal::Signal;
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// The lab config plus an `X-Proxy-Gen` header that tells which process
+/// forwarded a request, and optionally only the TPROXY listener.
+fn gen_config(dir: &std::path::Path, generation: &str, with_redirect: bool) -> String {
+    let mut yaml = lab_config(
+        dir,
+        &format!("  request_headers:\n    add:\n      Via: \"1.1 tproxyd\"\n      X-Proxy-Gen: \"{generation}\"\n"),
+    );
+    if !with_redirect {
+        yaml = yaml.replace(
+            "    - name: lan-nat\n      address: \"[::]:8889\"\n      mode: redirect\n",
+            "",
+        );
+    }
+    yaml
+}
+
+fn gens_seen(origin: &Origin, from: usize) -> Vec<String> {
+    origin.seen()[from..]
+        .iter()
+        .map(|s| s.headers.get("x-proxy-gen").cloned().unwrap_or_default())
+        .collect()
+}
+
+/// Upgrades old → new under a steady load against each of `dsts`, and
+/// checks zero failures and that the new process serves afterwards.
+fn upgrade_under_load(test: &str, dsts: &[String], quit_first: bool) {
+    if !lab_available(test) {
+        return;
+    }
+    let lab = Lab::up();
+    let origin = Origin::start(&lab, &[80, 8080]);
+    let dir = TempDir::new("upgrade");
+    let mut old = Proxy::spawn(&lab, &dir.0, "old", &gen_config(&dir.0, "old", true), &[]);
+    old.wait_listening(&lab, &[8888, 8889]);
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut loads = Vec::new();
+    for dst in dsts {
+        loads.extend(start_load(&lab, dst, 3, 2, stop.clone()));
+    }
+    std::thread::sleep(Duration::from_millis(700));
+    let before_upgrade = origin.count();
+
+    let quit_at;
+    let mut new;
+    if quit_first {
+        quit_at = Instant::now();
+        old.signal(Signal::SIGQUIT);
+        std::thread::sleep(Duration::from_millis(300));
+        new = Proxy::spawn(
+            &lab,
+            &dir.0,
+            "new",
+            &gen_config(&dir.0, "new", true),
+            &["-u"],
+        );
+    } else {
+        new = Proxy::spawn(
+            &lab,
+            &dir.0,
+            "new",
+            &gen_config(&dir.0, "new", true),
+            &["-u"],
+        );
+        std::thread::sleep(Duration::from_millis(300));
+        quit_at = Instant::now();
+        old.signal(Signal::SIGQUIT);
+    }
+    let status = old
+        .wait_exit(Duration::from_secs(20))
+        .unwrap_or_else(|| panic!("old process did not exit:\n{}", old.log_text()));
+    let lingered = quit_at.elapsed();
+    assert!(new.is_running(), "new process died:\n{}", new.log_text());
+    let after_old_exit = origin.count();
+    std::thread::sleep(Duration::from_millis(700));
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    let report = finish_load(loads);
+
+    eprintln!(
+        "{test}: {} requests ok ({} during the upgrade), {} retried on a fresh connection after a keep-alive close, {} failed; old process exited {status} {:.1}s after SIGQUIT",
+        report.ok,
+        after_old_exit - before_upgrade,
+        report.retried_on_fresh_connection,
+        report.failures.len(),
+        lingered.as_secs_f64()
+    );
+    assert!(
+        report.failures.is_empty(),
+        "failed requests during upgrade: {:#?}\nold log:\n{}\nnew log:\n{}",
+        report.failures,
+        old.log_text(),
+        new.log_text()
+    );
+    assert!(
+        report.ok > 100,
+        "load too small to mean anything: {}",
+        report.ok
+    );
+    // The old process answers `Connection: close` from SIGQUIT on, so no
+    // client should ever find its keep-alive connection closed under it.
+    assert_eq!(
+        report.retried_on_fresh_connection, 0,
+        "keep-alive connections were closed under a client"
+    );
+    assert!(status.success(), "old process exit status {status}");
+
+    // The new process inherited the sockets (no re-bind) and serves now.
+    let new_log = new.log_text();
+    assert!(
+        new_log.contains("inherited [::]:8888 (transparent: true)"),
+        "{new_log}"
+    );
+    assert!(
+        new_log.contains("inherited [::]:8889 (transparent: true)"),
+        "{new_log}"
+    );
+    assert!(!new_log.contains("bound [::]:8888"), "{new_log}");
+    let gens = gens_seen(&origin, after_old_exit);
+    assert!(!gens.is_empty());
+    assert!(
+        gens.iter().all(|g| g == "new"),
+        "after the old process exited: {gens:?}"
+    );
+    for dst in dsts {
+        let resp = get(&lab, dst, "example.test", "/after-upgrade");
+        assert_eq!(resp.status, 200);
+        let s = origin.seen().pop().unwrap();
+        assert_eq!(s.headers["x-proxy-gen"], "new");
+        assert_eq!(&s.local.to_string(), dst);
+    }
+}
+
+#[test]
+fn upgrade_under_load_v4_tproxy_zero_failures() {
+    upgrade_under_load("upgrade_under_load_v4", &[format!("{SERVER_V4}:80")], false);
+}
+
+#[test]
+fn upgrade_under_load_v6_and_redirect_quit_first() {
+    upgrade_under_load(
+        "upgrade_under_load_v6_redirect",
+        &[
+            format!("[{SERVER_V6}]:80"),
+            format!("{SERVER_V4}:8080"),
+            format!("[{SERVER_V6}]:8080"),
+        ],
+        true,
+    );
+}
+
+#[test]
+fn slow_response_survives_upgrade_byte_exact() {
+    if !lab_available("slow_response_survives_upgrade") {
+        return;
+    }
+    let lab = Lab::up();
+    let _origin = Origin::start(&lab, &[80]);
+    let dir = TempDir::new("slow");
+    let mut old = Proxy::spawn(&lab, &dir.0, "old", &gen_config(&dir.0, "old", true), &[]);
+    old.wait_listening(&lab, &[8888, 8889]);
+
+    // 40 chunks, 100 ms apart: in flight for ~4 s, across the handover.
+    let stream = lab.client_connect(&format!("{SERVER_V4}:80")).unwrap();
+    let slow = std::thread::spawn(move || Client::new(stream).get("example.test", "/slow/40", &[]));
+    std::thread::sleep(Duration::from_millis(300));
+    let mut new = Proxy::spawn(
+        &lab,
+        &dir.0,
+        "new",
+        &gen_config(&dir.0, "new", true),
+        &["-u"],
+    );
+    std::thread::sleep(Duration::from_millis(200));
+    old.signal(Signal::SIGQUIT);
+
+    let resp = slow.join().unwrap().expect("slow response");
+    assert_eq!(resp.status, 200);
+    assert_eq!(resp.body.len(), 40_000);
+    assert!(resp.body == slow_body(40), "body differs");
+    assert!(old.wait_exit(Duration::from_secs(20)).is_some());
+    assert!(new.is_running());
+}
+
+#[test]
+fn reload_changes_headers_binds_new_and_closes_removed_listeners() {
+    if !lab_available("reload") {
+        return;
+    }
+    let lab = Lab::up();
+    let origin = Origin::start(&lab, &[80, 8080]);
+    let dir = TempDir::new("reload");
+    // v1: TPROXY + REDIRECT listeners. v2: REDIRECT removed, a new
+    // listener on 8890 added, header changed.
+    let mut old = Proxy::spawn(&lab, &dir.0, "v1", &gen_config(&dir.0, "v1", true), &[]);
+    old.wait_listening(&lab, &[8888, 8889]);
+    let v2 = gen_config(&dir.0, "v2", false).replace(
+        "  upstream:",
+        "    - name: extra\n      address: \"0.0.0.0:8890\"\n      mode: tproxy\n  upstream:",
+    );
+    let stop = Arc::new(AtomicBool::new(false));
+    let load = start_load(&lab, &format!("{SERVER_V4}:80"), 2, 1, stop.clone());
+    std::thread::sleep(Duration::from_millis(300));
+
+    let mut new = Proxy::spawn(&lab, &dir.0, "v2", &v2, &["-u"]);
+    std::thread::sleep(Duration::from_millis(200));
+    old.signal(Signal::SIGQUIT);
+    assert!(old.wait_exit(Duration::from_secs(20)).is_some());
+    let mark = origin.count();
+    std::thread::sleep(Duration::from_millis(300));
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    let report = finish_load(load);
+    assert!(report.failures.is_empty(), "{:#?}", report.failures);
+    let gens = gens_seen(&origin, mark);
+    assert!(
+        !gens.is_empty() && gens.iter().all(|g| g == "v2"),
+        "{gens:?}"
+    );
+
+    let log = new.log_text();
+    assert!(log.contains("inherited [::]:8888"), "{log}");
+    assert!(log.contains("bound 0.0.0.0:8890"), "{log}");
+    new.wait_listening(&lab, &[8890]);
+    // The removed listener is closed, not left open without an acceptor.
+    let open = in_netns(&lab.router_ns(), || {
+        std::net::TcpStream::connect("127.0.0.1:8889").is_ok()
+    });
+    assert!(
+        !open,
+        "removed listener [::]:8889 still accepts connections"
+    );
+    assert!(new.is_running());
+}
+
+#[test]
+fn sigterm_finishes_in_flight_requests_then_stops() {
+    if !lab_available("sigterm") {
+        return;
+    }
+    let lab = Lab::up();
+    let _origin = Origin::start(&lab, &[80]);
+    let dir = TempDir::new("term");
+    // grace_period_seconds: 1, graceful_shutdown_timeout_seconds: 1 → the
+    // in-flight response needs to finish within ~2s of SIGTERM.
+    let yaml =
+        gen_config(&dir.0, "x", true).replace("grace_period_seconds: 1", "grace_period_seconds: 3");
+    let mut proxy = Proxy::spawn(&lab, &dir.0, "p", &yaml, &[]);
+    proxy.wait_listening(&lab, &[8888]);
+
+    let stream = lab.client_connect(&format!("{SERVER_V4}:80")).unwrap();
+    let slow = std::thread::spawn(move || Client::new(stream).get("example.test", "/slow/15", &[]));
+    std::thread::sleep(Duration::from_millis(300));
+    let t = Instant::now();
+    proxy.signal(Signal::SIGTERM);
+    let resp = slow.join().unwrap().expect("in-flight response completes");
+    assert_eq!(resp.status, 200);
+    assert!(resp.body == slow_body(15), "body differs");
+
+    let status = proxy
+        .wait_exit(Duration::from_secs(15))
+        .expect("tproxyd exits after SIGTERM");
+    let took = t.elapsed();
+    eprintln!(
+        "sigterm: exited {status} {:.1}s after SIGTERM",
+        took.as_secs_f64()
+    );
+    assert!(
+        took >= Duration::from_millis(2500),
+        "left before the grace period: {took:?}"
+    );
+    // Gone: the router resets new connections (fail closed).
+    let err = lab.client_connect(&format!("{SERVER_V4}:80")).unwrap_err();
+    assert_eq!(err.kind(), std::io::ErrorKind::ConnectionRefused);
+}
+
+#[test]
+fn sigint_stops_at_once() {
+    if !lab_available("sigint") {
+        return;
+    }
+    let lab = Lab::up();
+    let dir = TempDir::new("int");
+    let mut proxy = Proxy::spawn(&lab, &dir.0, "p", &gen_config(&dir.0, "x", true), &[]);
+    proxy.wait_listening(&lab, &[8888]);
+    let t = Instant::now();
+    proxy.signal(Signal::SIGINT);
+    assert!(proxy.wait_exit(Duration::from_secs(3)).is_some());
+    assert!(t.elapsed() < Duration::from_secs(2), "{:?}", t.elapsed());
+}
+
+/// Kills a daemonized tproxyd (not our child) on drop.
+struct KillOnDrop(i32);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(self.0), Signal::SIGKILL);
+    }
+}
+
+fn alive(pid: i32) -> bool {
+    std::path::Path::new(&format!("/proc/{pid}")).exists()
+        && !std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .unwrap_or_default()
+            .contains(") Z ")
+}
+
+#[test]
+fn daemon_mode_writes_pid_file_and_error_log_and_stops_on_sigterm() {
+    if !lab_available("daemon_mode") {
+        return;
+    }
+    let lab = Lab::up();
+    let origin = Origin::start(&lab, &[80]);
+    let dir = TempDir::new("daemon");
+    let error_log = dir.0.join("error.log");
+    let pid_file = dir.0.join("tproxyd.pid");
+    let yaml = format!(
+        "daemon: true\nerror_log: {}\n{}",
+        error_log.display(),
+        gen_config(&dir.0, "daemon", true)
+    );
+    let mut parent = Proxy::spawn(&lab, &dir.0, "d", &yaml, &[]);
+    let status = parent
+        .wait_exit(Duration::from_secs(10))
+        .expect("the foreground process returns after forking");
+    assert!(status.success(), "{status}: {}", parent.log_text());
+
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let pid = loop {
+        if let Some(pid) = std::fs::read_to_string(&pid_file)
+            .ok()
+            .and_then(|p| p.trim().parse::<i32>().ok())
+        {
+            break pid;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no pid file {}",
+            pid_file.display()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let _guard = KillOnDrop(pid);
+    assert!(alive(pid), "daemon {pid} is not running");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !in_netns(&lab.router_ns(), || {
+        std::net::TcpStream::connect("127.0.0.1:8888").is_ok()
+    }) {
+        assert!(Instant::now() < deadline, "daemon does not listen");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+
+    let resp = get(&lab, &format!("{SERVER_V4}:80"), "example.test", "/daemon");
+    assert_eq!(resp.status, 200);
+    assert_eq!(origin.seen()[0].headers["x-proxy-gen"], "daemon");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !std::fs::read_to_string(&error_log)
+        .unwrap_or_default()
+        .contains("/daemon")
+    {
+        assert!(
+            Instant::now() < deadline,
+            "access line missing from error_log"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), Signal::SIGTERM).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while alive(pid) {
+        assert!(Instant::now() < deadline, "daemon did not stop on SIGTERM");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn daemon_with_unusable_listener_fails_in_the_foreground() {
+    if !lab_available("daemon_bind_failure") {
+        return;
+    }
+    let lab = Lab::up();
+    let _squatter = in_netns(&lab.router_ns(), || {
+        std::net::TcpListener::bind("[::]:8888").unwrap()
+    });
+    let dir = TempDir::new("daemonfail");
+    let yaml = format!("daemon: true\n{}", gen_config(&dir.0, "x", true));
+    let mut parent = Proxy::spawn(&lab, &dir.0, "d", &yaml, &[]);
+    let status = parent
+        .wait_exit(Duration::from_secs(10))
+        .expect("fails at once");
+    assert!(!status.success());
+    let log = parent.log_text();
+    assert!(
+        log.contains("listener lan-http cannot listen on [::]:8888"),
+        "{log}"
+    );
+    assert!(!dir.0.join("tproxyd.pid").exists(), "no daemon was started");
+}
+
+#[test]
+fn without_cap_net_admin_start_up_fails_clearly() {
+    if !lab_available("no_cap_net_admin") {
+        return;
+    }
+    use std::os::unix::process::CommandExt;
+    let dir = TempDir::new("nocap");
+    let conf = dir.0.join("c.yaml");
+    std::fs::write(&conf, gen_config(&dir.0, "x", true)).unwrap();
+    // The test's own namespace is fine: it must fail before touching sockets.
+    let out = std::process::Command::new(tproxyd_bin())
+        .arg("-c")
+        .arg(&conf)
+        .uid(65534)
+        .gid(65534)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("CAP_NET_ADMIN"), "{err}");
+}
