@@ -264,6 +264,11 @@ fn sigterm_finishes_in_flight_requests_then_stops() {
     std::thread::sleep(Duration::from_millis(300));
     let t = Instant::now();
     proxy.signal(Signal::SIGTERM);
+    std::thread::sleep(Duration::from_millis(300));
+    // New connections are refused at once (the router resets them: the
+    // listening socket is closed, nothing is left hanging in a backlog).
+    let err = lab.client_connect(&format!("{SERVER_V4}:80")).unwrap_err();
+    assert_eq!(err.kind(), std::io::ErrorKind::ConnectionRefused, "{err}");
     let resp = slow.join().unwrap().expect("in-flight response completes");
     assert_eq!(resp.status, 200);
     assert!(resp.body == slow_body(15), "body differs");
@@ -429,4 +434,93 @@ fn without_cap_net_admin_start_up_fails_clearly() {
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("CAP_NET_ADMIN"), "{err}");
+}
+
+fn read_pid(path: &std::path::Path, not: Option<i32>) -> i32 {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        if let Some(pid) = std::fs::read_to_string(path)
+            .ok()
+            .and_then(|p| p.trim().parse::<i32>().ok())
+            .filter(|p| Some(*p) != not && alive(*p))
+        {
+            return pid;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no (new) pid in {}",
+            path.display()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// What `systemctl reload` runs (conf/tproxyd.service): `-t`, SIGQUIT to
+/// the main pid, then `-u -d` — with daemons, the pid file and load.
+#[test]
+fn systemd_style_reload_of_a_daemon_under_load() {
+    if !lab_available("systemd_style_reload") {
+        return;
+    }
+    let lab = Lab::up();
+    let origin = Origin::start(&lab, &[80]);
+    let dir = TempDir::new("sdreload");
+    let pid_file = dir.0.join("tproxyd.pid");
+    let conf = |generation: &str| {
+        format!(
+            "daemon: true\nerror_log: {}\n{}",
+            dir.0.join("error.log").display(),
+            gen_config(&dir.0, generation, true)
+        )
+    };
+    let mut start = Proxy::spawn(&lab, &dir.0, "start", &conf("one"), &[]);
+    assert!(start
+        .wait_exit(Duration::from_secs(10))
+        .is_some_and(|s| s.success()));
+    let old_pid = read_pid(&pid_file, None);
+    let _old_guard = KillOnDrop(old_pid);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !in_netns(&lab.router_ns(), || {
+        std::net::TcpStream::connect("127.0.0.1:8888").is_ok()
+    }) {
+        assert!(Instant::now() < deadline, "daemon does not listen");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let load = start_load(&lab, &format!("{SERVER_V4}:80"), 2, 1, stop.clone());
+    std::thread::sleep(Duration::from_millis(300));
+
+    // ExecReload, step by step, with the changed config in place.
+    let mut check = Proxy::spawn(&lab, &dir.0, "reload", &conf("two"), &["-t"]);
+    assert!(check
+        .wait_exit(Duration::from_secs(10))
+        .is_some_and(|s| s.success()));
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(old_pid), Signal::SIGQUIT).unwrap();
+    let mut upgrade = Proxy::spawn(&lab, &dir.0, "reload", &conf("two"), &["-u", "-d"]);
+    let status = upgrade
+        .wait_exit(Duration::from_secs(15))
+        .expect("`-u -d` returns once it holds the sockets");
+    assert!(status.success(), "{status}: {}", upgrade.log_text());
+    let new_pid = read_pid(&pid_file, Some(old_pid));
+    let _new_guard = KillOnDrop(new_pid);
+
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while alive(old_pid) {
+        assert!(Instant::now() < deadline, "old daemon did not exit");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let mark = origin.count();
+    std::thread::sleep(Duration::from_millis(300));
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    let report = finish_load(load);
+    assert!(report.failures.is_empty(), "{:#?}", report.failures);
+    assert_eq!(report.retried_on_fresh_connection, 0);
+    let gens = gens_seen(&origin, mark);
+    assert!(
+        !gens.is_empty() && gens.iter().all(|g| g == "two"),
+        "{gens:?}"
+    );
+    assert!(alive(new_pid));
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(new_pid), Signal::SIGINT).unwrap();
 }
