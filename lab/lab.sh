@@ -10,6 +10,8 @@
 # fails closed (TCP reset) while no proxy listens. Its own addresses are left
 # alone. Everything lives inside namespaces named PREFIX-cli, PREFIX-rtr and
 # PREFIX-srv; the root namespace's links, routes and rules are never touched.
+# The router gets its own hosts/resolv.conf in /etc/netns/PREFIX-rtr/
+# (www.lab.test, other.lab.test), removed again by `down`.
 #
 # Usage: lab.sh up [PREFIX] | down [PREFIX] | show [PREFIX]     (PREFIX defaults to "tpx")
 set -euo pipefail
@@ -30,6 +32,7 @@ in_ns() { local ns=$1; shift; ip netns exec "$ns" "$@"; }
 
 down() {
   local ns
+  rm -rf "/etc/netns/$RTR"
   for ns in "$CLI" "$RTR" "$SRV"; do
     if ip netns list | awk '{print $1}' | grep -qx "$ns"; then
       # Kill whatever still runs inside before the namespace goes.
@@ -69,6 +72,19 @@ up() {
   ip -n "$SRV" -6 route add default via 2001:db8:2::1
 
   in_ns "$RTR" sysctl -qw net.ipv4.ip_forward=1 net.ipv6.conf.all.forwarding=1
+
+  # Name resolution inside the router (for the host_check filter): `ip netns
+  # exec` mounts these over /etc/hosts and /etc/resolv.conf for processes in
+  # the namespace only. No DNS server is reachable: other names fail fast.
+  mkdir -p "/etc/netns/$RTR"
+  cat >"/etc/netns/$RTR/hosts" <<'HOSTS'
+127.0.0.1 localhost
+198.51.100.10 www.lab.test
+198.51.100.11 other.lab.test
+2001:db8:2::10 www.lab.test
+2001:db8:2::11 other.lab.test
+HOSTS
+  echo "nameserver 127.0.0.1" >"/etc/netns/$RTR/resolv.conf"
 
   # TPROXY plumbing: marked packets are routed to the local stack.
   ip -n "$RTR" -4 rule add fwmark 1 lookup 100

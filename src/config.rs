@@ -5,6 +5,8 @@
 //! otherwise be silently dropped. Everything here is checked up front (also by
 //! `tproxyd -t`) and every error names the key it is about.
 
+use crate::filters::forwarding::{Forwarding, ForwardingRaw};
+use crate::filters::template::Template;
 use pingora_core::server::configuration::ServerConf;
 use serde::Deserialize;
 use std::collections::BTreeSet;
@@ -72,19 +74,12 @@ pub struct ListenerConf {
 }
 
 /// Headers the proxy adds to every request it forwards.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RequestHeadersConf {
-    /// Appended in order; `Via` is appended to an existing `Via` list.
+    /// Appended in order, values may use variables. A `Via` here sets our
+    /// Via entry (see `forwarding`), which is appended to an existing list.
     pub add: indexmap::IndexMap<String, String>,
-}
-
-impl Default for RequestHeadersConf {
-    fn default() -> Self {
-        RequestHeadersConf {
-            add: [("Via".to_string(), "1.1 tproxyd".to_string())].into(),
-        }
-    }
 }
 
 /// Raw (string-valued) upstream settings as written in YAML.
@@ -129,6 +124,10 @@ struct TproxydRaw {
     #[serde(default)]
     request_headers: RequestHeadersConf,
     #[serde(default)]
+    forwarding: ForwardingRaw,
+    #[serde(default)]
+    filters: Vec<serde_yaml::Value>,
+    #[serde(default)]
     upstream: UpstreamRaw,
 }
 
@@ -137,9 +136,23 @@ impl Default for TproxydRaw {
         TproxydRaw {
             listeners: default_listeners(),
             request_headers: RequestHeadersConf::default(),
+            forwarding: ForwardingRaw::default(),
+            filters: Vec::new(),
             upstream: UpstreamRaw::default(),
         }
     }
+}
+
+/// One entry of `tproxyd.filters`: a filter name and its settings, to be
+/// instantiated by a [`crate::filters::FilterRegistry`].
+#[derive(Debug, Clone)]
+pub struct FilterSpec {
+    /// The filter's registered name (`acl`, `headers`, a custom one, …).
+    pub name: String,
+    /// Dotted path of its settings, e.g. `tproxyd.filters[1].acl`.
+    pub key: String,
+    /// Its settings as written.
+    pub config: serde_yaml::Value,
 }
 
 fn default_listeners() -> Vec<ListenerConf> {
@@ -168,8 +181,13 @@ pub struct Listener {
 pub struct TproxydConf {
     /// At least one.
     pub listeners: Vec<Listener>,
-    /// Added to each forwarded request, in order.
-    pub add_request_headers: Vec<(http::HeaderName, http::HeaderValue)>,
+    /// Added to each forwarded request, in order (without `Via`, which
+    /// `forwarding` handles).
+    pub add_request_headers: Vec<(http::HeaderName, Template)>,
+    /// Via / X-Forwarded-For / Forwarded and the loop token.
+    pub forwarding: Forwarding,
+    /// The configured filter list, in order, not yet instantiated.
+    pub filters: Vec<FilterSpec>,
     /// Upstream timeouts.
     pub upstream: UpstreamConf,
 }
@@ -361,14 +379,45 @@ fn validate(raw: TproxydRaw) -> Result<TproxydConf, ConfigError> {
         });
     }
 
-    let mut add_request_headers = Vec::new();
-    for (name, value) in raw.request_headers.add {
-        let key = format!("tproxyd.request_headers.add.{name}");
-        let n = http::HeaderName::from_bytes(name.as_bytes())
-            .map_err(|_| invalid(&key, "not a valid HTTP header name"))?;
-        let v = http::HeaderValue::from_str(&value)
-            .map_err(|_| invalid(&key, "not a valid HTTP header value"))?;
-        add_request_headers.push((n, v));
+    let mut add = raw.request_headers.add;
+    let legacy_via = add
+        .keys()
+        .find(|k| k.eq_ignore_ascii_case("via"))
+        .cloned()
+        .and_then(|k| add.shift_remove(&k));
+    let add_request_headers =
+        crate::filters::headers::parse_pairs("tproxyd.request_headers.add", &add)?;
+    let forwarding = Forwarding::new(raw.forwarding, legacy_via.as_deref())?;
+
+    let mut filters = Vec::with_capacity(raw.filters.len());
+    for (i, item) in raw.filters.into_iter().enumerate() {
+        let key = format!("tproxyd.filters[{i}]");
+        let serde_yaml::Value::Mapping(m) = item else {
+            return Err(invalid(
+                key,
+                "each filter is a map with one key, its name (e.g. `- acl: {...}`)",
+            ));
+        };
+        let mut entries = m.into_iter();
+        let (Some((name, config)), None) = (entries.next(), entries.next()) else {
+            return Err(invalid(
+                key,
+                "each filter is a map with exactly one key, its name",
+            ));
+        };
+        let name = name
+            .as_str()
+            .ok_or_else(|| invalid(&key, "a filter name must be a string"))?
+            .to_string();
+        let config = match config {
+            serde_yaml::Value::Null => serde_yaml::Value::Mapping(Default::default()),
+            v => v,
+        };
+        filters.push(FilterSpec {
+            key: format!("{key}.{name}"),
+            name,
+            config,
+        });
     }
 
     let u = raw.upstream;
@@ -382,6 +431,8 @@ fn validate(raw: TproxydRaw) -> Result<TproxydConf, ConfigError> {
     Ok(TproxydConf {
         listeners,
         add_request_headers,
+        forwarding,
+        filters,
         upstream,
     })
 }
@@ -400,8 +451,8 @@ mod tests {
         assert_eq!(c.tproxyd.listeners.len(), 1);
         assert_eq!(c.tproxyd.listeners[0].address, "[::]:8888");
         assert_eq!(c.tproxyd.listeners[0].mode, Mode::Tproxy);
-        assert_eq!(c.tproxyd.add_request_headers[0].0, "via");
-        assert_eq!(c.tproxyd.add_request_headers[0].1, "1.1 tproxyd");
+        assert!(c.tproxyd.add_request_headers.is_empty());
+        assert_eq!(c.tproxyd.forwarding.via_token(), "tproxyd");
         assert_eq!(c.tproxyd.upstream.connect_timeout, Duration::from_secs(5));
     }
 
@@ -427,7 +478,8 @@ tproxyd:
         assert_eq!(c.server.threads, 2);
         assert_eq!(c.server.grace_period_seconds, Some(3));
         assert_eq!(c.tproxyd.listeners[1].mode, Mode::Redirect);
-        assert_eq!(c.tproxyd.add_request_headers.len(), 2);
+        assert_eq!(c.tproxyd.add_request_headers.len(), 1);
+        assert_eq!(c.tproxyd.forwarding.via_token(), "gw");
         assert_eq!(
             c.tproxyd.upstream.connect_timeout,
             Duration::from_millis(250)
@@ -457,5 +509,18 @@ tproxyd:
         assert!(e.contains("duplicate listener name"), "{e}");
         let e = err("tproxyd:\n  request_headers:\n    add: { \"Bad Name\": x }\n");
         assert!(e.contains("request_headers.add.Bad Name"), "{e}");
+        let e = err("tproxyd:\n  request_headers:\n    add: { X-C: \"$client\" }\n");
+        assert!(
+            e.contains("request_headers.add.X-C") && e.contains("$client"),
+            "{e}"
+        );
+        let e = err("tproxyd:\n  forwarding: { x_forwarded_for: sometimes }\n");
+        assert!(e.contains("tproxyd.forwarding.x_forwarded_for"), "{e}");
+        let e = err("tproxyd:\n  filters:\n    - { acl: {}, headers: {} }\n");
+        assert!(e.contains("tproxyd.filters[0]"), "{e}");
+        let c = Config::from_yaml("tproxyd:\n  filters:\n    - acl:\n    - custom: { a: 1 }\n")
+            .unwrap();
+        assert_eq!(c.tproxyd.filters[1].name, "custom");
+        assert_eq!(c.tproxyd.filters[1].key, "tproxyd.filters[1].custom");
     }
 }

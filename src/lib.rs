@@ -7,10 +7,10 @@
 //! - [`config`]: the YAML file (Pingora's keys plus our `tproxyd:` section)
 //! - [`listener`]: `IP_TRANSPARENT` sockets handed to Pingora's fd table
 //! - [`destination`]: the original destination of a connection, loop guard
-//! - [`filters`]: headers added on the way, `Via` loop token
+//! - [`filters`]: the filter API and the built-in filters
 //! - [`proxy`]: the `ProxyHttp` implementation
 //! - [`lifecycle`]: draining keep-alive connections on upgrade / stop
-//! - [`app`]: assembling a Pingora `Server`
+//! - [`app`]: [`Tproxyd`], the builder that assembles and runs it
 
 pub mod app;
 pub mod config;
@@ -19,3 +19,5 @@ pub mod filters;
 pub mod lifecycle;
 pub mod listener;
 pub mod proxy;
+
+pub use app::Tproxyd;

@@ -5,24 +5,26 @@
 
 use crate::config::{Listener, UpstreamConf};
 use crate::destination::{client_address, original_destination, LoopGuard};
-use crate::filters::RequestHeaderAdder;
+use crate::filters::forwarding::Forwarding;
+use crate::filters::{FilterChain, FilterCtx, FlowInfo, LogSummary, RequestId, Verdict};
 use crate::lifecycle::Draining;
 use async_trait::async_trait;
 use bytes::Bytes;
 use log::{info, warn};
 use pingora_core::upstreams::peer::HttpPeer;
 use pingora_error::{Error, ErrorSource, ErrorType, Result};
-use pingora_http::RequestHeader;
+use pingora_http::{RequestHeader, ResponseHeader};
 use pingora_proxy::{FailToProxy, ProxyHttp, Session};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
 /// Settings shared by all listeners of one process.
-#[derive(Debug)]
 pub struct Shared {
-    /// Headers to add, and the Via loop token.
-    pub headers: RequestHeaderAdder,
+    /// Forwarding headers and the Via loop token (also first in `chain`).
+    pub forwarding: Arc<Forwarding>,
+    /// All filters, in order.
+    pub chain: FilterChain,
     /// Our own listening addresses.
     pub loop_guard: LoopGuard,
     /// Upstream timeouts.
@@ -35,23 +37,32 @@ pub struct Shared {
 /// listener, which is how a request knows its listener's mode and name).
 pub struct TransparentProxy {
     listener: Listener,
+    name: Arc<str>,
     shared: Arc<Shared>,
 }
 
 impl TransparentProxy {
     /// A proxy for `listener`.
     pub fn new(listener: Listener, shared: Arc<Shared>) -> Self {
-        TransparentProxy { listener, shared }
+        let name = listener.name.as_str().into();
+        TransparentProxy {
+            listener,
+            name,
+            shared,
+        }
     }
 }
 
 /// Per-request state.
 pub struct RequestCtx {
     start: Instant,
+    request_id: RequestId,
     client: Option<SocketAddr>,
     dst: Option<SocketAddr>,
     /// Set when the proxy itself refused the request (e.g. "loop").
     refused: Option<&'static str>,
+    /// The filters' context, once the flow is known.
+    filter: Option<FilterCtx>,
 }
 
 impl RequestCtx {
@@ -126,9 +137,11 @@ impl ProxyHttp for TransparentProxy {
     fn new_ctx(&self) -> RequestCtx {
         RequestCtx {
             start: Instant::now(),
+            request_id: RequestId::next(),
             client: None,
             dst: None,
             refused: None,
+            filter: None,
         }
     }
 
@@ -152,14 +165,44 @@ impl ProxyHttp for TransparentProxy {
                 format!("508 Loop Detected: destination {dst} is this proxy's own listener\n");
             return self.refuse(session, ctx, 508, "loop", body).await;
         }
-        if self.shared.headers.is_looping(session.req_header()) {
+        if self.shared.forwarding.is_looping(session.req_header()) {
             let body = format!(
                 "508 Loop Detected: request already passed through this proxy (Via {})\n",
-                self.shared.headers.via_token().unwrap_or_default()
+                self.shared.forwarding.via_token()
             );
             return self.refuse(session, ctx, 508, "loop", body).await;
         }
-        Ok(false)
+
+        let host = session
+            .req_header()
+            .headers
+            .get(http::header::HOST)
+            .and_then(|h| h.to_str().ok())
+            .map(str::to_string);
+        let flow = FlowInfo {
+            client: ctx
+                .client
+                .unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 0))),
+            destination: dst,
+            listener: self.name.clone(),
+            mode: self.listener.mode,
+            request_id: ctx.request_id,
+        };
+        let fctx = ctx.filter.insert(FilterCtx::new(flow, host));
+        match self
+            .shared
+            .chain
+            .request(fctx, session.req_header())
+            .await?
+        {
+            Verdict::Continue => Ok(false),
+            Verdict::Respond(r) => {
+                session
+                    .respond_error_with_body(r.status, Bytes::from(r.body))
+                    .await?;
+                Ok(true)
+            }
+        }
     }
 
     async fn upstream_peer(
@@ -183,9 +226,29 @@ impl ProxyHttp for TransparentProxy {
         &self,
         _session: &mut Session,
         upstream_request: &mut RequestHeader,
-        _ctx: &mut RequestCtx,
+        ctx: &mut RequestCtx,
     ) -> Result<()> {
-        self.shared.headers.apply(upstream_request)
+        match ctx.filter.as_mut() {
+            Some(f) => {
+                self.shared
+                    .chain
+                    .upstream_request(f, upstream_request)
+                    .await
+            }
+            None => Ok(()),
+        }
+    }
+
+    async fn response_filter(
+        &self,
+        _session: &mut Session,
+        upstream_response: &mut ResponseHeader,
+        ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        match ctx.filter.as_mut() {
+            Some(f) => self.shared.chain.response(f, upstream_response).await,
+            None => Ok(()),
+        }
     }
 
     fn fail_to_connect(
@@ -239,21 +302,37 @@ impl ProxyHttp for TransparentProxy {
     }
 
     async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut RequestCtx) {
-        let req = session.req_header();
         let status = session.response_written().map_or(0, |r| r.status.as_u16());
+        if let Some(f) = ctx.filter.as_ref() {
+            self.shared
+                .chain
+                .log(f, &LogSummary { status, error: e })
+                .await;
+        }
+        let req = session.req_header();
         let host = req
             .headers
             .get(http::header::HOST)
             .and_then(|h| h.to_str().ok())
             .unwrap_or("-");
-        let error = match (ctx.refused, e) {
-            (Some(reason), _) => format!(" refused={reason}"),
-            (None, Some(e)) => format!(" error=\"{}: {}\"", e.etype().as_str(), upstream_reason(e)),
-            (None, None) => String::new(),
-        };
+        let mut extra = String::new();
+        if let Some(reason) = ctx.refused {
+            extra.push_str(&format!(" refused={reason}"));
+        }
+        if let Some(d) = ctx.filter.as_ref().and_then(|f| f.decision()) {
+            extra.push_str(&format!(" decision={d}"));
+        }
+        if let Some(e) = e {
+            extra.push_str(&format!(
+                " error=\"{}: {}\"",
+                e.etype().as_str(),
+                upstream_reason(e)
+            ));
+        }
         info!(
             target: "tproxyd::access",
-            "{} {} -> {} \"{} {} {}\" {} {}B {}ms{}",
+            "{} {} {} -> {} \"{} {} {}\" {} {}B {}ms{}",
+            ctx.request_id,
             self.listener.name,
             display_opt(ctx.client),
             display_opt(ctx.dst),
@@ -263,7 +342,7 @@ impl ProxyHttp for TransparentProxy {
             status,
             session.body_bytes_sent(),
             ctx.start.elapsed().as_millis(),
-            error
+            extra
         );
     }
 }

@@ -453,6 +453,22 @@ pub fn tproxyd_bin() -> &'static str {
     env!("CARGO_BIN_EXE_tproxyd")
 }
 
+/// The path of an example binary (built by `cargo test` / `cargo build
+/// --examples`, next to the tproxyd binary).
+pub fn example_bin(name: &str) -> String {
+    let p = Path::new(tproxyd_bin())
+        .parent()
+        .unwrap()
+        .join("examples")
+        .join(name);
+    assert!(
+        p.exists(),
+        "{} is missing: build the examples (`cargo test` does, or `cargo build --examples`)",
+        p.display()
+    );
+    p.to_string_lossy().into_owned()
+}
+
 /// The lab's standard config: TPROXY on [::]:8888, REDIRECT on [::]:8889,
 /// short timeouts so that failure tests are quick. `extra` is appended to the
 /// `tproxyd:` section.
@@ -483,8 +499,14 @@ tproxyd:
 impl Proxy {
     /// Starts tproxyd with `yaml` and waits until its listeners accept.
     pub fn start(lab: &Lab, yaml: &str, ports: &[u16]) -> Proxy {
+        Proxy::start_bin(lab, tproxyd_bin(), yaml, ports)
+    }
+
+    /// Like [`Proxy::start`] with another binary built on the library
+    /// (an example).
+    pub fn start_bin(lab: &Lab, bin: &str, yaml: &str, ports: &[u16]) -> Proxy {
         let dir = TempDir::new("proxy");
-        let mut proxy = Proxy::spawn(lab, &dir.0, "tproxyd", yaml, &[]);
+        let mut proxy = Proxy::spawn_bin(lab, bin, &dir.0, "tproxyd", yaml, &[]);
         proxy._dir = Some(dir);
         proxy.wait_listening(lab, ports);
         proxy
@@ -493,11 +515,15 @@ impl Proxy {
     /// Starts tproxyd without waiting, with its config and log named `tag`
     /// in `dir` and extra CLI `args` (e.g. `-u`).
     pub fn spawn(lab: &Lab, dir: &Path, tag: &str, yaml: &str, args: &[&str]) -> Proxy {
+        Proxy::spawn_bin(lab, tproxyd_bin(), dir, tag, yaml, args)
+    }
+
+    fn spawn_bin(lab: &Lab, bin: &str, dir: &Path, tag: &str, yaml: &str, args: &[&str]) -> Proxy {
         let conf = dir.join(format!("{tag}.yaml"));
         std::fs::write(&conf, yaml).unwrap();
         let log = dir.join(format!("{tag}.log"));
         let child = Command::new("ip")
-            .args(["netns", "exec", &lab.router_ns(), tproxyd_bin()])
+            .args(["netns", "exec", &lab.router_ns(), bin])
             .args(args)
             .arg("-c")
             .arg(&conf)

@@ -1,0 +1,321 @@
+//! Forwarding headers: `Via`, `X-Forwarded-For` and `Forwarded` (RFC 7239),
+//! and the `Via` loop token.
+//!
+//! ```yaml
+//! forwarding:
+//!   via: on                       # on | replace | delete | transparent (= off)
+//!   via_token: tproxyd            # our Via entry is "1.1 <via_token>"
+//!   x_forwarded_for: transparent  # default: leave as the client sent it
+//!   forwarded: transparent
+//! ```
+//! `on` appends our entry to the client's list, `replace` drops the client's
+//! list and sends only ours, `delete` sends none, `transparent` (or `off`)
+//! forwards the header untouched and adds nothing — for gateways that must
+//! not reveal themselves.
+//!
+//! Our `Via` entry's received-by token is also the loop token: a request
+//! whose `Via` already carries it has passed through this proxy and is
+//! refused with 508. Give each tproxyd in a chain its own `via_token`.
+
+use super::{Filter, FilterCtx, RequestHeader, Result};
+use crate::config::ConfigError;
+use async_trait::async_trait;
+use http::header::{FORWARDED, VIA};
+use http::{HeaderName, HeaderValue};
+use serde::Deserialize;
+
+const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+
+/// What to do with one forwarding header.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum HeaderMode {
+    /// Append our entry to the client's.
+    On,
+    /// Send only our entry.
+    Replace,
+    /// Send none.
+    Delete,
+    /// Forward the client's header untouched, add nothing.
+    #[serde(alias = "off")]
+    Transparent,
+}
+
+/// `tproxyd.forwarding` as written.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ForwardingRaw {
+    via: HeaderMode,
+    via_token: Option<String>,
+    x_forwarded_for: HeaderMode,
+    forwarded: HeaderMode,
+}
+
+impl Default for ForwardingRaw {
+    fn default() -> Self {
+        ForwardingRaw {
+            via: HeaderMode::On,
+            via_token: None,
+            x_forwarded_for: HeaderMode::Transparent,
+            forwarded: HeaderMode::Transparent,
+        }
+    }
+}
+
+/// The validated forwarding settings and the filter applying them.
+#[derive(Debug, Clone)]
+pub struct Forwarding {
+    via: HeaderMode,
+    via_value: HeaderValue,
+    via_token: String,
+    x_forwarded_for: HeaderMode,
+    forwarded: HeaderMode,
+}
+
+impl Forwarding {
+    /// Validates the settings. `legacy_via` is a `Via` value given in
+    /// `request_headers.add` (the core's original way to set it): it becomes
+    /// our entry, and its received-by its token.
+    pub fn new(
+        raw: ForwardingRaw,
+        legacy_via: Option<&str>,
+    ) -> std::result::Result<Self, ConfigError> {
+        let invalid = |key: &str, reason: String| ConfigError::Invalid {
+            key: key.to_string(),
+            reason,
+        };
+        let (via_value, via_token) = match (legacy_via, &raw.via_token) {
+            (Some(v), token) => {
+                let key = "tproxyd.request_headers.add.Via";
+                let derived = via_received_by(v).next().ok_or_else(|| {
+                    invalid(
+                        key,
+                        format!("{v:?} is not a Via entry like \"1.1 tproxyd\""),
+                    )
+                })?;
+                if let Some(t) = token {
+                    if !t.eq_ignore_ascii_case(derived) {
+                        return Err(invalid(
+                            "tproxyd.forwarding.via_token",
+                            format!("{t:?} contradicts the Via {v:?} in request_headers.add; set one of them"),
+                        ));
+                    }
+                }
+                (v.to_string(), derived.to_string())
+            }
+            (None, token) => {
+                let t = token.clone().unwrap_or_else(|| "tproxyd".to_string());
+                if t.is_empty() || !t.bytes().all(|b| b.is_ascii_graphic() && b != b',') {
+                    return Err(invalid(
+                        "tproxyd.forwarding.via_token",
+                        format!("{t:?} must be one word of visible characters without commas"),
+                    ));
+                }
+                (format!("1.1 {t}"), t)
+            }
+        };
+        let via_value = HeaderValue::from_str(&via_value).map_err(|_| {
+            invalid(
+                "tproxyd.forwarding",
+                format!("{via_value:?} is not a valid header value"),
+            )
+        })?;
+        Ok(Forwarding {
+            via: raw.via,
+            via_value,
+            via_token: via_token.to_ascii_lowercase(),
+            x_forwarded_for: raw.x_forwarded_for,
+            forwarded: raw.forwarded,
+        })
+    }
+
+    /// The loop token (`tproxyd` unless configured).
+    pub fn via_token(&self) -> &str {
+        &self.via_token
+    }
+
+    /// True when the request's `Via` already names this proxy.
+    pub fn is_looping(&self, req: &RequestHeader) -> bool {
+        req.headers.get_all(VIA).iter().any(|v| {
+            v.to_str()
+                .map(|v| via_received_by(v).any(|r| r.eq_ignore_ascii_case(&self.via_token)))
+                .unwrap_or(false)
+        })
+    }
+}
+
+/// Applies `mode` to header `name` with our `entry` (built only if needed).
+fn apply(
+    req: &mut RequestHeader,
+    name: HeaderName,
+    mode: HeaderMode,
+    entry: impl FnOnce() -> HeaderValue,
+) -> Result<()> {
+    match mode {
+        HeaderMode::Transparent => Ok(()),
+        HeaderMode::Delete => {
+            req.remove_header(&name);
+            Ok(())
+        }
+        HeaderMode::Replace => req.insert_header(name, entry()),
+        HeaderMode::On => {
+            let existing: Vec<&[u8]> = req
+                .headers
+                .get_all(&name)
+                .iter()
+                .map(|v| v.as_bytes())
+                .collect();
+            if existing.is_empty() {
+                return req.insert_header(name, entry());
+            }
+            // One combined field line: `a, b, ours`.
+            let mut combined = existing.join(&b", "[..]);
+            combined.extend_from_slice(b", ");
+            combined.extend_from_slice(entry().as_bytes());
+            req.insert_header(name, combined)
+        }
+    }
+}
+
+/// The RFC 7239 `for=` value: v6 addresses quoted and bracketed.
+fn forwarded_node(ip: std::net::IpAddr) -> String {
+    match ip {
+        std::net::IpAddr::V4(v4) => v4.to_string(),
+        std::net::IpAddr::V6(v6) => format!("\"[{v6}]\""),
+    }
+}
+
+#[async_trait]
+impl Filter for Forwarding {
+    fn name(&self) -> &str {
+        "forwarding"
+    }
+
+    async fn upstream_request(&self, ctx: &mut FilterCtx, req: &mut RequestHeader) -> Result<()> {
+        apply(req, VIA, self.via, || self.via_value.clone())?;
+        let client = ctx.flow.client.ip();
+        apply(req, X_FORWARDED_FOR, self.x_forwarded_for, || {
+            HeaderValue::from_str(&client.to_string()).expect("an IP is a header value")
+        })?;
+        apply(req, FORWARDED, self.forwarded, || {
+            let mut v = format!("for={};proto=http", forwarded_node(client));
+            if let Some(h) = ctx.host.as_deref().filter(|h| !h.contains(['"', ';', ','])) {
+                v.push_str(&format!(";host=\"{h}\""));
+            }
+            HeaderValue::from_str(&v).unwrap_or_else(|_| HeaderValue::from_static("for=unknown"))
+        })
+    }
+}
+
+/// The `received-by` field of each entry of a `Via` value
+/// (`1.1 proxy-a, HTTP/2 proxy-b (comment)` → `proxy-a`, `proxy-b`).
+pub fn via_received_by(value: &str) -> impl Iterator<Item = &str> {
+    value
+        .split(',')
+        .filter_map(|entry| entry.split_whitespace().nth(1))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Mode;
+    use crate::filters::{FlowInfo, RequestId};
+
+    fn ctx() -> FilterCtx {
+        FilterCtx::new(
+            FlowInfo {
+                client: "[2001:db8:1::10]:5555".parse().unwrap(),
+                destination: "198.51.100.10:80".parse().unwrap(),
+                listener: "lan".into(),
+                mode: Mode::Tproxy,
+                request_id: RequestId(1),
+            },
+            Some("example.org".into()),
+        )
+    }
+
+    fn fwd(yaml: &str) -> Forwarding {
+        Forwarding::new(serde_yaml::from_str(yaml).unwrap(), None).unwrap()
+    }
+
+    fn req(headers: &[(&str, &str)]) -> RequestHeader {
+        let mut r = RequestHeader::build("GET", b"/", None).unwrap();
+        for (k, v) in headers {
+            r.append_header(k.to_string(), *v).unwrap();
+        }
+        r
+    }
+
+    fn run(f: &Forwarding, r: &mut RequestHeader) {
+        let mut c = ctx();
+        futures::executor::block_on(f.upstream_request(&mut c, r)).unwrap();
+    }
+
+    fn all(r: &RequestHeader, name: &str) -> Vec<String> {
+        r.headers
+            .get_all(name)
+            .iter()
+            .map(|v| v.to_str().unwrap().to_string())
+            .collect()
+    }
+
+    #[test]
+    fn via_on_appends_and_detects_the_token() {
+        let f = fwd("{}");
+        let mut r = req(&[("Via", "1.0 fred"), ("Via", "1.1 p.example.net")]);
+        assert!(!f.is_looping(&r));
+        run(&f, &mut r);
+        assert_eq!(all(&r, "via"), ["1.0 fred, 1.1 p.example.net, 1.1 tproxyd"]);
+        assert!(f.is_looping(&r));
+        // The token only counts as a received-by field.
+        assert!(!f.is_looping(&req(&[("Via", "1.1 other (tproxyd inside)")])));
+        assert!(f.is_looping(&req(&[("Via", "1.0 a, 1.1 TPROXYD")])));
+    }
+
+    #[test]
+    fn modes() {
+        let f = fwd("{via: delete, x_forwarded_for: on, forwarded: replace}");
+        let mut r = req(&[
+            ("Via", "1.0 a"),
+            ("X-Forwarded-For", "203.0.113.9"),
+            ("Forwarded", "for=1.2.3.4"),
+        ]);
+        run(&f, &mut r);
+        assert!(all(&r, "via").is_empty());
+        assert_eq!(all(&r, "x-forwarded-for"), ["203.0.113.9, 2001:db8:1::10"]);
+        assert_eq!(
+            all(&r, "forwarded"),
+            ["for=\"[2001:db8:1::10]\";proto=http;host=\"example.org\""]
+        );
+
+        let f = fwd("{via: transparent, x_forwarded_for: off, forwarded: delete}");
+        let mut r = req(&[
+            ("Via", "1.0 a"),
+            ("X-Forwarded-For", "203.0.113.9"),
+            ("Forwarded", "for=1.2.3.4"),
+        ]);
+        run(&f, &mut r);
+        assert_eq!(all(&r, "via"), ["1.0 a"]);
+        assert_eq!(all(&r, "x-forwarded-for"), ["203.0.113.9"]);
+        assert!(all(&r, "forwarded").is_empty());
+
+        let f = fwd("{via: replace, via_token: gw7, x_forwarded_for: replace}");
+        let mut r = req(&[("Via", "1.0 a"), ("X-Forwarded-For", "203.0.113.9")]);
+        run(&f, &mut r);
+        assert_eq!(all(&r, "via"), ["1.1 gw7"]);
+        assert_eq!(all(&r, "x-forwarded-for"), ["2001:db8:1::10"]);
+        assert_eq!(f.via_token(), "gw7");
+    }
+
+    #[test]
+    fn legacy_via_in_request_headers_sets_value_and_token() {
+        let f = Forwarding::new(ForwardingRaw::default(), Some("1.1 gw-a (tproxyd)")).unwrap();
+        assert_eq!(f.via_token(), "gw-a");
+        let mut r = req(&[]);
+        run(&f, &mut r);
+        assert_eq!(all(&r, "via"), ["1.1 gw-a (tproxyd)"]);
+        let raw: ForwardingRaw = serde_yaml::from_str("{via_token: other}").unwrap();
+        assert!(Forwarding::new(raw, Some("1.1 gw-a")).is_err());
+        assert!(Forwarding::new(ForwardingRaw::default(), Some("nonsense")).is_err());
+    }
+}
