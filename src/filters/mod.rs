@@ -333,3 +333,75 @@ pub fn parse_settings<T: serde::de::DeserializeOwned>(
         }
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    struct Boom(bool);
+
+    #[async_trait]
+    impl Filter for Boom {
+        fn name(&self) -> &str {
+            "boom"
+        }
+        async fn upstream_request(&self, _: &mut FilterCtx, _: &mut RequestHeader) -> Result<()> {
+            if self.0 {
+                panic!("boom");
+            }
+            Error::e_explain(ErrorType::InternalError, "no")
+        }
+    }
+
+    struct Answer;
+
+    #[async_trait]
+    impl Filter for Answer {
+        fn name(&self) -> &str {
+            "answer"
+        }
+        async fn request(&self, ctx: &mut FilterCtx, _: &RequestHeader) -> Result<Verdict> {
+            ctx.state.insert(7u32);
+            Ok(Verdict::respond(418, "no"))
+        }
+    }
+
+    fn ctx() -> FilterCtx {
+        FilterCtx::new(
+            FlowInfo {
+                client: "192.0.2.10:1".parse().unwrap(),
+                destination: "198.51.100.10:80".parse().unwrap(),
+                listener: "lan".into(),
+                mode: Mode::Tproxy,
+                request_id: RequestId::next(),
+            },
+            None,
+        )
+    }
+
+    #[test]
+    fn errors_and_panics_are_contained_and_named() {
+        let mut req = RequestHeader::build("GET", b"/", None).unwrap();
+        for panics in [false, true] {
+            let chain = FilterChain::new(vec![Arc::new(Boom(panics))]);
+            let e = futures::executor::block_on(chain.upstream_request(&mut ctx(), &mut req))
+                .unwrap_err();
+            assert_eq!(e.etype(), &ErrorType::InternalError);
+            assert!(e.to_string().contains("boom"), "{e}");
+        }
+    }
+
+    #[test]
+    fn an_answer_stops_the_request_hooks_and_state_is_kept() {
+        let chain = FilterChain::new(vec![Arc::new(Answer), Arc::new(Boom(true))]);
+        let req = RequestHeader::build("GET", b"/", None).unwrap();
+        let mut c = ctx();
+        let v = futures::executor::block_on(chain.request(&mut c, &req)).unwrap();
+        assert!(matches!(
+            v,
+            Verdict::Respond(EarlyResponse { status: 418, .. })
+        ));
+        assert_eq!(c.state.get::<u32>(), Some(&7));
+        assert_ne!(RequestId::next(), RequestId::next());
+    }
+}
