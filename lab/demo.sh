@@ -63,6 +63,10 @@ echo
 echo "Nothing listens on 198.51.100.10:82: the client gets a 502 naming the destination."
 show -i http://198.51.100.10:82/
 echo
+echo "== router \$ curl 127.0.0.1:9187/metrics   (tproxyd's admin listener)"
+ip netns exec "$P-rtr" curl -sS --max-time 5 http://127.0.0.1:9187/metrics \
+  | grep -E '^tproxyd_(requests_total|requests_refused_total|upstream_connections_total)' | grep -v ' 0$' || true
+echo
 echo "== tproxyd access log"
 grep "tproxyd::access" "$work/tproxyd.log" || cat "$work/tproxyd.log"
 

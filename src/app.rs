@@ -18,18 +18,22 @@
 //! }
 //! ```
 
+use crate::access_log::AccessLog;
+use crate::admin::{admin_server, Readiness};
 use crate::config::{Config, ConfigError};
 use crate::destination::LoopGuard;
 use crate::filters::headers::HeadersFilter;
 use crate::filters::{Filter, FilterChain, FilterRegistry};
 use crate::lifecycle::{DrainWatcher, Draining};
 use crate::listener::{has_cap_net_admin, prebind, TransparentService};
+use crate::metrics::CountConnections;
 use crate::proxy::{Shared, TransparentProxy};
 use clap::Parser;
 use pingora_core::server::configuration::Opt;
 use pingora_core::server::Server;
 use pingora_core::services::background::background_service;
-use pingora_proxy::http_proxy_service_with_name;
+use pingora_core::services::listening::Service;
+use pingora_proxy::http_proxy;
 use std::sync::Arc;
 
 /// tproxyd's command line: Pingora's own options (-c, -t, -u, -d).
@@ -105,12 +109,23 @@ impl Tproxyd {
         let upgrading = opt.upgrade;
         let listeners = config.tproxyd.listeners.clone();
         let draining = Draining::default();
+        let readiness = Readiness::new(listeners.len(), draining.clone());
+        let (access_log, log_writer) = match &config.tproxyd.access_log {
+            Some(conf) => {
+                let (log, writer) = AccessLog::new(conf);
+                (Some(log), Some(writer))
+            }
+            None => (None, None),
+        };
+        let admin = config.tproxyd.admin.clone();
+        crate::metrics::init_process();
         let shared = Arc::new(Shared {
             forwarding: Arc::new(config.tproxyd.forwarding.clone()),
             chain,
             loop_guard: LoopGuard::new(&listeners),
             upstream: config.tproxyd.upstream.clone(),
             draining: draining.clone(),
+            access_log,
         });
 
         let mut server = Server::new_with_opt_and_conf(opt, config.server);
@@ -119,7 +134,15 @@ impl Tproxyd {
             "drain watcher",
             DrainWatcher::new(phases, draining),
         ));
+        if let Some(writer) = log_writer {
+            server.add_service(background_service("access log", writer));
+        }
         let server_conf = server.configuration.clone();
+        if let Some(address) = admin {
+            let mut service = Service::new("tproxyd admin".into(), admin_server(readiness.clone()));
+            service.add_tcp(&address);
+            server.add_service(service);
+        }
         for listener in listeners {
             let prebound = if upgrading {
                 None
@@ -128,9 +151,16 @@ impl Tproxyd {
             };
             let name = format!("tproxyd {}", listener.name);
             let proxy = TransparentProxy::new(listener.clone(), shared.clone());
-            let mut service = http_proxy_service_with_name(&server_conf, proxy, &name);
+            let open_connections = proxy.metrics().downstream_active.clone();
+            let app = CountConnections::new(http_proxy(&server_conf, proxy), open_connections);
+            let mut service = Service::new(name, app);
             service.add_tcp(&listener.address);
-            server.add_service(TransparentService::new(service, listener, prebound));
+            server.add_service(TransparentService::new(
+                service,
+                listener,
+                prebound,
+                readiness.clone(),
+            ));
         }
         Ok(server)
     }

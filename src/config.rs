@@ -5,6 +5,7 @@
 //! otherwise be silently dropped. Everything here is checked up front (also by
 //! `tproxyd -t`) and every error names the key it is about.
 
+use crate::access_log::AccessLogConf;
 use crate::filters::forwarding::{Forwarding, ForwardingRaw};
 use crate::filters::template::Template;
 use pingora_core::server::configuration::ServerConf;
@@ -129,6 +130,26 @@ struct TproxydRaw {
     filters: Vec<serde_yaml::Value>,
     #[serde(default)]
     upstream: UpstreamRaw,
+    #[serde(default)]
+    admin: AdminRaw,
+    #[serde(default)]
+    access_log: Option<AccessLogConf>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct AdminRaw {
+    enabled: bool,
+    address: String,
+}
+
+impl Default for AdminRaw {
+    fn default() -> Self {
+        AdminRaw {
+            enabled: true,
+            address: "127.0.0.1:9187".into(),
+        }
+    }
 }
 
 impl Default for TproxydRaw {
@@ -139,6 +160,8 @@ impl Default for TproxydRaw {
             forwarding: ForwardingRaw::default(),
             filters: Vec::new(),
             upstream: UpstreamRaw::default(),
+            admin: AdminRaw::default(),
+            access_log: None,
         }
     }
 }
@@ -190,6 +213,11 @@ pub struct TproxydConf {
     pub filters: Vec<FilterSpec>,
     /// Upstream timeouts.
     pub upstream: UpstreamConf,
+    /// The admin listener (metrics, health), unless disabled.
+    pub admin: Option<String>,
+    /// The structured access log; without it, one text line per request
+    /// goes through `log` (target `tproxyd::access`).
+    pub access_log: Option<AccessLogConf>,
 }
 
 /// The whole file: Pingora's part and ours, both validated.
@@ -428,12 +456,35 @@ fn validate(raw: TproxydRaw) -> Result<TproxydConf, ConfigError> {
         idle_timeout: parse_duration("tproxyd.upstream.idle_timeout", &u.idle_timeout)?,
     };
 
+    let admin = if raw.admin.enabled {
+        let a: SocketAddr = raw.admin.address.parse().map_err(|_| {
+            invalid(
+                "tproxyd.admin.address",
+                format!("{:?} is not an IP:port address", raw.admin.address),
+            )
+        })?;
+        if listeners.iter().any(|l| l.socket_addr.port() == a.port()) {
+            return Err(invalid(
+                "tproxyd.admin.address",
+                "shares its port with a transparent listener",
+            ));
+        }
+        Some(raw.admin.address)
+    } else {
+        None
+    };
+    if let Some(a) = &raw.access_log {
+        a.validate()?;
+    }
+
     Ok(TproxydConf {
         listeners,
         add_request_headers,
         forwarding,
         filters,
         upstream,
+        admin,
+        access_log: raw.access_log,
     })
 }
 
@@ -503,6 +554,12 @@ tproxyd:
         assert!(e.contains("threads"), "{e}");
         let e = err("daemon: true\nuser: nobody\n");
         assert!(e.contains("user: Pingora switches user"), "{e}");
+        let e = err("tproxyd:\n  admin: { address: nowhere }\n");
+        assert!(e.contains("tproxyd.admin.address"), "{e}");
+        let e = err("tproxyd:\n  access_log: { format: xml }\n");
+        assert!(e.contains("tproxyd.access_log.format"), "{e}");
+        let e = err("tproxyd:\n  access_log: { path: /nonexistent/dir/a.log }\n");
+        assert!(e.contains("tproxyd.access_log.path"), "{e}");
         let e = err("tproxyd:\n  listeners: []\n");
         assert!(e.contains("tproxyd.listeners"), "{e}");
         let e = err("tproxyd:\n  listeners:\n    - { name: a, address: \"[::]:80\", mode: tproxy }\n    - { name: a, address: \"[::]:81\", mode: tproxy }\n");

@@ -9,15 +9,19 @@
 //! - [`destination`]: the original destination of a connection, loop guard
 //! - [`filters`]: the filter API and the built-in filters
 //! - [`proxy`]: the `ProxyHttp` implementation
+//! - [`metrics`], [`admin`], [`access_log`]: observability
 //! - [`lifecycle`]: draining keep-alive connections on upgrade / stop
 //! - [`app`]: [`Tproxyd`], the builder that assembles and runs it
 
+pub mod access_log;
+pub mod admin;
 pub mod app;
 pub mod config;
 pub mod destination;
 pub mod filters;
 pub mod lifecycle;
 pub mod listener;
+pub mod metrics;
 pub mod proxy;
 
 pub use app::Tproxyd;

@@ -8,6 +8,7 @@
 //! inner service adopt it. On graceful upgrade the table travels to the new
 //! process, and with it our sockets, flag and all.
 
+use crate::admin::Readiness;
 use crate::config::Listener;
 use async_trait::async_trait;
 use log::{error, info};
@@ -144,16 +145,23 @@ pub struct TransparentService<S> {
     inner: S,
     listener: Listener,
     prebound: Option<Socket>,
+    readiness: Readiness,
 }
 
 impl<S> TransparentService<S> {
     /// `inner` must already have `add_tcp(&listener.address)`; `prebound`
     /// is the socket from [`prebind`], if start-up made one.
-    pub fn new(inner: S, listener: Listener, prebound: Option<Socket>) -> Self {
+    pub fn new(
+        inner: S,
+        listener: Listener,
+        prebound: Option<Socket>,
+        readiness: Readiness,
+    ) -> Self {
         TransparentService {
             inner,
             listener,
             prebound,
+            readiness,
         }
     }
 }
@@ -177,6 +185,7 @@ impl<S: Service> Service for TransparentService<S> {
             eprintln!("tproxyd: {e}");
             std::process::exit(1);
         }
+        self.readiness.listener_bound();
         self.inner
             .start_service(fds, shutdown, listeners_per_fd)
             .await

@@ -3,11 +3,13 @@
 //! Each request goes to the connection's original destination, never to
 //! where its Host header points; the Host header is passed through as is.
 
+use crate::access_log::{split, AccessLog, Record};
 use crate::config::{Listener, UpstreamConf};
 use crate::destination::{client_address, original_destination, LoopGuard};
 use crate::filters::forwarding::Forwarding;
-use crate::filters::{FilterChain, FilterCtx, FlowInfo, LogSummary, RequestId, Verdict};
+use crate::filters::{FilterChain, FilterCtx, FlowInfo, LogSummary, RequestId};
 use crate::lifecycle::Draining;
+use crate::metrics::{ConnectFailure, ConnectionGuard, ListenerMetrics, Refusal, TimeoutPhase};
 use async_trait::async_trait;
 use bytes::Bytes;
 use log::{info, warn};
@@ -31,6 +33,8 @@ pub struct Shared {
     pub upstream: UpstreamConf,
     /// Set when this process is being replaced or stopped.
     pub draining: Draining,
+    /// The structured access log, if configured (else a `log` line).
+    pub access_log: Option<AccessLog>,
 }
 
 /// The proxy behind one transparent listener (Pingora runs one service per
@@ -39,17 +43,25 @@ pub struct TransparentProxy {
     listener: Listener,
     name: Arc<str>,
     shared: Arc<Shared>,
+    metrics: ListenerMetrics,
 }
 
 impl TransparentProxy {
     /// A proxy for `listener`.
     pub fn new(listener: Listener, shared: Arc<Shared>) -> Self {
         let name = listener.name.as_str().into();
+        let metrics = ListenerMetrics::new(&listener);
         TransparentProxy {
             listener,
             name,
             shared,
+            metrics,
         }
+    }
+
+    /// This listener's metrics.
+    pub fn metrics(&self) -> &ListenerMetrics {
+        &self.metrics
     }
 }
 
@@ -59,10 +71,17 @@ pub struct RequestCtx {
     request_id: RequestId,
     client: Option<SocketAddr>,
     dst: Option<SocketAddr>,
-    /// Set when the proxy itself refused the request (e.g. "loop").
-    refused: Option<&'static str>,
+    /// Set when the proxy itself answered the request.
+    refused: Option<Refusal>,
     /// The filters' context, once the flow is known.
     filter: Option<FilterCtx>,
+    /// When the upstream connect started (for its duration).
+    connect_started: Option<Instant>,
+    /// The upstream connection: local address, reused, connect time.
+    upstream_local: Option<SocketAddr>,
+    upstream_reused: Option<bool>,
+    connect_time: Option<std::time::Duration>,
+    _in_flight: ConnectionGuard,
 }
 
 impl RequestCtx {
@@ -119,7 +138,7 @@ impl TransparentProxy {
         session: &mut Session,
         ctx: &mut RequestCtx,
         code: u16,
-        reason: &'static str,
+        reason: Refusal,
         body: String,
     ) -> Result<bool> {
         ctx.refused = Some(reason);
@@ -142,6 +161,11 @@ impl ProxyHttp for TransparentProxy {
             dst: None,
             refused: None,
             filter: None,
+            connect_started: None,
+            upstream_local: None,
+            upstream_reused: None,
+            connect_time: None,
+            _in_flight: ConnectionGuard::new(&self.metrics.in_flight),
         }
     }
 
@@ -158,19 +182,19 @@ impl ProxyHttp for TransparentProxy {
                 self.listener.name,
                 self.listener.mode.as_str()
             );
-            return self.refuse(session, ctx, 508, "loop", body).await;
+            return self.refuse(session, ctx, 508, Refusal::Loop, body).await;
         };
         if self.shared.loop_guard.is_own_listener(dst) {
             let body =
                 format!("508 Loop Detected: destination {dst} is this proxy's own listener\n");
-            return self.refuse(session, ctx, 508, "loop", body).await;
+            return self.refuse(session, ctx, 508, Refusal::Loop, body).await;
         }
         if self.shared.forwarding.is_looping(session.req_header()) {
             let body = format!(
                 "508 Loop Detected: request already passed through this proxy (Via {})\n",
                 self.shared.forwarding.via_token()
             );
-            return self.refuse(session, ctx, 508, "loop", body).await;
+            return self.refuse(session, ctx, 508, Refusal::Loop, body).await;
         }
 
         let host = session
@@ -195,12 +219,14 @@ impl ProxyHttp for TransparentProxy {
             .request(fctx, session.req_header())
             .await?
         {
-            Verdict::Continue => Ok(false),
-            Verdict::Respond(r) => {
-                session
-                    .respond_error_with_body(r.status, Bytes::from(r.body))
-                    .await?;
-                Ok(true)
+            None => Ok(false),
+            Some((r, by)) => {
+                let why = match by {
+                    "acl" => Refusal::Acl,
+                    "host_check" => Refusal::HostMismatch,
+                    _ => Refusal::Filter,
+                };
+                self.refuse(session, ctx, r.status, why, r.body).await
             }
         }
     }
@@ -210,6 +236,7 @@ impl ProxyHttp for TransparentProxy {
         _session: &mut Session,
         ctx: &mut RequestCtx,
     ) -> Result<Box<HttpPeer>> {
+        ctx.connect_started = Some(Instant::now());
         let dst = ctx
             .dst
             .ok_or_else(|| Error::explain(ErrorType::InternalError, "no original destination"))?;
@@ -251,6 +278,29 @@ impl ProxyHttp for TransparentProxy {
         }
     }
 
+    async fn connected_to_upstream(
+        &self,
+        _session: &mut Session,
+        reused: bool,
+        _peer: &HttpPeer,
+        _fd: std::os::unix::io::RawFd,
+        digest: Option<&pingora_core::protocols::Digest>,
+        ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        let connect_time = (!reused)
+            .then(|| ctx.connect_started.map(|t| t.elapsed()))
+            .flatten();
+        ctx.upstream_reused = Some(reused);
+        ctx.connect_time = connect_time;
+        ctx.upstream_local = digest
+            .and_then(|d| d.socket_digest.as_ref())
+            .and_then(|s| s.local_addr())
+            .and_then(|a| a.as_inet().copied());
+        self.metrics
+            .upstream_connection(reused, connect_time.map(|d| d.as_secs_f64()));
+        Ok(())
+    }
+
     fn fail_to_connect(
         &self,
         _session: &mut Session,
@@ -258,6 +308,12 @@ impl ProxyHttp for TransparentProxy {
         _ctx: &mut RequestCtx,
         mut e: Box<Error>,
     ) -> Box<Error> {
+        self.metrics.connect_failed(match e.etype() {
+            ErrorType::ConnectRefused => ConnectFailure::Refused,
+            ErrorType::ConnectNoRoute => ConnectFailure::Unreachable,
+            ErrorType::ConnectTimedout => ConnectFailure::Timeout,
+            _ => ConnectFailure::Other,
+        });
         // There is exactly one destination and it just failed on a fresh
         // connection: retrying only delays the 502/504.
         e.set_retry(false);
@@ -271,6 +327,13 @@ impl ProxyHttp for TransparentProxy {
         ctx: &mut RequestCtx,
     ) -> FailToProxy {
         let code = status_for(e);
+        if e.esource() == &ErrorSource::Upstream {
+            match e.etype() {
+                ErrorType::ReadTimedout => self.metrics.timeout(TimeoutPhase::Read),
+                ErrorType::WriteTimedout => self.metrics.timeout(TimeoutPhase::Write),
+                _ => {}
+            }
+        }
         if code > 0 {
             let body = match code {
                 502 | 504 => format!(
@@ -303,6 +366,13 @@ impl ProxyHttp for TransparentProxy {
 
     async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut RequestCtx) {
         let status = session.response_written().map_or(0, |r| r.status.as_u16());
+        let duration = ctx.start.elapsed();
+        let (rx, tx) = (session.body_bytes_read(), session.body_bytes_sent());
+        self.metrics
+            .request_done(status, rx, tx, duration.as_secs_f64());
+        if let Some(why) = ctx.refused {
+            self.metrics.refused(why);
+        }
         if let Some(f) = ctx.filter.as_ref() {
             self.shared
                 .chain
@@ -313,37 +383,71 @@ impl ProxyHttp for TransparentProxy {
         let host = req
             .headers
             .get(http::header::HOST)
-            .and_then(|h| h.to_str().ok())
-            .unwrap_or("-");
-        let mut extra = String::new();
-        if let Some(reason) = ctx.refused {
-            extra.push_str(&format!(" refused={reason}"));
-        }
-        if let Some(d) = ctx.filter.as_ref().and_then(|f| f.decision()) {
-            extra.push_str(&format!(" decision={d}"));
-        }
-        if let Some(e) = e {
-            extra.push_str(&format!(
-                " error=\"{}: {}\"",
-                e.etype().as_str(),
-                upstream_reason(e)
-            ));
-        }
-        info!(
-            target: "tproxyd::access",
-            "{} {} {} -> {} \"{} {} {}\" {} {}B {}ms{}",
-            ctx.request_id,
-            self.listener.name,
-            display_opt(ctx.client),
-            display_opt(ctx.dst),
-            req.method,
+            .and_then(|h| h.to_str().ok());
+        let decision = ctx.filter.as_ref().and_then(|f| f.decision());
+        let error = e.map(|e| e.etype().as_str());
+        let Some(log) = &self.shared.access_log else {
+            let mut extra = String::new();
+            if let Some(r) = ctx.refused {
+                extra.push_str(&format!(" refused={}", r.as_str()));
+            }
+            if let Some(d) = decision {
+                extra.push_str(&format!(" decision={d}"));
+            }
+            if let Some(e) = e {
+                extra.push_str(&format!(
+                    " error=\"{}: {}\"",
+                    e.etype().as_str(),
+                    upstream_reason(e)
+                ));
+            }
+            info!(
+                target: "tproxyd::access",
+                "{} {} {} -> {} \"{} {} {}\" {} {}B {}ms{}",
+                ctx.request_id,
+                self.listener.name,
+                display_opt(ctx.client),
+                display_opt(ctx.dst),
+                req.method,
+                host.unwrap_or("-"),
+                req.uri.path(),
+                status,
+                tx,
+                duration.as_millis(),
+                extra
+            );
+            return;
+        };
+        let (client_ip, client_port) = split(ctx.client);
+        let (dst_ip, dst_port) = split(ctx.dst);
+        let path = if log.query {
+            req.uri.path_and_query().map_or("/", |p| p.as_str())
+        } else {
+            req.uri.path()
+        };
+        log.write(&Record {
+            ts: Record::now(),
+            request_id: ctx.request_id.to_string(),
+            listener: &self.listener.name,
+            mode: self.listener.mode.as_str(),
+            client_ip,
+            client_port,
+            dst_ip,
+            dst_port,
+            upstream_local: ctx.upstream_local.map(|a| a.to_string()),
+            method: req.method.as_str(),
             host,
-            req.uri.path(),
+            path,
             status,
-            session.body_bytes_sent(),
-            ctx.start.elapsed().as_millis(),
-            extra
-        );
+            req_body_bytes: rx,
+            resp_body_bytes: tx,
+            duration_ms: duration.as_secs_f64() * 1000.0,
+            upstream_connect_ms: ctx.connect_time.map(|d| d.as_secs_f64() * 1000.0),
+            upstream_reused: ctx.upstream_reused,
+            decision,
+            refused: ctx.refused.map(Refusal::as_str),
+            error,
+        });
     }
 }
 

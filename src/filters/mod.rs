@@ -277,14 +277,19 @@ impl FilterChain {
         self.filters.is_empty()
     }
 
-    /// Runs the request hooks until one answers.
-    pub async fn request(&self, ctx: &mut FilterCtx, req: &RequestHeader) -> Result<Verdict> {
+    /// Runs the request hooks until one answers; returns that answer and
+    /// the name of the filter that gave it.
+    pub async fn request(
+        &self,
+        ctx: &mut FilterCtx,
+        req: &RequestHeader,
+    ) -> Result<Option<(EarlyResponse, &str)>> {
         for f in &self.filters {
             if let Verdict::Respond(r) = guarded(f.name(), f.request(ctx, req)).await? {
-                return Ok(Verdict::Respond(r));
+                return Ok(Some((r, f.name())));
             }
         }
-        Ok(Verdict::Continue)
+        Ok(None)
     }
 
     /// Runs every upstream-request hook.
@@ -399,7 +404,7 @@ mod tests {
         let v = futures::executor::block_on(chain.request(&mut c, &req)).unwrap();
         assert!(matches!(
             v,
-            Verdict::Respond(EarlyResponse { status: 418, .. })
+            Some((EarlyResponse { status: 418, .. }, "answer"))
         ));
         assert_eq!(c.state.get::<u32>(), Some(&7));
         assert_ne!(RequestId::next(), RequestId::next());

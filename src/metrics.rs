@@ -1,0 +1,341 @@
+//! Prometheus metrics, served by Pingora's Prometheus app on the admin
+//! listener (see [`crate::admin`]).
+//!
+//! Names follow Prometheus conventions (`tproxyd_` prefix, `_total`,
+//! `_seconds`, `_bytes`). Labels are bounded: the listener's name and mode
+//! from the config, and small fixed sets (status class, refusal reason, …) —
+//! never a client address, Host or path. Each listener resolves its label
+//! sets once at start-up ([`ListenerMetrics`]), so the request path only
+//! bumps atomics.
+
+use crate::config::Listener;
+use pingora_prometheus::prometheus::{
+    exponential_buckets, register_gauge, register_histogram_vec, register_int_counter_vec,
+    register_int_gauge_vec, Gauge, Histogram, HistogramVec, IntCounter, IntCounterVec, IntGauge,
+    IntGaugeVec,
+};
+use std::sync::LazyLock;
+
+const L: &[&str] = &["listener", "mode"];
+
+macro_rules! counter_vec {
+    ($name:expr, $help:expr, $extra:expr) => {
+        LazyLock::new(|| {
+            let labels: Vec<&str> = L.iter().chain($extra.iter()).copied().collect();
+            register_int_counter_vec!($name, $help, &labels).expect("metric registers once")
+        })
+    };
+}
+
+static REQUESTS: LazyLock<IntCounterVec> = counter_vec!(
+    "tproxyd_requests_total",
+    "Requests answered, by status class (1xx..5xx, or none when no response was sent).",
+    ["status_class"]
+);
+static REFUSED: LazyLock<IntCounterVec> = counter_vec!(
+    "tproxyd_requests_refused_total",
+    "Requests the proxy answered itself instead of forwarding, by reason (acl, loop, host-mismatch, forward-not-allowed, filter).",
+    ["reason"]
+);
+static CONNECT_FAILURES: LazyLock<IntCounterVec> = counter_vec!(
+    "tproxyd_upstream_connect_failures_total",
+    "Failed connections to original destinations, by reason (refused, unreachable, timeout, other).",
+    ["reason"]
+);
+static TIMEOUTS: LazyLock<IntCounterVec> = counter_vec!(
+    "tproxyd_upstream_timeouts_total",
+    "Upstream timeouts, by phase (connect, read, write).",
+    ["phase"]
+);
+static UPSTREAM_CONNS: LazyLock<IntCounterVec> = counter_vec!(
+    "tproxyd_upstream_connections_total",
+    "Upstream connections used for requests: newly opened or reused from the pool.",
+    ["kind"]
+);
+static CLIENT_RX: LazyLock<IntCounterVec> = counter_vec!(
+    "tproxyd_client_received_bytes_total",
+    "Request body bytes received from clients.",
+    [] as [&str; 0]
+);
+static CLIENT_TX: LazyLock<IntCounterVec> = counter_vec!(
+    "tproxyd_client_sent_bytes_total",
+    "Response body bytes sent to clients.",
+    [] as [&str; 0]
+);
+static DOWNSTREAM_ACTIVE: LazyLock<IntGaugeVec> = LazyLock::new(|| {
+    register_int_gauge_vec!(
+        "tproxyd_downstream_connections_active",
+        "Open client connections (including idle keep-alive ones).",
+        L
+    )
+    .expect("metric registers once")
+});
+static IN_FLIGHT: LazyLock<IntGaugeVec> = LazyLock::new(|| {
+    register_int_gauge_vec!("tproxyd_requests_in_flight", "Requests being processed.", L)
+        .expect("metric registers once")
+});
+static DURATION: LazyLock<HistogramVec> = LazyLock::new(|| {
+    register_histogram_vec!(
+        "tproxyd_request_duration_seconds",
+        "Time from reading a request's header to the end of its response.",
+        L,
+        exponential_buckets(0.0005, 2.5, 14).expect("valid buckets")
+    )
+    .expect("metric registers once")
+});
+static CONNECT_TIME: LazyLock<HistogramVec> = LazyLock::new(|| {
+    register_histogram_vec!(
+        "tproxyd_upstream_connect_seconds",
+        "Time to open a new upstream connection (TCP connect).",
+        L,
+        exponential_buckets(0.0001, 2.5, 14).expect("valid buckets")
+    )
+    .expect("metric registers once")
+});
+static START_TIME: LazyLock<Gauge> = LazyLock::new(|| {
+    register_gauge!(
+        "tproxyd_process_start_time_seconds",
+        "Start time of the process since the Unix epoch, in seconds."
+    )
+    .expect("metric registers once")
+});
+static BUILD_INFO: LazyLock<IntGaugeVec> = LazyLock::new(|| {
+    register_int_gauge_vec!(
+        "tproxyd_build_info",
+        "Always 1; the version label says which tproxyd runs.",
+        &["version"]
+    )
+    .expect("metric registers once")
+});
+static LOG_DROPPED: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    register_int_counter_vec!(
+        "tproxyd_access_log_dropped_total",
+        "Access-log records dropped because the writer could not keep up.",
+        &[] as &[&str]
+    )
+    .expect("metric registers once")
+});
+
+/// Sets the process-wide gauges; call once at start-up.
+pub fn init_process() {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64());
+    START_TIME.set(now);
+    BUILD_INFO
+        .with_label_values(&[env!("CARGO_PKG_VERSION")])
+        .set(1);
+    LOG_DROPPED.with_label_values(&[] as &[&str]).inc_by(0);
+}
+
+/// Counts an access-log record the writer had to drop.
+pub fn access_log_dropped() {
+    LOG_DROPPED.with_label_values(&[] as &[&str]).inc();
+}
+
+/// Why the proxy answered a request itself.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    /// An `acl` rule denied it.
+    Acl,
+    /// Loop protection (own listener, own Via token).
+    Loop,
+    /// `host_check` in deny mode.
+    HostMismatch,
+    /// A forward-proxy request from a client not allowed to use it.
+    ForwardNotAllowed,
+    /// Any other filter's early answer.
+    Filter,
+}
+
+impl Refusal {
+    const ALL: [Refusal; 5] = [
+        Refusal::Acl,
+        Refusal::Loop,
+        Refusal::HostMismatch,
+        Refusal::ForwardNotAllowed,
+        Refusal::Filter,
+    ];
+
+    /// The label value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Refusal::Acl => "acl",
+            Refusal::Loop => "loop",
+            Refusal::HostMismatch => "host-mismatch",
+            Refusal::ForwardNotAllowed => "forward-not-allowed",
+            Refusal::Filter => "filter",
+        }
+    }
+}
+
+/// Why an upstream connection could not be opened.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ConnectFailure {
+    /// RST: nothing listens.
+    Refused,
+    /// No route / host unreachable.
+    Unreachable,
+    /// No answer within `connect_timeout`.
+    Timeout,
+    /// Anything else.
+    Other,
+}
+
+/// Upstream phase of a timeout.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TimeoutPhase {
+    /// TCP connect.
+    Connect,
+    /// Waiting for the origin to send.
+    Read,
+    /// Waiting for the origin to take our bytes.
+    Write,
+}
+
+/// One listener's metrics with their labels resolved.
+#[derive(Clone)]
+pub struct ListenerMetrics {
+    status: [IntCounter; 6],
+    refused: [IntCounter; 5],
+    connect_failures: [IntCounter; 4],
+    timeouts: [IntCounter; 3],
+    conn_new: IntCounter,
+    conn_reused: IntCounter,
+    rx: IntCounter,
+    tx: IntCounter,
+    /// Open client connections.
+    pub downstream_active: IntGauge,
+    /// Requests being processed.
+    pub in_flight: IntGauge,
+    duration: Histogram,
+    connect_time: Histogram,
+}
+
+impl ListenerMetrics {
+    /// Registers (or finds) the listener's series, all starting at zero so
+    /// that dashboards see them before the first event.
+    pub fn new(listener: &Listener) -> Self {
+        let l = [listener.name.as_str(), listener.mode.as_str()];
+        let with = |v: &IntCounterVec, extra: &str| v.with_label_values(&[l[0], l[1], extra]);
+        let status = ["1xx", "2xx", "3xx", "4xx", "5xx", "none"].map(|c| with(&REQUESTS, c));
+        let refused = Refusal::ALL.map(|r| with(&REFUSED, r.as_str()));
+        let connect_failures =
+            ["refused", "unreachable", "timeout", "other"].map(|r| with(&CONNECT_FAILURES, r));
+        let timeouts = ["connect", "read", "write"].map(|p| with(&TIMEOUTS, p));
+        ListenerMetrics {
+            status,
+            refused,
+            connect_failures,
+            timeouts,
+            conn_new: with(&UPSTREAM_CONNS, "new"),
+            conn_reused: with(&UPSTREAM_CONNS, "reused"),
+            rx: CLIENT_RX.with_label_values(&l),
+            tx: CLIENT_TX.with_label_values(&l),
+            downstream_active: DOWNSTREAM_ACTIVE.with_label_values(&l),
+            in_flight: IN_FLIGHT.with_label_values(&l),
+            duration: DURATION.with_label_values(&l),
+            connect_time: CONNECT_TIME.with_label_values(&l),
+        }
+    }
+
+    /// A finished request.
+    pub fn request_done(&self, status: u16, rx: usize, tx: usize, seconds: f64) {
+        let class = match status {
+            100..=199 => 0,
+            200..=299 => 1,
+            300..=399 => 2,
+            400..=499 => 3,
+            500..=599 => 4,
+            _ => 5,
+        };
+        self.status[class].inc();
+        self.rx.inc_by(rx as u64);
+        self.tx.inc_by(tx as u64);
+        self.duration.observe(seconds);
+    }
+
+    /// A request the proxy answered itself.
+    pub fn refused(&self, why: Refusal) {
+        let i = Refusal::ALL.iter().position(|r| *r == why).unwrap_or(4);
+        self.refused[i].inc();
+    }
+
+    /// An upstream connection was used: new (with its connect time) or reused.
+    pub fn upstream_connection(&self, reused: bool, connect_seconds: Option<f64>) {
+        if reused {
+            self.conn_reused.inc();
+        } else {
+            self.conn_new.inc();
+            if let Some(s) = connect_seconds {
+                self.connect_time.observe(s);
+            }
+        }
+    }
+
+    /// A failed upstream connect.
+    pub fn connect_failed(&self, why: ConnectFailure) {
+        self.connect_failures[why as usize].inc();
+        if why == ConnectFailure::Timeout {
+            self.timeout(TimeoutPhase::Connect);
+        }
+    }
+
+    /// An upstream timeout.
+    pub fn timeout(&self, phase: TimeoutPhase) {
+        self.timeouts[phase as usize].inc();
+    }
+}
+
+/// Counts a client connection for as long as it lives.
+pub struct ConnectionGuard(IntGauge);
+
+impl ConnectionGuard {
+    /// Increments `gauge` until dropped.
+    pub fn new(gauge: &IntGauge) -> Self {
+        gauge.inc();
+        ConnectionGuard(gauge.clone())
+    }
+}
+
+impl Drop for ConnectionGuard {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
+}
+
+/// Wraps a Pingora app to keep `tproxyd_downstream_connections_active`:
+/// Pingora hands each client connection to `process_new` (again for each
+/// keep-alive request), so a guard around it counts open connections.
+pub struct CountConnections<A> {
+    inner: std::sync::Arc<A>,
+    gauge: IntGauge,
+}
+
+impl<A> CountConnections<A> {
+    /// Counts `inner`'s connections in `gauge`.
+    pub fn new(inner: A, gauge: IntGauge) -> Self {
+        CountConnections {
+            inner: std::sync::Arc::new(inner),
+            gauge,
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl<A: pingora_core::apps::ServerApp + Send + Sync + 'static> pingora_core::apps::ServerApp
+    for CountConnections<A>
+{
+    async fn process_new(
+        self: &std::sync::Arc<Self>,
+        session: pingora_core::protocols::Stream,
+        shutdown: &pingora_core::server::ShutdownWatch,
+    ) -> Option<pingora_core::protocols::Stream> {
+        let _open = ConnectionGuard::new(&self.gauge);
+        self.inner.process_new(session, shutdown).await
+    }
+
+    async fn cleanup(&self) {
+        self.inner.cleanup().await
+    }
+}
