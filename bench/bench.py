@@ -1,0 +1,421 @@
+#!/usr/bin/env python3
+"""tproxyd benchmarks, in the namespace lab, side by side with its peers.
+
+Scenarios, measured in one run on the same lab with the same load:
+  direct   routed, not intercepted (the limit of this machine)
+  tproxyd  release build, conf/tproxyd.yaml (the shipped default config)
+  haproxy  HAProxy as a transparent proxy (bind ... transparent, server 0.0.0.0:0)
+  go-seed  the article's Go proxy (../shared/seed/go-proxy), built at bench time
+
+Workloads: small responses over keep-alive, small responses with a new client
+connection per request, a 100 MiB download, and many idle keep-alive
+connections. Each (workload, scenario) pair runs `--rounds` times,
+interleaved, with a freshly started proxy; the report gives the median and
+the spread (min-max) and the ratios tproxyd/haproxy and tproxyd/direct.
+
+Needs root. Installs nginx, wrk, haproxy and golang-go with apt-get if they
+are missing. Usage:
+  sudo bench/bench.py                      # full run (~8 minutes), prints Markdown
+  sudo bench/bench.py --out BENCHMARKS.run.md
+  sudo bench/bench.py --smoke              # seconds per run, for CI: proves it works
+"""
+import argparse
+import datetime
+import os
+import platform
+import re
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SEED = os.path.normpath(os.path.join(ROOT, "..", "shared", "seed", "go-proxy"))
+P = "tpxbench"
+CLI, RTR, SRV = f"{P}-cli", f"{P}-rtr", f"{P}-srv"
+SERVER = "198.51.100.10"
+DIRECT_PORT = 9080  # not intercepted by the lab: routed straight to nginx
+PROXIED_PORT = 80   # intercepted: nft tproxy -> :8888
+STATUS_PORT = 9090  # nginx stub_status, in the server namespace
+TICK = os.sysconf("SC_CLK_TCK")
+SCENARIOS = ["direct", "tproxyd", "haproxy", "go-seed"]
+
+
+def log(msg):
+    print(f"bench: {msg}", file=sys.stderr, flush=True)
+
+
+def run(cmd, **kw):
+    return subprocess.run(cmd, check=True, **kw)
+
+
+def ns(name, *cmd):
+    return ["ip", "netns", "exec", name, *cmd]
+
+
+def ensure_tools():
+    need = [pkg for tool, pkg in [("nginx", "nginx-light"), ("wrk", "wrk"),
+                                  ("haproxy", "haproxy"), ("go", "golang-go"),
+                                  ("nft", "nftables"), ("cmake", "cmake")]
+            if shutil.which(tool) is None]
+    if not need:
+        return
+    log(f"installing {' '.join(need)}")
+    # Keep the packages' init scripts from starting services on the host.
+    policy = "/usr/sbin/policy-rc.d"
+    created = not os.path.exists(policy)
+    if created:
+        with open(policy, "w") as f:
+            f.write("#!/bin/sh\nexit 101\n")
+        os.chmod(policy, 0o755)
+    try:
+        run(["apt-get", "update", "-qq"])
+        run(["apt-get", "install", "-y", "-qq", *need], stdout=subprocess.DEVNULL)
+    finally:
+        if created:
+            os.remove(policy)
+
+
+class Bench:
+    def __init__(self, args):
+        self.args = args
+        self.tmp = tempfile.mkdtemp(prefix="tproxyd-bench-")
+        os.chmod(self.tmp, 0o755)  # nginx workers run as www-data
+        self.procs = []
+        self.nginx = None
+
+    # --- set-up ---------------------------------------------------------
+    def build(self):
+        log("cargo build --release")
+        run(["cargo", "build", "--release", "--quiet", "--bin", "tproxyd"], cwd=ROOT)
+        self.tproxyd = os.path.join(ROOT, "target", "release", "tproxyd")
+        log(f"go build {SEED}")
+        self.goproxy = os.path.join(self.tmp, "go-seed")
+        env = dict(os.environ, GOCACHE=os.path.join(self.tmp, "gocache"),
+                   GOPATH=os.path.join(self.tmp, "gopath"), GOFLAGS="-mod=mod")
+        run(["go", "build", "-o", self.goproxy, "."], cwd=SEED, env=env)
+
+    def lab(self):
+        run([os.path.join(ROOT, "lab", "lab.sh"), "up", P], stdout=subprocess.DEVNULL)
+        for n in (CLI, RTR, SRV):
+            run(ns(n, "sysctl", "-qw", "net.ipv4.ip_local_port_range=1024 65000",
+                   "net.ipv4.tcp_tw_reuse=1", "net.core.somaxconn=65535"))
+
+    def start_nginx(self):
+        www = os.path.join(self.tmp, "www")
+        os.makedirs(www)
+        with open(os.path.join(www, "small.bin"), "wb") as f:
+            f.write(b"x" * 100)
+        with open(os.path.join(www, "large.bin"), "wb") as f:
+            f.truncate(100 * 1024 * 1024)
+        conf = os.path.join(self.tmp, "nginx.conf")
+        with open(conf, "w") as f:
+            f.write(f"""
+worker_processes 1;
+pid {self.tmp}/nginx.pid;
+error_log {self.tmp}/nginx-error.log warn;
+worker_rlimit_nofile 19000;
+events {{ worker_connections 18000; }}
+http {{
+  access_log off;
+  sendfile on;
+  tcp_nopush on;
+  keepalive_requests 1000000;
+  keepalive_timeout 120s;
+  server {{
+    listen {PROXIED_PORT} reuseport;
+    listen [::]:{PROXIED_PORT};
+    listen {DIRECT_PORT};
+    root {www};
+  }}
+  server {{
+    listen 127.0.0.1:{STATUS_PORT};
+    location / {{ stub_status; }}
+  }}
+}}
+""")
+        self.nginx = subprocess.Popen(ns(SRV, "nginx", "-c", conf, "-g", "daemon off;"),
+                                      stderr=subprocess.DEVNULL)
+        time.sleep(0.5)
+
+    def nginx_accepts(self):
+        out = subprocess.run(ns(SRV, "curl", "-s", f"http://127.0.0.1:{STATUS_PORT}/"),
+                             capture_output=True, text=True, check=True).stdout
+        # "Active connections: N \n server accepts handled requests\n A H R"
+        nums = re.findall(r"\n\s*(\d+)\s+(\d+)\s+(\d+)", out)
+        return int(nums[0][0]) if nums else 0
+
+    # --- proxies --------------------------------------------------------
+    def start_proxy(self, scenario):
+        if scenario == "direct":
+            return None
+        out = open(os.path.join(self.tmp, f"{scenario}.log"), "ab")
+        if scenario == "tproxyd":
+            conf = os.path.join(self.tmp, "tproxyd.yaml")
+            with open(os.path.join(ROOT, "conf", "tproxyd.yaml")) as src, open(conf, "w") as dst:
+                dst.write(src.read().replace("/run/tproxyd", self.tmp))
+            cmd = ["env", *self.args.tproxyd_env.split(), self.tproxyd, "-c", conf]
+        elif scenario == "haproxy":
+            conf = os.path.join(self.tmp, "haproxy.cfg")
+            with open(conf, "w") as f:
+                f.write("""
+global
+  maxconn 9000
+  nbthread 2
+defaults
+  mode http
+  timeout connect 5s
+  timeout client 60s
+  timeout server 60s
+  http-reuse safe
+frontend fe
+  bind :::8888 v4v6 transparent
+  http-request add-header Via "1.1 haproxy"
+  default_backend be
+backend be
+  server origin 0.0.0.0:0
+""")
+            cmd = ["haproxy", "-db", "-f", conf]
+        else:
+            cmd = [self.goproxy]
+        proc = subprocess.Popen(ns(RTR, *cmd), stdout=out, stderr=out)
+        self.procs.append(proc)
+        # Ready when a request through the interception succeeds.
+        for _ in range(100):
+            r = subprocess.run(ns(CLI, "curl", "-s", "-o", "/dev/null", "-w", "%{http_code}",
+                                  "--max-time", "1", f"http://{SERVER}:{PROXIED_PORT}/small.bin"),
+                               capture_output=True, text=True)
+            if r.stdout == "200":
+                return proc
+            time.sleep(0.1)
+        out.close()
+        with open(out.name) as f:
+            tail = f.read()[-2000:]
+        raise RuntimeError(f"{scenario} did not come up:\n{tail}")
+
+    def stop_proxy(self, proc):
+        if proc is None:
+            return
+        proc.send_signal(signal.SIGINT)
+        try:
+            proc.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        self.procs.remove(proc)
+        time.sleep(0.3)
+
+    @staticmethod
+    def cpu_seconds(pid):
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / TICK
+
+    @staticmethod
+    def status_kb(pid, key):
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith(key + ":"):
+                    return int(line.split()[1])
+        return 0
+
+    # --- workloads -------------------------------------------------------
+    def wrk(self, url, conns, threads, duration, close=False):
+        cmd = ["wrk", "-t", str(threads), "-c", str(conns), "-d", f"{duration}s",
+               "--latency", "-s", os.path.join(ROOT, "bench", "wrk-percentiles.lua")]
+        if close:
+            cmd += ["-H", "Connection: close"]
+        out = subprocess.run(ns(CLI, *cmd, url), capture_output=True, text=True, check=True).stdout
+        res = {}
+        m = re.search(r"(\d+) requests in ([\d.]+)(\w+), ([\d.]+)(\w+) read", out)
+        res["requests"] = int(m.group(1))
+        secs = float(m.group(2)) * {"ms": 0.001, "s": 1, "m": 60}[m.group(3)]
+        res["bytes"] = float(m.group(4)) * {"B": 1, "KB": 1024, "MB": 1024**2, "GB": 1024**3}[m.group(5)]
+        res["rps"] = res["requests"] / secs
+        res["mib_s"] = res["bytes"] / secs / 1024**2
+        pct = re.search(r"PCT p50=(\d+) p99=(\d+) p999=(\d+)", out)
+        res["p50_ms"], res["p99_ms"], res["p999_ms"] = (int(x) / 1000 for x in pct.groups())
+        errors = 0
+        e = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
+        if e:
+            errors += sum(int(x) for x in e.groups())
+        n = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+        if n:
+            errors += int(n.group(1))
+        res["errors"] = errors
+        return res
+
+    def measure(self, scenario, workload):
+        a = self.args
+        proc = self.start_proxy(scenario)
+        pid = proc.pid if proc else None
+        port = DIRECT_PORT if scenario == "direct" else PROXIED_PORT
+        base = f"http://{SERVER}:{port}"
+        try:
+            if workload == "idle":
+                if pid is None:
+                    return None
+                before = self.status_kb(pid, "VmRSS")
+                holder = subprocess.Popen(
+                    ns(CLI, "python3", os.path.join(ROOT, "bench", "idle_conns.py"),
+                       SERVER, str(port), str(a.idle)),
+                    stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+                line = holder.stdout.readline().split()
+                time.sleep(0.5)
+                after = self.status_kb(pid, "VmRSS")
+                holder.stdin.close()
+                holder.wait()
+                ok, failed = int(line[1]), int(line[2])
+                return {"kib_per_1k": (after - before) / max(ok, 1) * 1000,
+                        "rss_mib": after / 1024, "conns": ok, "errors": failed}
+            cpu0 = self.cpu_seconds(pid) if pid else 0.0
+            acc0 = self.nginx_accepts()
+            if workload == "keepalive":
+                res = self.wrk(f"{base}/small.bin", 50, 2, a.duration)
+            elif workload == "close":
+                res = self.wrk(f"{base}/small.bin", 20, 2, a.duration, close=True)
+            else:
+                res = self.wrk(f"{base}/large.bin", 2, 1, a.duration)
+            res["upstream_conns"] = self.nginx_accepts() - acc0
+            if pid:
+                cpu = self.cpu_seconds(pid) - cpu0
+                res["cpu_per_100k"] = cpu / max(res["requests"], 1) * 1e5
+                res["cpu_per_gib"] = cpu / max(res["bytes"] / 1024**3, 1e-9)
+                res["peak_rss_mib"] = self.status_kb(pid, "VmHWM") / 1024
+            return res
+        finally:
+            self.stop_proxy(proc)
+
+    def cleanup(self):
+        for p in list(self.procs):
+            p.kill()
+        if self.nginx:
+            self.nginx.terminate()
+            try:
+                self.nginx.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                self.nginx.kill()
+        subprocess.run([os.path.join(ROOT, "lab", "lab.sh"), "down", P])
+        shutil.rmtree(self.tmp, ignore_errors=True)
+
+
+# --- report ---------------------------------------------------------------
+WORKLOADS = {
+    "keepalive": ("Small responses (100 B) over keep-alive, 50 connections", [
+        ("rps", "req/s", "{:.0f}", True), ("p50_ms", "p50 ms", "{:.2f}", False),
+        ("p99_ms", "p99 ms", "{:.2f}", False), ("p999_ms", "p99.9 ms", "{:.2f}", False),
+        ("cpu_per_100k", "proxy CPU s /100k req", "{:.2f}", False),
+        ("peak_rss_mib", "proxy peak RSS MiB", "{:.1f}", False),
+        ("upstream_conns", "upstream conns opened", "{:.0f}", False),
+        ("requests", "requests", "{:.0f}", True), ("errors", "errors", "{:.0f}", False)]),
+    "close": ("Small responses, a new client connection per request, 20 concurrent", [
+        ("rps", "req/s", "{:.0f}", True), ("p50_ms", "p50 ms", "{:.2f}", False),
+        ("p99_ms", "p99 ms", "{:.2f}", False), ("p999_ms", "p99.9 ms", "{:.2f}", False),
+        ("cpu_per_100k", "proxy CPU s /100k req", "{:.2f}", False),
+        ("peak_rss_mib", "proxy peak RSS MiB", "{:.1f}", False),
+        ("upstream_conns", "upstream conns opened", "{:.0f}", False),
+        ("requests", "requests", "{:.0f}", True), ("errors", "errors", "{:.0f}", False)]),
+    "large": ("100 MiB download, 2 connections", [
+        ("mib_s", "MiB/s", "{:.0f}", True), ("p50_ms", "p50 ms", "{:.0f}", False),
+        ("p99_ms", "p99 ms", "{:.0f}", False),
+        ("cpu_per_gib", "proxy CPU s /GiB", "{:.3f}", False),
+        ("peak_rss_mib", "proxy peak RSS MiB", "{:.1f}", False),
+        ("requests", "downloads", "{:.0f}", True), ("errors", "errors", "{:.0f}", False)]),
+    "idle": ("Idle keep-alive connections", [
+        ("kib_per_1k", "proxy RSS KiB per 1,000 idle conns", "{:.0f}", False),
+        ("rss_mib", "proxy RSS MiB while holding them", "{:.1f}", False),
+        ("conns", "connections held", "{:.0f}", True), ("errors", "errors", "{:.0f}", False)]),
+}
+
+
+def fmt_cell(values, f):
+    vals = [v for v in values if v is not None]
+    if not vals:
+        return "–", None
+    med = statistics.median(vals)
+    cell = f.format(med)
+    if len(vals) > 1 and max(vals) != min(vals):
+        cell += f" ({f.format(min(vals))}–{f.format(max(vals))})"
+    return cell, med
+
+
+def ratio(a, b):
+    if a is None or b is None or b == 0:
+        return "–"
+    return f"{a / b:.2f}"
+
+
+def report(results, args, started):
+    cpu = "unknown"
+    with open("/proc/cpuinfo") as f:
+        for line in f:
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    out = [f"Run {started:%Y-%m-%d %H:%M} UTC on {platform.node()}: {os.cpu_count()} cores ({cpu}), "
+           f"Linux {platform.release()}; {args.rounds} round(s) of {args.duration}s per cell, "
+           f"interleaved; median (min–max). Command: `sudo bench/bench.py"
+           f"{' --smoke' if args.smoke else ''}`.", ""]
+    for wl, (title, cols) in WORKLOADS.items():
+        if wl not in args.workloads:
+            continue
+        out += [f"### {title}", "",
+                "| figure | " + " | ".join(SCENARIOS) + " | tproxyd/haproxy | tproxyd/direct |",
+                "|---|" + "---|" * (len(SCENARIOS) + 2)]
+        for key, label, f, _ in cols:
+            cells, meds = [], {}
+            for sc in SCENARIOS:
+                vals = [r.get(key) if r else None for r in results.get((wl, sc), [])]
+                cell, med = fmt_cell(vals, f)
+                cells.append(cell)
+                meds[sc] = med
+            out.append(f"| {label} | " + " | ".join(cells) + f" | {ratio(meds['tproxyd'], meds['haproxy'])}"
+                       f" | {ratio(meds['tproxyd'], meds['direct'])} |")
+        out.append("")
+    return "\n".join(out)
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--duration", type=int, default=10, help="seconds per wrk run")
+    ap.add_argument("--rounds", type=int, default=2)
+    ap.add_argument("--idle", type=int, default=5000, help="idle connections to hold")
+    ap.add_argument("--workloads", default="keepalive,close,large,idle")
+    ap.add_argument("--scenarios", default=",".join(SCENARIOS))
+    ap.add_argument("--tproxyd-env", default="", help="extra environment for tproxyd, e.g. RUST_LOG=warn")
+    ap.add_argument("--smoke", action="store_true", help="tiny run for CI: 2s, 1 round, 200 idle")
+    ap.add_argument("--out", help="also write the Markdown report to this file")
+    args = ap.parse_args()
+    if args.smoke:
+        args.duration, args.rounds, args.idle = 2, 1, 200
+    args.workloads = args.workloads.split(",")
+    args.scenarios = args.scenarios.split(",")
+    if os.geteuid() != 0:
+        sys.exit("bench: needs root (network namespaces, TPROXY)")
+    started = datetime.datetime.now(datetime.timezone.utc)
+    ensure_tools()
+    b = Bench(args)
+    results = {}
+    try:
+        b.build()
+        b.lab()
+        b.start_nginx()
+        for rnd in range(args.rounds):
+            for wl in args.workloads:
+                for sc in args.scenarios:
+                    log(f"round {rnd + 1}/{args.rounds}: {wl} / {sc}")
+                    results.setdefault((wl, sc), []).append(b.measure(sc, wl))
+    finally:
+        b.cleanup()
+    text = report(results, args, started)
+    print(text)
+    if args.out:
+        with open(args.out, "w") as f:
+            f.write(text + "\n")
+
+
+if __name__ == "__main__":
+    main()
