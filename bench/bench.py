@@ -155,8 +155,9 @@ http {{
         out = open(os.path.join(self.tmp, f"{scenario}.log"), "ab")
         if scenario == "tproxyd":
             conf = os.path.join(self.tmp, "tproxyd.yaml")
-            with open(os.path.join(ROOT, "conf", "tproxyd.yaml")) as src, open(conf, "w") as dst:
+            with open(self.args.tproxyd_conf) as src, open(conf, "w") as dst:
                 dst.write(src.read().replace("/run/tproxyd", self.tmp))
+                dst.write("\n" + self.args.tproxyd_extra.replace("\\n", "\n") + "\n")
             cmd = ["env", *self.args.tproxyd_env.split(), self.tproxyd, "-c", conf]
         elif scenario == "haproxy":
             conf = os.path.join(self.tmp, "haproxy.cfg")
@@ -386,6 +387,9 @@ def main():
     ap.add_argument("--workloads", default="keepalive,close,large,idle")
     ap.add_argument("--scenarios", default=",".join(SCENARIOS))
     ap.add_argument("--tproxyd-env", default="", help="extra environment for tproxyd, e.g. RUST_LOG=warn")
+    ap.add_argument("--tproxyd-conf", default=os.path.join(ROOT, "conf", "tproxyd.yaml"),
+                    help="tproxyd config to benchmark (default: the shipped conf/tproxyd.yaml)")
+    ap.add_argument("--tproxyd-extra", default="", help="YAML appended to the tproxyd: section (indent 2)")
     ap.add_argument("--smoke", action="store_true", help="tiny run for CI: 2s, 1 round, 200 idle")
     ap.add_argument("--out", help="also write the Markdown report to this file")
     args = ap.parse_args()

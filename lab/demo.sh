@@ -68,7 +68,7 @@ ip netns exec "$P-rtr" curl -sS --max-time 5 http://127.0.0.1:9187/metrics \
   | grep -E '^tproxyd_(requests_total|requests_refused_total|upstream_connections_total)' | grep -v ' 0$' || true
 echo
 echo "== tproxyd access log"
-grep "tproxyd::access" "$work/tproxyd.log" || cat "$work/tproxyd.log"
+grep -E '^[0-9].* -> ' "$work/tproxyd.log" || cat "$work/tproxyd.log"
 
 kill "$proxy_pid"; wait "$proxy_pid" 2>/dev/null || true; proxy_pid=
 echo

@@ -16,6 +16,7 @@
 //! ```
 
 use crate::config::ConfigError;
+use crate::filters::RequestId;
 use async_trait::async_trait;
 use log::{error, info};
 use pingora_core::server::ShutdownWatch;
@@ -43,24 +44,47 @@ pub enum Format {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AccessLogConf {
+    /// `false` turns the access log off (metrics still count requests).
+    #[serde(default = "yes")]
+    pub enabled: bool,
     /// Line format (default text).
     #[serde(default = "text")]
     pub format: Format,
-    /// File to append to; none: stdout.
+    /// File to append to; none: stdout. (Without an `access_log` section at
+    /// all, text lines go to stderr, next to the operational log.)
     pub path: Option<PathBuf>,
     /// Include the query string in `path`.
     #[serde(default)]
     pub query: bool,
+    #[serde(skip)]
+    stderr: bool,
+}
+
+fn yes() -> bool {
+    true
 }
 
 fn text() -> Format {
     Format::Text
 }
 
+impl Default for AccessLogConf {
+    /// No `access_log` section: text lines on stderr.
+    fn default() -> Self {
+        AccessLogConf {
+            enabled: true,
+            format: Format::Text,
+            path: None,
+            query: false,
+            stderr: true,
+        }
+    }
+}
+
 impl AccessLogConf {
     /// Checks that the file can be opened for appending.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        if let Some(p) = &self.path {
+        if let (true, Some(p)) = (self.enabled, &self.path) {
             open(p).map_err(|e| ConfigError::Invalid {
                 key: "tproxyd.access_log.path".into(),
                 reason: format!("cannot open {} for appending: {e}", p.display()),
@@ -77,27 +101,21 @@ fn open(p: &std::path::Path) -> std::io::Result<std::fs::File> {
         .open(p)
 }
 
-/// One request, as logged. The JSON field names are stable.
-#[derive(Debug, Serialize)]
+/// One request, as logged.
+#[derive(Debug)]
 pub struct Record<'a> {
-    /// RFC 3339, UTC, milliseconds.
-    pub ts: String,
-    /// Same id as `$request_id`.
-    pub request_id: String,
+    /// This request's id.
+    pub request_id: RequestId,
     /// Listener name.
     pub listener: &'a str,
     /// `tproxy` or `redirect`.
     pub mode: &'a str,
-    /// Client IP.
-    pub client_ip: Option<String>,
-    /// Client port.
-    pub client_port: Option<u16>,
-    /// Original destination IP.
-    pub dst_ip: Option<String>,
-    /// Original destination port.
-    pub dst_port: Option<u16>,
+    /// The client.
+    pub client: Option<SocketAddr>,
+    /// The original destination.
+    pub dst: Option<SocketAddr>,
     /// Local address of the upstream connection (shows source spoofing).
-    pub upstream_local: Option<String>,
+    pub upstream_local: Option<SocketAddr>,
     /// Request method.
     pub method: &'a str,
     /// Host header as sent.
@@ -110,11 +128,11 @@ pub struct Record<'a> {
     pub req_body_bytes: usize,
     /// Response body bytes sent to the client.
     pub resp_body_bytes: usize,
-    /// From request header read to end of response, milliseconds.
-    pub duration_ms: f64,
-    /// Time to open the upstream connection, ms; null when reused or none.
-    pub upstream_connect_ms: Option<f64>,
-    /// Whether the upstream connection came from the pool; null when none.
+    /// From request header read to end of response.
+    pub duration: Duration,
+    /// Time to open the upstream connection; none when reused or none.
+    pub upstream_connect: Option<Duration>,
+    /// Whether the upstream connection came from the pool; none when none.
     pub upstream_reused: Option<bool>,
     /// What a filter decided, e.g. `acl:deny:no-admin`.
     pub decision: Option<&'a str>,
@@ -124,34 +142,95 @@ pub struct Record<'a> {
     pub error: Option<&'a str>,
 }
 
+/// The JSON form of a [`Record`]; its field names are a stable interface.
+#[derive(Serialize)]
+struct JsonRecord<'a> {
+    ts: String,
+    request_id: String,
+    listener: &'a str,
+    mode: &'a str,
+    client_ip: Option<String>,
+    client_port: Option<u16>,
+    dst_ip: Option<String>,
+    dst_port: Option<u16>,
+    upstream_local: Option<String>,
+    method: &'a str,
+    host: Option<&'a str>,
+    path: &'a str,
+    status: u16,
+    req_body_bytes: usize,
+    resp_body_bytes: usize,
+    duration_ms: f64,
+    upstream_connect_ms: Option<f64>,
+    upstream_reused: Option<bool>,
+    decision: Option<&'a str>,
+    refused: Option<&'a str>,
+    error: Option<&'a str>,
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}
+
 impl Record<'_> {
-    /// The current time in the log's format.
-    pub fn now() -> String {
-        humantime::format_rfc3339_millis(SystemTime::now()).to_string()
+    fn json_line(&self, ts: SystemTime) -> String {
+        let rec = JsonRecord {
+            ts: humantime::format_rfc3339_millis(ts).to_string(),
+            request_id: self.request_id.to_string(),
+            listener: self.listener,
+            mode: self.mode,
+            client_ip: self.client.map(|a| a.ip().to_string()),
+            client_port: self.client.map(|a| a.port()),
+            dst_ip: self.dst.map(|a| a.ip().to_string()),
+            dst_port: self.dst.map(|a| a.port()),
+            upstream_local: self.upstream_local.map(|a| a.to_string()),
+            method: self.method,
+            host: self.host,
+            path: self.path,
+            status: self.status,
+            req_body_bytes: self.req_body_bytes,
+            resp_body_bytes: self.resp_body_bytes,
+            duration_ms: ms(self.duration),
+            upstream_connect_ms: self.upstream_connect.map(ms),
+            upstream_reused: self.upstream_reused,
+            decision: self.decision,
+            refused: self.refused,
+            error: self.error,
+        };
+        serde_json::to_string(&rec).unwrap_or_else(|e| format!("{{\"log_error\":\"{e}\"}}"))
     }
 
-    fn text_line(&self) -> String {
-        let addr = |ip: &Option<String>, port: Option<u16>| match (ip, port) {
-            (Some(ip), Some(p)) if ip.contains(':') => format!("[{ip}]:{p}"),
-            (Some(ip), Some(p)) => format!("{ip}:{p}"),
-            _ => "-".into(),
-        };
-        let mut line = format!(
+    /// One line, written straight into one buffer: this is the default log,
+    /// on the request path of every request.
+    fn text_line(&self, ts: SystemTime) -> String {
+        use std::fmt::Write;
+        struct Addr(Option<SocketAddr>);
+        impl std::fmt::Display for Addr {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                match self.0 {
+                    Some(a) => write!(f, "{a}"),
+                    None => f.write_str("-"),
+                }
+            }
+        }
+        let mut line = String::with_capacity(192);
+        let _ = write!(
+            line,
             "{} {} {} {} -> {} \"{} {} {}\" {} {}B {:.1}ms",
-            self.ts,
+            humantime::format_rfc3339_millis(ts),
             self.request_id,
             self.listener,
-            addr(&self.client_ip, self.client_port),
-            addr(&self.dst_ip, self.dst_port),
+            Addr(self.client),
+            Addr(self.dst),
             self.method,
             self.host.unwrap_or("-"),
             self.path,
             self.status,
             self.resp_body_bytes,
-            self.duration_ms
+            ms(self.duration)
         );
-        if let Some(l) = &self.upstream_local {
-            line.push_str(&format!(" via={l}"));
+        if let Some(l) = self.upstream_local {
+            let _ = write!(line, " via={l}");
         }
         if let Some(r) = self.upstream_reused {
             line.push_str(if r { " reused" } else { " new" });
@@ -162,16 +241,11 @@ impl Record<'_> {
             ("error", self.error),
         ] {
             if let Some(v) = v {
-                line.push_str(&format!(" {k}={v}"));
+                let _ = write!(line, " {k}={v}");
             }
         }
         line
     }
-}
-
-/// Splits an address into the record's ip/port fields.
-pub fn split(a: Option<SocketAddr>) -> (Option<String>, Option<u16>) {
-    (a.map(|a| a.ip().to_string()), a.map(|a| a.port()))
 }
 
 /// The request-path side of the access log.
@@ -186,14 +260,23 @@ pub struct AccessLog {
 const QUEUE: usize = 16 * 1024;
 
 impl AccessLog {
-    /// The logger and its writer service (which owns the file).
-    pub fn new(conf: &AccessLogConf) -> (AccessLog, AccessLogWriter) {
+    /// The logger and its writer service (which owns the file); `None`
+    /// when the log is disabled.
+    pub fn new(conf: &AccessLogConf) -> Option<(AccessLog, AccessLogWriter)> {
+        if !conf.enabled {
+            return None;
+        }
         let (tx, rx) = sync_channel(QUEUE);
         let reopen = Arc::new(AtomicBool::new(false));
         if let Err(e) = signal_hook::flag::register(signal_hook::consts::SIGHUP, reopen.clone()) {
             error!("cannot install the SIGHUP handler for log reopening: {e}");
         }
-        (
+        let sink = match (&conf.path, conf.stderr) {
+            (Some(p), _) => SinkKind::File(p.clone()),
+            (None, true) => SinkKind::Stderr,
+            (None, false) => SinkKind::Stdout,
+        };
+        Some((
             AccessLog {
                 tx,
                 format: conf.format,
@@ -201,19 +284,18 @@ impl AccessLog {
             },
             AccessLogWriter {
                 rx: Mutex::new(Some(rx)),
-                path: conf.path.clone(),
+                sink,
                 reopen,
             },
-        )
+        ))
     }
 
     /// Queues a record; never blocks.
     pub fn write(&self, rec: &Record<'_>) {
+        let now = SystemTime::now();
         let line = match self.format {
-            Format::Text => rec.text_line(),
-            Format::Json => {
-                serde_json::to_string(rec).unwrap_or_else(|e| format!("{{\"log_error\":\"{e}\"}}"))
-            }
+            Format::Text => rec.text_line(now),
+            Format::Json => rec.json_line(now),
         };
         match self.tx.try_send(line) {
             Ok(()) => {}
@@ -227,20 +309,29 @@ impl AccessLog {
 /// The background service whose thread writes the queued records.
 pub struct AccessLogWriter {
     rx: Mutex<Option<Receiver<String>>>,
-    path: Option<PathBuf>,
+    sink: SinkKind,
     reopen: Arc<AtomicBool>,
+}
+
+#[derive(Debug, Clone)]
+enum SinkKind {
+    File(PathBuf),
+    Stdout,
+    Stderr,
 }
 
 enum Sink {
     File(std::io::BufWriter<std::fs::File>),
-    Stdout(std::io::Stdout),
+    Stdout(std::io::BufWriter<std::io::Stdout>),
+    Stderr(std::io::BufWriter<std::io::Stderr>),
 }
 
 impl Sink {
-    fn open(path: &Option<PathBuf>) -> std::io::Result<Sink> {
-        Ok(match path {
-            Some(p) => Sink::File(std::io::BufWriter::new(open(p)?)),
-            None => Sink::Stdout(std::io::stdout()),
+    fn open(kind: &SinkKind) -> std::io::Result<Sink> {
+        Ok(match kind {
+            SinkKind::File(p) => Sink::File(std::io::BufWriter::new(open(p)?)),
+            SinkKind::Stdout => Sink::Stdout(std::io::BufWriter::new(std::io::stdout())),
+            SinkKind::Stderr => Sink::Stderr(std::io::BufWriter::new(std::io::stderr())),
         })
     }
 
@@ -248,16 +339,17 @@ impl Sink {
         match self {
             Sink::File(f) => f,
             Sink::Stdout(s) => s,
+            Sink::Stderr(s) => s,
         }
     }
 }
 
-fn run_writer(rx: Receiver<String>, path: Option<PathBuf>, reopen: Arc<AtomicBool>) {
-    let mut sink = match Sink::open(&path) {
+fn run_writer(rx: Receiver<String>, kind: SinkKind, reopen: Arc<AtomicBool>) {
+    let mut sink = match Sink::open(&kind) {
         Ok(s) => s,
         Err(e) => {
-            error!("access log: cannot open {path:?}: {e}; records go to stdout");
-            Sink::Stdout(std::io::stdout())
+            error!("access log: cannot open {kind:?}: {e}; records go to stderr");
+            Sink::Stderr(std::io::BufWriter::new(std::io::stderr()))
         }
     };
     loop {
@@ -274,18 +366,19 @@ fn run_writer(rx: Receiver<String>, path: Option<PathBuf>, reopen: Arc<AtomicBoo
             Err(RecvTimeoutError::Timeout) => {}
             Err(RecvTimeoutError::Disconnected) => return,
         }
-        if reopen.swap(false, Ordering::SeqCst) && path.is_some() {
-            let _ = sink.out().flush();
-            match Sink::open(&path) {
-                Ok(s) => {
-                    sink = s;
-                    info!(
-                        "access log reopened: {}",
-                        path.as_ref()
-                            .map_or(String::new(), |p| p.display().to_string())
-                    );
+        if reopen.swap(false, Ordering::SeqCst) {
+            if let SinkKind::File(p) = &kind {
+                let _ = sink.out().flush();
+                match Sink::open(&kind) {
+                    Ok(s) => {
+                        sink = s;
+                        info!("access log reopened: {}", p.display());
+                    }
+                    Err(e) => error!(
+                        "access log: cannot reopen {}: {e}; keeping the old file",
+                        p.display()
+                    ),
                 }
-                Err(e) => error!("access log: cannot reopen {path:?}: {e}; keeping the old file"),
             }
         }
     }
@@ -299,11 +392,11 @@ impl BackgroundService for AccessLogWriter {
         let Some(rx) = self.rx.lock().expect("not poisoned").take() else {
             return;
         };
-        let path = self.path.clone();
+        let kind = self.sink.clone();
         let reopen = self.reopen.clone();
         if let Err(e) = std::thread::Builder::new()
             .name("access-log".into())
-            .spawn(move || run_writer(rx, path, reopen))
+            .spawn(move || run_writer(rx, kind, reopen))
         {
             error!("cannot start the access-log writer: {e}");
         }
@@ -316,23 +409,20 @@ mod tests {
 
     fn rec() -> Record<'static> {
         Record {
-            ts: "2026-11-27T22:00:00.000Z".into(),
-            request_id: "00000000000000ab".into(),
+            request_id: RequestId(0xab),
             listener: "lan-http",
             mode: "tproxy",
-            client_ip: Some("2001:db8:1::10".into()),
-            client_port: Some(4242),
-            dst_ip: Some("198.51.100.10".into()),
-            dst_port: Some(80),
-            upstream_local: Some("198.51.100.1:40000".into()),
+            client: Some("[2001:db8:1::10]:4242".parse().unwrap()),
+            dst: Some("198.51.100.10:80".parse().unwrap()),
+            upstream_local: Some("198.51.100.1:40000".parse().unwrap()),
             method: "GET",
             host: Some("example.org"),
             path: "/x",
             status: 200,
             req_body_bytes: 0,
             resp_body_bytes: 12,
-            duration_ms: 1.5,
-            upstream_connect_ms: Some(0.25),
+            duration: Duration::from_micros(1500),
+            upstream_connect: Some(Duration::from_micros(250)),
             upstream_reused: Some(false),
             decision: Some("acl:allow:lan"),
             refused: None,
@@ -340,12 +430,20 @@ mod tests {
         }
     }
 
+    fn ts() -> SystemTime {
+        SystemTime::UNIX_EPOCH + Duration::from_secs(1_795_816_800)
+    }
+
     #[test]
     fn json_has_stable_fields() {
-        let v: serde_json::Value = serde_json::to_value(rec()).unwrap();
+        let v: serde_json::Value = serde_json::from_str(&rec().json_line(ts())).unwrap();
+        assert_eq!(v["ts"], "2026-11-27T22:00:00.000Z");
+        assert_eq!(v["client_ip"], "2001:db8:1::10");
         assert_eq!(v["dst_ip"], "198.51.100.10");
         assert_eq!(v["dst_port"], 80);
         assert_eq!(v["status"], 200);
+        assert_eq!(v["duration_ms"], 1.5);
+        assert_eq!(v["upstream_connect_ms"], 0.25);
         assert_eq!(v["upstream_reused"], false);
         assert!(v["error"].is_null());
         assert_eq!(v.as_object().unwrap().len(), 21);
@@ -354,7 +452,7 @@ mod tests {
     #[test]
     fn text_line() {
         assert_eq!(
-            rec().text_line(),
+            rec().text_line(ts()),
             "2026-11-27T22:00:00.000Z 00000000000000ab lan-http [2001:db8:1::10]:4242 -> 198.51.100.10:80 \"GET example.org /x\" 200 12B 1.5ms via=198.51.100.1:40000 new decision=acl:allow:lan"
         );
     }

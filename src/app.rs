@@ -110,13 +110,7 @@ impl Tproxyd {
         let listeners = config.tproxyd.listeners.clone();
         let draining = Draining::default();
         let readiness = Readiness::new(listeners.len(), draining.clone());
-        let (access_log, log_writer) = match &config.tproxyd.access_log {
-            Some(conf) => {
-                let (log, writer) = AccessLog::new(conf);
-                (Some(log), Some(writer))
-            }
-            None => (None, None),
-        };
+        let (access_log, log_writer) = AccessLog::new(&config.tproxyd.access_log).unzip();
         let admin = config.tproxyd.admin.clone();
         crate::metrics::init_process();
         let shared = Arc::new(Shared {

@@ -133,7 +133,7 @@ struct TproxydRaw {
     #[serde(default)]
     admin: AdminRaw,
     #[serde(default)]
-    access_log: Option<AccessLogConf>,
+    access_log: AccessLogConf,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -161,7 +161,7 @@ impl Default for TproxydRaw {
             filters: Vec::new(),
             upstream: UpstreamRaw::default(),
             admin: AdminRaw::default(),
-            access_log: None,
+            access_log: AccessLogConf::default(),
         }
     }
 }
@@ -215,9 +215,8 @@ pub struct TproxydConf {
     pub upstream: UpstreamConf,
     /// The admin listener (metrics, health), unless disabled.
     pub admin: Option<String>,
-    /// The structured access log; without it, one text line per request
-    /// goes through `log` (target `tproxyd::access`).
-    pub access_log: Option<AccessLogConf>,
+    /// The access log (by default: text lines on stderr).
+    pub access_log: AccessLogConf,
 }
 
 /// The whole file: Pingora's part and ours, both validated.
@@ -473,9 +472,7 @@ fn validate(raw: TproxydRaw) -> Result<TproxydConf, ConfigError> {
     } else {
         None
     };
-    if let Some(a) = &raw.access_log {
-        a.validate()?;
-    }
+    raw.access_log.validate()?;
 
     Ok(TproxydConf {
         listeners,

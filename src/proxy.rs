@@ -3,7 +3,7 @@
 //! Each request goes to the connection's original destination, never to
 //! where its Host header points; the Host header is passed through as is.
 
-use crate::access_log::{split, AccessLog, Record};
+use crate::access_log::{AccessLog, Record};
 use crate::config::{Listener, UpstreamConf};
 use crate::destination::{client_address, original_destination, LoopGuard};
 use crate::filters::forwarding::Forwarding;
@@ -12,7 +12,7 @@ use crate::lifecycle::Draining;
 use crate::metrics::{ConnectFailure, ConnectionGuard, ListenerMetrics, Refusal, TimeoutPhase};
 use async_trait::async_trait;
 use bytes::Bytes;
-use log::{info, warn};
+use log::warn;
 use pingora_core::upstreams::peer::HttpPeer;
 use pingora_error::{Error, ErrorSource, ErrorType, Result};
 use pingora_http::{RequestHeader, ResponseHeader};
@@ -33,7 +33,7 @@ pub struct Shared {
     pub upstream: UpstreamConf,
     /// Set when this process is being replaced or stopped.
     pub draining: Draining,
-    /// The structured access log, if configured (else a `log` line).
+    /// The access log, unless disabled.
     pub access_log: Option<AccessLog>,
 }
 
@@ -387,62 +387,28 @@ impl ProxyHttp for TransparentProxy {
         let decision = ctx.filter.as_ref().and_then(|f| f.decision());
         let error = e.map(|e| e.etype().as_str());
         let Some(log) = &self.shared.access_log else {
-            let mut extra = String::new();
-            if let Some(r) = ctx.refused {
-                extra.push_str(&format!(" refused={}", r.as_str()));
-            }
-            if let Some(d) = decision {
-                extra.push_str(&format!(" decision={d}"));
-            }
-            if let Some(e) = e {
-                extra.push_str(&format!(
-                    " error=\"{}: {}\"",
-                    e.etype().as_str(),
-                    upstream_reason(e)
-                ));
-            }
-            info!(
-                target: "tproxyd::access",
-                "{} {} {} -> {} \"{} {} {}\" {} {}B {}ms{}",
-                ctx.request_id,
-                self.listener.name,
-                display_opt(ctx.client),
-                display_opt(ctx.dst),
-                req.method,
-                host.unwrap_or("-"),
-                req.uri.path(),
-                status,
-                tx,
-                duration.as_millis(),
-                extra
-            );
             return;
         };
-        let (client_ip, client_port) = split(ctx.client);
-        let (dst_ip, dst_port) = split(ctx.dst);
         let path = if log.query {
             req.uri.path_and_query().map_or("/", |p| p.as_str())
         } else {
             req.uri.path()
         };
         log.write(&Record {
-            ts: Record::now(),
-            request_id: ctx.request_id.to_string(),
+            request_id: ctx.request_id,
             listener: &self.listener.name,
             mode: self.listener.mode.as_str(),
-            client_ip,
-            client_port,
-            dst_ip,
-            dst_port,
-            upstream_local: ctx.upstream_local.map(|a| a.to_string()),
+            client: ctx.client,
+            dst: ctx.dst,
+            upstream_local: ctx.upstream_local,
             method: req.method.as_str(),
             host,
             path,
             status,
             req_body_bytes: rx,
             resp_body_bytes: tx,
-            duration_ms: duration.as_secs_f64() * 1000.0,
-            upstream_connect_ms: ctx.connect_time.map(|d| d.as_secs_f64() * 1000.0),
+            duration,
+            upstream_connect: ctx.connect_time,
             upstream_reused: ctx.upstream_reused,
             decision,
             refused: ctx.refused.map(Refusal::as_str),

@@ -598,11 +598,12 @@ impl Proxy {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
-    /// Access-log lines (target `tproxyd::access`).
+    /// Access-log lines (the default text access log, on stderr: they
+    /// start with their timestamp, operational log lines with `[`).
     pub fn access_lines(&self) -> Vec<String> {
         self.log_text()
             .lines()
-            .filter(|l| l.contains("tproxyd::access"))
+            .filter(|l| l.starts_with(|c: char| c.is_ascii_digit()) && l.contains(" -> "))
             .map(str::to_string)
             .collect()
     }

@@ -1,0 +1,62 @@
+#!/usr/bin/env bash
+# Instruction counts per request (valgrind --tool=callgrind), for tproxyd or
+# HAProxy, in the lab: stable on noisy shared machines, where timings are
+# not. User-space instructions only (the kernel's share is the same network
+# work for both). Usage: sudo bench/callgrind.sh [tproxyd|haproxy] [requests]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+who=${1:-tproxyd}; n=${2:-20000}
+P=tpxcg; work=$(mktemp -d); chmod 755 "$work"
+cleanup() { pkill -f "$work" 2>/dev/null || true; sleep 0.5; lab/lab.sh down $P; rm -rf "$work"; }
+trap cleanup EXIT
+command -v valgrind >/dev/null || apt-get install -y -qq valgrind >/dev/null
+if [ "$who" = tproxyd ]; then cargo build --release --quiet --bin tproxyd; fi
+lab/lab.sh up $P >/dev/null
+mkdir -p "$work/www"; head -c 100 /dev/zero | tr '\0' x >"$work/www/small.bin"; chmod -R a+rX "$work"
+cat >"$work/nginx.conf" <<NGX
+worker_processes 1; pid $work/nginx.pid; error_log $work/nginx.err warn;
+events { worker_connections 1000; }
+http { access_log off; keepalive_requests 1000000; server { listen 80; root $work/www; } }
+NGX
+ip netns exec $P-srv nginx -c "$work/nginx.conf" -g 'daemon off;' &
+if [ "$who" = tproxyd ]; then
+  sed "s#/run/tproxyd#$work#" conf/tproxyd.yaml >"$work/t.yaml"
+  cmd=(target/release/tproxyd -c "$work/t.yaml")
+else
+  cat >"$work/h.cfg" <<HAP
+global
+  nbthread 2
+defaults
+  mode http
+  timeout connect 5s
+  timeout client 60s
+  timeout server 60s
+frontend fe
+  bind :::8888 v4v6 transparent
+  http-request add-header Via "1.1 haproxy"
+  default_backend be
+backend be
+  server origin 0.0.0.0:0
+HAP
+  cmd=(haproxy -db -f "$work/h.cfg")
+fi
+ip netns exec $P-rtr env RUST_LOG=${RUST_LOG:-info} valgrind --tool=callgrind --callgrind-out-file="$work/cg.out" "${cmd[@]}" >"$work/proxy.log" 2>&1 &
+for _ in $(seq 100); do
+  [ "$(ip netns exec $P-cli curl -s -o /dev/null -w '%{http_code}' --max-time 2 http://198.51.100.10/small.bin)" = 200 ] && break
+  sleep 0.3
+done
+# Warm-up, then a fixed number of requests on 4 keep-alive connections.
+ip netns exec $P-cli python3 - "$n" <<'PY'
+import socket, sys
+n = int(sys.argv[1]); conns = [socket.create_connection(("198.51.100.10", 80)) for _ in range(4)]
+req = b"GET /small.bin HTTP/1.1\r\nHost: bench\r\n\r\n"
+for i in range(n):
+    s = conns[i % 4]; s.sendall(req); data = b""
+    while not data.endswith(b"x" * 100):
+        data += s.recv(65536)
+PY
+pid=$(pgrep -f "callgrind-out-file=$work/cg.out" | head -1)
+if [ "$who" = tproxyd ]; then kill -INT "$pid"; else kill -TERM "$pid"; fi; for _ in $(seq 300); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+total=$(grep -hE "^summary:" "$work"/cg.out* | awk '{s+=$2} END {printf "%.0f", s}')
+cp "$work"/cg.out "/tmp/callgrind-$who.out" 2>/dev/null || true
+echo "$who: $total instructions for $n requests (+ start-up): $((total / n)) per request"
