@@ -2,8 +2,8 @@
 # The tproxyd lab: three network namespaces wired like a small gateway.
 #
 #   client (LAN)            router (runs tproxyd)               server ("internet")
-#   eth0 192.0.2.10  ---- lan0 192.0.2.1 | wan0 198.51.100.1 ---- eth0 198.51.100.10, .11
-#        2001:db8:1::10        2001:db8:1::1 | 2001:db8:2::1           2001:db8:2::10, ::11
+#   eth0 192.0.2.10, .11 -- lan0 192.0.2.1 | wan0 198.51.100.1 -- eth0 198.51.100.10, .11
+#        2001:db8:1::10, ::11  2001:db8:1::1 | 2001:db8:2::1         2001:db8:2::10, ::11
 #
 # The router intercepts LAN traffic to TCP ports 80-89 with nftables `tproxy`
 # (to :8888) and LAN traffic to port 8080 with `nat redirect` (to :8889), and
@@ -47,14 +47,24 @@ up() {
   down
   trap 'echo "lab.sh: setup failed, tearing down" >&2; down' ERR
   ip netns add "$CLI"; ip netns add "$RTR"; ip netns add "$SRV"
-  for ns in "$CLI" "$RTR" "$SRV"; do ip -n "$ns" link set lo up; done
+  for ns in "$CLI" "$RTR" "$SRV"; do
+    ip -n "$ns" link set lo up
+    # No duplicate address detection on the lab's links: link-local
+    # addresses stay "tentative" for a second or two otherwise, and the
+    # first spoofed v6 connection's SYN-ACK is lost meanwhile.
+    in_ns "$ns" sysctl -qw net.ipv6.conf.all.accept_dad=0 net.ipv6.conf.default.accept_dad=0
+  done
 
   # veth pairs are created inside the namespaces, never in the root one.
   ip -n "$CLI" link add eth0 type veth peer name lan0 netns "$RTR"
   ip -n "$SRV" link add eth0 type veth peer name wan0 netns "$RTR"
 
   ip -n "$CLI" addr add 192.0.2.10/24 dev eth0
+  ip -n "$CLI" addr add 192.0.2.11/24 dev eth0
   ip -n "$CLI" addr add 2001:db8:1::10/64 dev eth0 nodad
+  # The second client addresses are never picked as a source unless a
+  # socket binds to them (v4: secondary address; v6: deprecated).
+  ip -n "$CLI" addr add 2001:db8:1::11/64 dev eth0 nodad preferred_lft 0
   ip -n "$RTR" addr add 192.0.2.1/24 dev lan0
   ip -n "$RTR" addr add 2001:db8:1::1/64 dev lan0 nodad
   ip -n "$RTR" addr add 198.51.100.1/24 dev wan0
@@ -105,6 +115,12 @@ table inet tproxyd {
   chain nat_prerouting {
     type nat hook prerouting priority dstnat; policy accept;
     iifname "lan0" tcp dport 8080 redirect to :8889
+  }
+  # Counts the proxy's upstream packets that carry SO_MARK 0x100
+  # (tproxyd.upstream.mark in the tests).
+  chain output {
+    type filter hook output priority mangle; policy accept;
+    meta mark 0x100 counter comment "upstream-marked"
   }
 }
 NFT

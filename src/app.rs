@@ -21,20 +21,31 @@
 use crate::access_log::AccessLog;
 use crate::admin::{admin_server, Readiness};
 use crate::config::{Config, ConfigError};
+use crate::connector::mark_hook;
 use crate::destination::LoopGuard;
 use crate::filters::headers::HeadersFilter;
 use crate::filters::{Filter, FilterChain, FilterRegistry};
+use crate::forward::ForwardApp;
 use crate::lifecycle::{DrainWatcher, Draining};
 use crate::listener::{has_cap_net_admin, prebind, TransparentService};
 use crate::metrics::CountConnections;
 use crate::proxy::{Shared, TransparentProxy};
 use clap::Parser;
+use pingora_core::listeners::{L4BufferSettings, ListenerConfig};
 use pingora_core::server::configuration::Opt;
 use pingora_core::server::Server;
 use pingora_core::services::background::background_service;
 use pingora_core::services::listening::Service;
 use pingora_proxy::http_proxy;
 use std::sync::Arc;
+
+/// A listening endpoint whose client connections get a read buffer of
+/// `read_buffer` bytes instead of Pingora's 64 KiB: the buffer is allocated
+/// per connection up front, and for a plain-HTTP proxy with many idle
+/// keep-alive clients 64 KiB each is most of the memory (BENCHMARKS.md).
+fn downstream_listener(address: &str, read_buffer: usize) -> ListenerConfig {
+    ListenerConfig::tcp(address).l4_buffer(L4BufferSettings::default().read(read_buffer))
+}
 
 /// tproxyd's command line: Pingora's own options (-c, -t, -u, -d).
 #[derive(Parser, Debug)]
@@ -120,6 +131,7 @@ impl Tproxyd {
             upstream: config.tproxyd.upstream.clone(),
             draining: draining.clone(),
             access_log,
+            mark_hook: config.tproxyd.upstream.mark.map(mark_hook),
         });
 
         let mut server = Server::new_with_opt_and_conf(opt, config.server);
@@ -132,6 +144,7 @@ impl Tproxyd {
             server.add_service(background_service("access log", writer));
         }
         let server_conf = server.configuration.clone();
+        let read_buffer = config.tproxyd.downstream_read_buffer;
         if let Some(address) = admin {
             let mut service = Service::new("tproxyd admin".into(), admin_server(readiness.clone()));
             service.add_tcp(&address);
@@ -145,16 +158,45 @@ impl Tproxyd {
             };
             let name = format!("tproxyd {}", listener.name);
             let proxy = TransparentProxy::new(listener.clone(), shared.clone());
-            let open_connections = proxy.metrics().downstream_active.clone();
-            let app = CountConnections::new(http_proxy(&server_conf, proxy), open_connections);
-            let mut service = Service::new(name, app);
-            service.add_tcp(&listener.address);
-            server.add_service(TransparentService::new(
-                service,
-                listener,
-                prebound,
-                readiness.clone(),
-            ));
+            let metrics = proxy.metrics().clone();
+            let http = http_proxy(&server_conf, proxy);
+            match &listener.forward {
+                None => {
+                    let app = CountConnections::new(http, metrics.downstream_active.clone());
+                    let mut service = Service::new(name, app);
+                    service.add_listener(downstream_listener(&listener.address, read_buffer));
+                    server.add_service(TransparentService::new(
+                        service,
+                        listener,
+                        prebound,
+                        readiness.clone(),
+                    ));
+                }
+                Some(policy) => {
+                    if policy.allow_clients.is_empty() {
+                        log::warn!(
+                            "forward listener {} allows no client: set allow_clients to use it",
+                            listener.name
+                        );
+                    }
+                    let forward = ForwardApp::new(
+                        http,
+                        listener.clone(),
+                        policy.clone(),
+                        shared.clone(),
+                        metrics.clone(),
+                    );
+                    let app = CountConnections::new(forward, metrics.downstream_active.clone());
+                    let mut service = Service::new(name, app);
+                    service.add_listener(downstream_listener(&listener.address, read_buffer));
+                    server.add_service(TransparentService::new(
+                        service,
+                        listener,
+                        prebound,
+                        readiness.clone(),
+                    ));
+                }
+            }
         }
         Ok(server)
     }

@@ -8,6 +8,7 @@
 use crate::access_log::AccessLogConf;
 use crate::filters::forwarding::{Forwarding, ForwardingRaw};
 use crate::filters::template::Template;
+use crate::forward::ForwardPolicy;
 use pingora_core::server::configuration::ServerConf;
 use serde::Deserialize;
 use std::collections::BTreeSet;
@@ -49,6 +50,9 @@ pub enum Mode {
     /// `nat ... redirect`: the kernel rewrote the destination, so it is read
     /// back from conntrack with `SO_ORIGINAL_DST`.
     Redirect,
+    /// An explicit (forward) proxy: clients name the destination in the
+    /// request (absolute URI, CONNECT). Not transparent.
+    Forward,
 }
 
 impl Mode {
@@ -57,6 +61,7 @@ impl Mode {
         match self {
             Mode::Tproxy => "tproxy",
             Mode::Redirect => "redirect",
+            Mode::Forward => "forward",
         }
     }
 }
@@ -72,6 +77,18 @@ pub struct ListenerConf {
     pub address: String,
     /// Destination source for this listener.
     pub mode: Mode,
+    /// Connect upstream from the client's IP (tproxy / redirect only).
+    #[serde(default)]
+    pub spoof_source: bool,
+    /// Forward mode: client CIDRs allowed to use the proxy (default none).
+    #[serde(default)]
+    pub allow_clients: Option<Vec<String>>,
+    /// Forward mode: ports CONNECT may reach (default [443]).
+    #[serde(default)]
+    pub connect_ports: Option<Vec<u16>>,
+    /// Forward mode: allow loopback / link-local / own addresses.
+    #[serde(default)]
+    pub allow_local_destinations: Option<bool>,
 }
 
 /// Headers the proxy adds to every request it forwards.
@@ -91,6 +108,16 @@ struct UpstreamRaw {
     read_timeout: String,
     write_timeout: String,
     idle_timeout: String,
+    resolve_timeout: String,
+    mark: Option<MarkRaw>,
+}
+
+/// `upstream.mark`: a number, decimal or `0x` hex.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+enum MarkRaw {
+    Num(u32),
+    Text(String),
 }
 
 impl Default for UpstreamRaw {
@@ -100,6 +127,8 @@ impl Default for UpstreamRaw {
             read_timeout: "60s".into(),
             write_timeout: "60s".into(),
             idle_timeout: "60s".into(),
+            resolve_timeout: "2s".into(),
+            mark: None,
         }
     }
 }
@@ -115,6 +144,11 @@ pub struct UpstreamConf {
     pub write_timeout: Duration,
     /// How long an idle pooled upstream connection is kept for reuse.
     pub idle_timeout: Duration,
+    /// Bound on resolving a name (forward mode).
+    pub resolve_timeout: Duration,
+    /// `SO_MARK` on every upstream socket, so that rules can exempt the
+    /// proxy's own traffic from interception.
+    pub mark: Option<u32>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -134,6 +168,12 @@ struct TproxydRaw {
     admin: AdminRaw,
     #[serde(default)]
     access_log: AccessLogConf,
+    #[serde(default = "default_read_buffer")]
+    downstream_read_buffer: usize,
+}
+
+fn default_read_buffer() -> usize {
+    8 * 1024
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -162,6 +202,7 @@ impl Default for TproxydRaw {
             upstream: UpstreamRaw::default(),
             admin: AdminRaw::default(),
             access_log: AccessLogConf::default(),
+            downstream_read_buffer: default_read_buffer(),
         }
     }
 }
@@ -183,6 +224,10 @@ fn default_listeners() -> Vec<ListenerConf> {
         name: "lan-http".into(),
         address: "[::]:8888".into(),
         mode: Mode::Tproxy,
+        spoof_source: false,
+        allow_clients: None,
+        connect_ports: None,
+        allow_local_destinations: None,
     }]
 }
 
@@ -197,6 +242,27 @@ pub struct Listener {
     pub socket_addr: SocketAddr,
     /// Destination source.
     pub mode: Mode,
+    /// Connect upstream from the client's address.
+    pub spoof_source: bool,
+    /// Forward-proxy policy (forward mode only).
+    pub forward: Option<ForwardPolicy>,
+}
+
+impl Listener {
+    /// A plain listener of `mode` (no spoofing, default forward policy).
+    pub fn new(name: &str, address: &str, mode: Mode) -> Result<Listener, ConfigError> {
+        let socket_addr = address
+            .parse()
+            .map_err(|_| invalid("address", format!("{address:?} is not an IP:port address")))?;
+        Ok(Listener {
+            name: name.to_string(),
+            address: address.to_string(),
+            socket_addr,
+            mode,
+            spoof_source: false,
+            forward: None,
+        })
+    }
 }
 
 /// The validated `tproxyd:` section.
@@ -217,6 +283,9 @@ pub struct TproxydConf {
     pub admin: Option<String>,
     /// The access log (by default: text lines on stderr).
     pub access_log: AccessLogConf,
+    /// Bytes of read buffer per client connection (Pingora's default is
+    /// 64 KiB, allocated for every connection, idle ones included).
+    pub downstream_read_buffer: usize,
 }
 
 /// The whole file: Pingora's part and ours, both validated.
@@ -398,11 +467,61 @@ fn validate(raw: TproxydRaw) -> Result<TproxydConf, ConfigError> {
                 format!("address {} is used by another listener", l.address),
             ));
         }
+        if l.spoof_source && l.mode == Mode::Forward {
+            return Err(invalid(
+                format!("{key}.spoof_source"),
+                "only tproxy and redirect listeners can spoof the client's address",
+            ));
+        }
+        let forward = if l.mode == Mode::Forward {
+            let allow_clients = l
+                .allow_clients
+                .unwrap_or_default()
+                .iter()
+                .enumerate()
+                .map(|(j, c)| {
+                    crate::filters::acl::parse_net(c)
+                        .map_err(|r| invalid(format!("{key}.allow_clients[{j}]"), r))
+                })
+                .collect::<Result<Vec<_>, _>>()?;
+            let connect_ports = l.connect_ports.unwrap_or_else(|| vec![443]);
+            if connect_ports.contains(&0) {
+                return Err(invalid(
+                    format!("{key}.connect_ports"),
+                    "port 0 is not a port",
+                ));
+            }
+            Some(ForwardPolicy {
+                allow_clients,
+                connect_ports,
+                allow_local_destinations: l.allow_local_destinations.unwrap_or(false),
+                resolve_timeout: Duration::ZERO,
+            })
+        } else {
+            for (k, set) in [
+                ("allow_clients", l.allow_clients.is_some()),
+                ("connect_ports", l.connect_ports.is_some()),
+                (
+                    "allow_local_destinations",
+                    l.allow_local_destinations.is_some(),
+                ),
+            ] {
+                if set {
+                    return Err(invalid(
+                        format!("{key}.{k}"),
+                        "only applies to mode: forward",
+                    ));
+                }
+            }
+            None
+        };
         listeners.push(Listener {
             name: l.name,
             address: l.address,
             socket_addr,
             mode: l.mode,
+            spoof_source: l.spoof_source,
+            forward,
         });
     }
 
@@ -448,12 +567,42 @@ fn validate(raw: TproxydRaw) -> Result<TproxydConf, ConfigError> {
     }
 
     let u = raw.upstream;
+    let mark = match u.mark {
+        None => None,
+        Some(MarkRaw::Num(n)) => Some(n),
+        Some(MarkRaw::Text(t)) => {
+            let t = t.trim();
+            let parsed = match t.strip_prefix("0x").or_else(|| t.strip_prefix("0X")) {
+                Some(hex) => u32::from_str_radix(hex, 16).ok(),
+                None => t.parse().ok(),
+            };
+            Some(parsed.ok_or_else(|| {
+                invalid(
+                    "tproxyd.upstream.mark",
+                    format!("{t:?} is not a number (e.g. 0x100 or 256)"),
+                )
+            })?)
+        }
+    };
+    if mark == Some(0) {
+        return Err(invalid(
+            "tproxyd.upstream.mark",
+            "0 means no mark; leave it out instead",
+        ));
+    }
     let upstream = UpstreamConf {
         connect_timeout: parse_duration("tproxyd.upstream.connect_timeout", &u.connect_timeout)?,
         read_timeout: parse_duration("tproxyd.upstream.read_timeout", &u.read_timeout)?,
         write_timeout: parse_duration("tproxyd.upstream.write_timeout", &u.write_timeout)?,
         idle_timeout: parse_duration("tproxyd.upstream.idle_timeout", &u.idle_timeout)?,
+        resolve_timeout: parse_duration("tproxyd.upstream.resolve_timeout", &u.resolve_timeout)?,
+        mark,
     };
+    for l in &mut listeners {
+        if let Some(f) = &mut l.forward {
+            f.resolve_timeout = upstream.resolve_timeout;
+        }
+    }
 
     let admin = if raw.admin.enabled {
         let a: SocketAddr = raw.admin.address.parse().map_err(|_| {
@@ -473,6 +622,12 @@ fn validate(raw: TproxydRaw) -> Result<TproxydConf, ConfigError> {
         None
     };
     raw.access_log.validate()?;
+    if !(1024..=1024 * 1024).contains(&raw.downstream_read_buffer) {
+        return Err(invalid(
+            "tproxyd.downstream_read_buffer",
+            "must be between 1024 and 1048576 bytes",
+        ));
+    }
 
     Ok(TproxydConf {
         listeners,
@@ -482,6 +637,7 @@ fn validate(raw: TproxydRaw) -> Result<TproxydConf, ConfigError> {
         upstream,
         admin,
         access_log: raw.access_log,
+        downstream_read_buffer: raw.downstream_read_buffer,
     })
 }
 
@@ -557,6 +713,27 @@ tproxyd:
         assert!(e.contains("tproxyd.access_log.format"), "{e}");
         let e = err("tproxyd:\n  access_log: { path: /nonexistent/dir/a.log }\n");
         assert!(e.contains("tproxyd.access_log.path"), "{e}");
+        let e = err("tproxyd:\n  upstream: { mark: lots }\n");
+        assert!(e.contains("tproxyd.upstream.mark"), "{e}");
+        let c = Config::from_yaml("tproxyd:\n  upstream: { mark: \"0x10\" }\n").unwrap();
+        assert_eq!(c.tproxyd.upstream.mark, Some(16));
+        let e = err("tproxyd:\n  listeners:\n    - { name: f, address: \"[::]:3128\", mode: forward, spoof_source: true }\n");
+        assert!(e.contains("listeners[0].spoof_source"), "{e}");
+        let e = err("tproxyd:\n  listeners:\n    - { name: t, address: \"[::]:80\", mode: tproxy, allow_clients: [\"10.0.0.0/8\"] }\n");
+        assert!(
+            e.contains("listeners[0].allow_clients") && e.contains("forward"),
+            "{e}"
+        );
+        let e = err("tproxyd:\n  listeners:\n    - { name: f, address: \"[::]:3128\", mode: forward, allow_clients: [\"10.0.0.0/40\"] }\n");
+        assert!(e.contains("listeners[0].allow_clients[0]"), "{e}");
+        let c = Config::from_yaml(
+            "tproxyd:\n  listeners:\n    - { name: f, address: \"[::]:3128\", mode: forward }\n",
+        )
+        .unwrap();
+        let f = c.tproxyd.listeners[0].forward.as_ref().unwrap();
+        assert!(f.allow_clients.is_empty());
+        assert_eq!(f.connect_ports, vec![443]);
+        assert!(!f.allow_local_destinations);
         let e = err("tproxyd:\n  listeners: []\n");
         assert!(e.contains("tproxyd.listeners"), "{e}");
         let e = err("tproxyd:\n  listeners:\n    - { name: a, address: \"[::]:80\", mode: tproxy }\n    - { name: a, address: \"[::]:81\", mode: tproxy }\n");

@@ -26,6 +26,8 @@ fn inet(addr: Option<&PSocketAddr>) -> Option<SocketAddr> {
 pub fn original_destination(session: &Session, mode: Mode) -> Option<SocketAddr> {
     match mode {
         Mode::Tproxy => inet(session.server_addr()),
+        // Forward requests name their destination; see `crate::forward`.
+        Mode::Forward => None,
         Mode::Redirect => {
             // Looked up once per connection and cached in Pingora's socket
             // digest, so keep-alive requests cost no syscall.
@@ -105,7 +107,8 @@ impl LoopGuard {
 }
 
 /// Whether `ip` is assigned to an interface of this host (network namespace).
-fn is_local_ip(ip: IpAddr) -> bool {
+/// Asks the kernel each time (addresses change); only used off the hot path.
+pub fn is_local_ip(ip: IpAddr) -> bool {
     match nix::ifaddrs::getifaddrs() {
         Ok(addrs) => addrs.into_iter().any(|ifa| {
             ifa.address.is_some_and(|a| {
@@ -130,12 +133,7 @@ mod tests {
         let listeners: Vec<Listener> = addrs
             .iter()
             .enumerate()
-            .map(|(i, a)| Listener {
-                name: format!("l{i}"),
-                address: a.to_string(),
-                socket_addr: a.parse().unwrap(),
-                mode: Mode::Tproxy,
-            })
+            .map(|(i, a)| Listener::new(&format!("l{i}"), a, Mode::Tproxy).unwrap())
             .collect();
         LoopGuard::new(&listeners)
     }

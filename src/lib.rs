@@ -9,6 +9,8 @@
 //! - [`destination`]: the original destination of a connection, loop guard
 //! - [`filters`]: the filter API and the built-in filters
 //! - [`proxy`]: the `ProxyHttp` implementation
+//! - [`connector`]: upstream sockets: source spoofing, `SO_MARK`
+//! - [`forward`]: forward-proxy mode (absolute URIs, CONNECT)
 //! - [`metrics`], [`admin`], [`access_log`]: observability
 //! - [`lifecycle`]: draining keep-alive connections on upgrade / stop
 //! - [`app`]: [`Tproxyd`], the builder that assembles and runs it
@@ -17,8 +19,10 @@ pub mod access_log;
 pub mod admin;
 pub mod app;
 pub mod config;
+pub mod connector;
 pub mod destination;
 pub mod filters;
+pub mod forward;
 pub mod lifecycle;
 pub mod listener;
 pub mod metrics;

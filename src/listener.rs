@@ -9,7 +9,7 @@
 //! process, and with it our sockets, flag and all.
 
 use crate::admin::Readiness;
-use crate::config::Listener;
+use crate::config::{Listener, Mode};
 use async_trait::async_trait;
 use log::{error, info};
 use pingora_core::server::{ListenFds, ShutdownWatch};
@@ -28,15 +28,22 @@ const BACKLOG: i32 = 65535;
 ///
 /// Needs `CAP_NET_ADMIN`.
 pub fn bind_transparent(addr: SocketAddr) -> io::Result<Socket> {
+    bind_listener(addr, true)
+}
+
+/// A listening socket as above; `transparent: false` for forward-proxy
+/// listeners, which only take connections addressed to them.
+pub fn bind_listener(addr: SocketAddr, transparent: bool) -> io::Result<Socket> {
     let domain = Domain::for_address(addr);
     let socket = Socket::new(domain, Type::STREAM, Some(Protocol::TCP))?;
     socket.set_reuse_address(true)?;
+    if addr.is_ipv6() {
+        socket.set_only_v6(false)?;
+    }
     match addr {
+        _ if !transparent => Ok(()),
         SocketAddr::V4(_) => socket.set_ip_transparent_v4(true),
-        SocketAddr::V6(_) => {
-            socket.set_only_v6(false)?;
-            socket.set_ip_transparent_v6(true)
-        }
+        SocketAddr::V6(_) => socket.set_ip_transparent_v6(true),
     }
     .map_err(|e| {
         if e.raw_os_error() == Some(libc_eperm()) {
@@ -91,7 +98,7 @@ pub fn is_transparent(fd: std::os::fd::BorrowedFd<'_>, v6: bool) -> io::Result<b
 /// in the foreground, before Pingora daemonizes. Not used with `-u`, where
 /// the sockets come from the old process.
 pub fn prebind(listener: &Listener) -> Result<Socket, String> {
-    bind_transparent(listener.socket_addr).map_err(|e| {
+    bind_listener(listener.socket_addr, listener.mode != Mode::Forward).map_err(|e| {
         format!(
             "listener {} cannot listen on {}: {e}",
             listener.name, listener.address
@@ -127,10 +134,15 @@ pub fn ensure_listener(
         None => prebind(listener)?,
     };
     info!(
-        "listener {} ({}) bound {} with IP_TRANSPARENT",
+        "listener {} ({}) bound {}{}",
         listener.name,
         listener.mode.as_str(),
-        listener.address
+        listener.address,
+        if listener.mode == Mode::Forward {
+            ""
+        } else {
+            " with IP_TRANSPARENT"
+        }
     );
     table.add(listener.address.clone(), socket.into_raw_fd());
     Ok(())

@@ -4,10 +4,12 @@
 //! where its Host header points; the Host header is passed through as is.
 
 use crate::access_log::{AccessLog, Record};
-use crate::config::{Listener, UpstreamConf};
+use crate::config::{Listener, Mode, UpstreamConf};
+use crate::connector::{pool_group, SockHook, SpoofConnect};
 use crate::destination::{client_address, original_destination, LoopGuard};
 use crate::filters::forwarding::Forwarding;
 use crate::filters::{FilterChain, FilterCtx, FlowInfo, LogSummary, RequestId};
+use crate::forward::split_authority;
 use crate::lifecycle::Draining;
 use crate::metrics::{ConnectFailure, ConnectionGuard, ListenerMetrics, Refusal, TimeoutPhase};
 use async_trait::async_trait;
@@ -35,6 +37,8 @@ pub struct Shared {
     pub draining: Draining,
     /// The access log, unless disabled.
     pub access_log: Option<AccessLog>,
+    /// Sets `SO_MARK` on Pingora's upstream sockets (`upstream.mark`).
+    pub mark_hook: Option<SockHook>,
 }
 
 /// The proxy behind one transparent listener (Pingora runs one service per
@@ -93,6 +97,27 @@ impl RequestCtx {
 
 fn display_opt(a: Option<SocketAddr>) -> String {
     a.map_or_else(|| "-".to_string(), |a| a.to_string())
+}
+
+/// The authority of an absolute-form `http://` request target. Pingora
+/// keeps such a target verbatim in `raw_path()` (its `uri` holds only the
+/// path) and has already checked that Host equals this authority.
+fn absolute_target(req: &RequestHeader) -> Option<String> {
+    let target: http::Uri = std::str::from_utf8(req.raw_path()).ok()?.parse().ok()?;
+    (target.scheme_str() == Some("http"))
+        .then(|| target.authority().map(|a| a.as_str().to_string()))
+        .flatten()
+}
+
+/// Turns an absolute-form proxy request into what an origin expects:
+/// origin-form target (setting the URI drops the verbatim absolute target),
+/// no proxy-only headers. Host already equals the URI's authority.
+fn to_origin_form(req: &mut RequestHeader) -> Result<()> {
+    let path = req.uri.clone();
+    req.set_uri(path);
+    req.remove_header("proxy-connection");
+    req.remove_header(&http::header::PROXY_AUTHORIZATION);
+    Ok(())
 }
 
 /// A short, human-readable phrase for an upstream failure.
@@ -175,7 +200,45 @@ impl ProxyHttp for TransparentProxy {
             session.set_keepalive(None);
         }
         ctx.client = client_address(session);
-        ctx.dst = original_destination(session, self.listener.mode);
+        ctx.dst = match &self.listener.forward {
+            None => original_destination(session, self.listener.mode),
+            Some(policy) => {
+                if !policy.client_allowed(ctx.client) {
+                    let who = display_opt(ctx.client.map(|c| SocketAddr::new(c.ip(), 0)));
+                    let body = format!("403 Forbidden: client {who} may not use this proxy\n");
+                    return self
+                        .refuse(session, ctx, 403, Refusal::ForwardNotAllowed, body)
+                        .await;
+                }
+                let target = absolute_target(session.req_header())
+                    .and_then(|a| split_authority(&a, Some(80)));
+                let Some((host, port)) = target else {
+                    session
+                        .respond_error_with_body(
+                            400,
+                            Bytes::from_static(
+                                b"400 Bad Request: this is a forward proxy; send absolute http:// URIs or CONNECT\n",
+                            ),
+                        )
+                        .await?;
+                    return Ok(true);
+                };
+                match policy.destination(&host, port).await {
+                    Ok(dst) => Some(dst),
+                    Err((code, body, refusal)) => {
+                        return match refusal {
+                            Some(why) => self.refuse(session, ctx, code, why, body).await,
+                            None => {
+                                session
+                                    .respond_error_with_body(code, Bytes::from(body))
+                                    .await?;
+                                Ok(true)
+                            }
+                        };
+                    }
+                }
+            }
+        };
         let Some(dst) = ctx.dst else {
             let body = format!(
                 "508 Loop Detected: listener {} ({}) has no original destination for this connection; was it dialed directly?\n",
@@ -197,12 +260,16 @@ impl ProxyHttp for TransparentProxy {
             return self.refuse(session, ctx, 508, Refusal::Loop, body).await;
         }
 
-        let host = session
-            .req_header()
-            .headers
-            .get(http::header::HOST)
-            .and_then(|h| h.to_str().ok())
-            .map(str::to_string);
+        let host = match self.listener.mode {
+            // The URI's authority is where a forward request goes.
+            Mode::Forward => absolute_target(session.req_header()),
+            _ => session
+                .req_header()
+                .headers
+                .get(http::header::HOST)
+                .and_then(|h| h.to_str().ok())
+                .map(str::to_string),
+        };
         let flow = FlowInfo {
             client: ctx
                 .client
@@ -246,6 +313,17 @@ impl ProxyHttp for TransparentProxy {
         peer.options.read_timeout = Some(u.read_timeout);
         peer.options.write_timeout = Some(u.write_timeout);
         peer.options.idle_timeout = Some(u.idle_timeout);
+        peer.options.upstream_tcp_sock_tweak_hook = self.shared.mark_hook.clone();
+        if let (true, Some(client)) = (self.listener.spoof_source, ctx.client) {
+            peer.options.custom_l4 = Some(Arc::new(SpoofConnect {
+                source: client.ip(),
+                mark: u.mark,
+                timeout: u.connect_timeout,
+            }));
+            // Pingora's pool key ignores the local address: keep one group
+            // of pooled connections per client IP.
+            peer.group_key = pool_group(client.ip());
+        }
         Ok(Box::new(peer))
     }
 
@@ -255,6 +333,9 @@ impl ProxyHttp for TransparentProxy {
         upstream_request: &mut RequestHeader,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
+        if self.listener.mode == Mode::Forward {
+            to_origin_form(upstream_request)?;
+        }
         match ctx.filter.as_mut() {
             Some(f) => {
                 self.shared

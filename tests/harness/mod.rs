@@ -17,9 +17,11 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-/// Client (LAN) addresses.
+/// Client (LAN) addresses; the client namespace has a second one per family.
 pub const CLIENT_V4: &str = "192.0.2.10";
 pub const CLIENT_V6: &str = "2001:db8:1::10";
+pub const CLIENT2_V4: &str = "192.0.2.11";
+pub const CLIENT2_V6: &str = "2001:db8:1::11";
 /// The router's addresses on both sides.
 pub const ROUTER_LAN_V4: &str = "192.0.2.1";
 pub const ROUTER_LAN_V6: &str = "2001:db8:1::1";
@@ -110,12 +112,35 @@ impl Lab {
         })
     }
 
-    /// A TCP connection from the client namespace, bound to a given source.
-    pub fn connect_from(&self, ns: &str, dst: &str) -> std::io::Result<TcpStream> {
+    /// A TCP connection from the client namespace, from source IP `src`.
+    pub fn client_connect_from(&self, src: &str, dst: &str) -> std::io::Result<TcpStream> {
         let dst: SocketAddr = dst.parse().expect("socket address");
-        in_netns(ns, move || {
-            TcpStream::connect_timeout(&dst, Duration::from_secs(5))
+        let src: SocketAddr = SocketAddr::new(src.parse().expect("IP"), 0);
+        in_netns(&self.client_ns(), move || {
+            let s = socket2::Socket::new(
+                socket2::Domain::for_address(dst),
+                socket2::Type::STREAM,
+                None,
+            )?;
+            s.bind(&src.into())?;
+            s.connect_timeout(&dst.into(), Duration::from_secs(5))?;
+            s.set_nonblocking(false)?;
+            Ok(s.into())
         })
+    }
+
+    /// Packets counted by the router's `upstream-marked` nft rule.
+    pub fn marked_packets(&self) -> u64 {
+        let out = self.exec(
+            &self.router_ns(),
+            &["nft", "list", "chain", "inet", "tproxyd", "output"],
+        );
+        let text = String::from_utf8_lossy(&out.stdout);
+        text.split_whitespace()
+            .skip_while(|w| *w != "packets")
+            .nth(1)
+            .and_then(|n| n.parse().ok())
+            .unwrap_or_else(|| panic!("no counter in {text}"))
     }
 }
 
@@ -200,6 +225,31 @@ impl Origin {
             });
         }
         Origin { seen }
+    }
+
+    /// A TCP echo server on `port` in the server namespace (for CONNECT
+    /// tunnels): sends back every byte it receives.
+    pub fn start_echo(lab: &Lab, port: u16) {
+        let listener = in_netns(&lab.server_ns(), move || {
+            let s =
+                socket2::Socket::new(socket2::Domain::IPV6, socket2::Type::STREAM, None).unwrap();
+            s.set_only_v6(false).unwrap();
+            s.set_reuse_address(true).unwrap();
+            let addr: SocketAddr = format!("[::]:{port}").parse().unwrap();
+            s.bind(&addr.into()).unwrap();
+            s.listen(128).unwrap();
+            TcpListener::from(s)
+        });
+        std::thread::spawn(move || {
+            for stream in listener.incoming() {
+                let Ok(mut stream) = stream else { break };
+                std::thread::spawn(move || {
+                    let mut reader = stream.try_clone().unwrap();
+                    let _ = std::io::copy(&mut reader, &mut stream);
+                    let _ = stream.shutdown(std::net::Shutdown::Write);
+                });
+            }
+        });
     }
 
     pub fn seen(&self) -> Vec<Seen> {
