@@ -6,8 +6,9 @@
 #        2001:db8:1::10, ::11  2001:db8:1::1 | 2001:db8:2::1         2001:db8:2::10, ::11
 #
 # The router intercepts LAN traffic to TCP ports 80-89 with nftables `tproxy`
-# (to :8888) and LAN traffic to port 8080 with `nat redirect` (to :8889), and
-# fails closed (TCP reset) while no proxy listens. Its own addresses are left
+# (to :8888), to 443 likewise (to :8443, for TLS passthrough), and LAN traffic
+# to ports 8080 and 4443 with `nat redirect` (to :8889 and :8444), and fails
+# closed (TCP reset) while no proxy listens. Its own addresses are left
 # alone. Everything lives inside namespaces named PREFIX-cli, PREFIX-rtr and
 # PREFIX-srv; the root namespace's links, routes and rules are never touched.
 # The router gets its own hosts/resolv.conf in /etc/netns/PREFIX-rtr/
@@ -110,11 +111,14 @@ table inet tproxyd {
     fib daddr type local accept
     iifname "lan0" meta nfproto ipv4 tcp dport 80-89 tproxy ip to :8888 meta mark set 1 accept
     iifname "lan0" meta nfproto ipv6 tcp dport 80-89 tproxy ip6 to :8888 meta mark set 1 accept
-    iifname "lan0" tcp dport 80-89 reject with tcp reset
+    iifname "lan0" meta nfproto ipv4 tcp dport 443 tproxy ip to :8443 meta mark set 1 accept
+    iifname "lan0" meta nfproto ipv6 tcp dport 443 tproxy ip6 to :8443 meta mark set 1 accept
+    iifname "lan0" tcp dport { 80-89, 443 } reject with tcp reset
   }
   chain nat_prerouting {
     type nat hook prerouting priority dstnat; policy accept;
     iifname "lan0" tcp dport 8080 redirect to :8889
+    iifname "lan0" tcp dport 4443 redirect to :8444
   }
   # Counts the proxy's upstream packets that carry SO_MARK 0x100
   # (tproxyd.upstream.mark in the tests).

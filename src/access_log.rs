@@ -140,6 +140,21 @@ pub struct Record<'a> {
     pub refused: Option<&'a str>,
     /// Pingora's error kind when the request failed, e.g. `ConnectRefused`.
     pub error: Option<&'a str>,
+    /// For TLS passthrough connections: what the ClientHello said.
+    pub tls: Option<TlsLog<'a>>,
+}
+
+/// The TLS part of a passthrough connection's record.
+#[derive(Debug, Clone, Copy)]
+pub struct TlsLog<'a> {
+    /// `spliced`, `denied`, `non_tls`, `bad_hello`, `connect_failed`.
+    pub outcome: &'a str,
+    /// Server name, if sent.
+    pub sni: Option<&'a str>,
+    /// ALPN protocols offered.
+    pub alpn: &'a [String],
+    /// TLS versions offered (`1.3`, `1.2`, …).
+    pub versions: &'a [String],
 }
 
 /// The JSON form of a [`Record`]; its field names are a stable interface.
@@ -166,6 +181,10 @@ struct JsonRecord<'a> {
     decision: Option<&'a str>,
     refused: Option<&'a str>,
     error: Option<&'a str>,
+    tls_outcome: Option<&'a str>,
+    sni: Option<&'a str>,
+    alpn: Option<&'a [String]>,
+    tls_versions: Option<&'a [String]>,
 }
 
 fn ms(d: Duration) -> f64 {
@@ -196,6 +215,10 @@ impl Record<'_> {
             decision: self.decision,
             refused: self.refused,
             error: self.error,
+            tls_outcome: self.tls.map(|t| t.outcome),
+            sni: self.tls.and_then(|t| t.sni),
+            alpn: self.tls.map(|t| t.alpn),
+            tls_versions: self.tls.map(|t| t.versions),
         };
         serde_json::to_string(&rec).unwrap_or_else(|e| format!("{{\"log_error\":\"{e}\"}}"))
     }
@@ -231,6 +254,15 @@ impl Record<'_> {
         );
         if let Some(l) = self.upstream_local {
             let _ = write!(line, " via={l}");
+        }
+        if let Some(t) = self.tls {
+            let _ = write!(
+                line,
+                " tls={} alpn={} versions={}",
+                t.outcome,
+                t.alpn.join(","),
+                t.versions.join(",")
+            );
         }
         if let Some(r) = self.upstream_reused {
             line.push_str(if r { " reused" } else { " new" });
@@ -427,6 +459,7 @@ mod tests {
             decision: Some("acl:allow:lan"),
             refused: None,
             error: None,
+            tls: None,
         }
     }
 
@@ -446,7 +479,8 @@ mod tests {
         assert_eq!(v["upstream_connect_ms"], 0.25);
         assert_eq!(v["upstream_reused"], false);
         assert!(v["error"].is_null());
-        assert_eq!(v.as_object().unwrap().len(), 21);
+        assert!(v["sni"].is_null() && v["tls_versions"].is_null());
+        assert_eq!(v.as_object().unwrap().len(), 25);
     }
 
     #[test]

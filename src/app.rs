@@ -29,6 +29,7 @@ use crate::forward::ForwardApp;
 use crate::lifecycle::{DrainWatcher, Draining};
 use crate::listener::{has_cap_net_admin, prebind, TransparentService};
 use crate::metrics::CountConnections;
+use crate::passthrough::PassthroughApp;
 use crate::proxy::{Shared, TransparentProxy};
 use clap::Parser;
 use pingora_core::listeners::{L4BufferSettings, ListenerConfig};
@@ -157,6 +158,19 @@ impl Tproxyd {
                 Some(prebind(&listener)?)
             };
             let name = format!("tproxyd {}", listener.name);
+            if let Some(policy) = &listener.tls {
+                let app = PassthroughApp::new(listener.clone(), policy.clone(), shared.clone());
+                let open_connections = app.metrics().downstream_active.clone();
+                let mut service = Service::new(name, CountConnections::new(app, open_connections));
+                service.add_listener(downstream_listener(&listener.address, read_buffer));
+                server.add_service(TransparentService::new(
+                    service,
+                    listener,
+                    prebound,
+                    readiness.clone(),
+                ));
+                continue;
+            }
             let proxy = TransparentProxy::new(listener.clone(), shared.clone());
             let metrics = proxy.metrics().clone();
             let http = http_proxy(&server_conf, proxy);

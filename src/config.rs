@@ -6,14 +6,18 @@
 //! `tproxyd -t`) and every error names the key it is about.
 
 use crate::access_log::AccessLogConf;
+use crate::filters::acl::AclFilter;
 use crate::filters::forwarding::{Forwarding, ForwardingRaw};
+use crate::filters::host_check::{CheckMode, HostCheckFilter};
 use crate::filters::template::Template;
 use crate::forward::ForwardPolicy;
+use crate::passthrough::{DenyAction, Policy, TlsPolicy};
 use pingora_core::server::configuration::ServerConf;
 use serde::Deserialize;
 use std::collections::BTreeSet;
 use std::net::SocketAddr;
 use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
 
 /// A configuration problem, worded for the operator who has to fix the file.
@@ -53,6 +57,58 @@ pub enum Mode {
     /// An explicit (forward) proxy: clients name the destination in the
     /// request (absolute URI, CONNECT). Not transparent.
     Forward,
+    /// HTTPS without decryption: peek at the ClientHello, decide by SNI,
+    /// splice to the original destination (see `crate::passthrough`).
+    #[serde(rename = "tls-passthrough")]
+    TlsPassthrough,
+}
+
+/// Where a TLS passthrough listener learns the original destination.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DestinationSource {
+    /// The accepted socket's local address.
+    Tproxy,
+    /// `SO_ORIGINAL_DST`.
+    Redirect,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TlsRaw {
+    #[serde(default = "five_s")]
+    client_hello_timeout: String,
+    #[serde(default = "five_min")]
+    idle_timeout: String,
+    #[serde(default = "allow")]
+    missing_sni: Policy,
+    #[serde(default = "deny")]
+    non_tls: Policy,
+    #[serde(default = "alert")]
+    deny_action: DenyAction,
+    #[serde(default = "off")]
+    sni_check: CheckMode,
+    #[serde(default)]
+    acl: Option<serde_yaml::Value>,
+}
+
+fn five_s() -> String {
+    "5s".into()
+}
+fn five_min() -> String {
+    "300s".into()
+}
+fn allow() -> Policy {
+    Policy::Allow
+}
+fn deny() -> Policy {
+    Policy::Deny
+}
+fn alert() -> DenyAction {
+    DenyAction::Alert
+}
+fn off() -> CheckMode {
+    CheckMode::Off
 }
 
 impl Mode {
@@ -62,6 +118,7 @@ impl Mode {
             Mode::Tproxy => "tproxy",
             Mode::Redirect => "redirect",
             Mode::Forward => "forward",
+            Mode::TlsPassthrough => "tls-passthrough",
         }
     }
 }
@@ -89,6 +146,12 @@ pub struct ListenerConf {
     /// Forward mode: allow loopback / link-local / own addresses.
     #[serde(default)]
     pub allow_local_destinations: Option<bool>,
+    /// TLS passthrough: `tproxy` (default) or `redirect`.
+    #[serde(default)]
+    pub destination: Option<DestinationSource>,
+    /// TLS passthrough policy.
+    #[serde(default)]
+    pub tls: Option<serde_yaml::Value>,
 }
 
 /// Headers the proxy adds to every request it forwards.
@@ -228,6 +291,8 @@ fn default_listeners() -> Vec<ListenerConf> {
         allow_clients: None,
         connect_ports: None,
         allow_local_destinations: None,
+        destination: None,
+        tls: None,
     }]
 }
 
@@ -246,6 +311,8 @@ pub struct Listener {
     pub spoof_source: bool,
     /// Forward-proxy policy (forward mode only).
     pub forward: Option<ForwardPolicy>,
+    /// TLS passthrough policy (tls-passthrough mode only).
+    pub tls: Option<TlsPolicy>,
 }
 
 impl Listener {
@@ -261,6 +328,7 @@ impl Listener {
             mode,
             spoof_source: false,
             forward: None,
+            tls: None,
         })
     }
 }
@@ -429,6 +497,7 @@ pub fn parse_duration(key: &str, s: &str) -> Result<Duration, ConfigError> {
 }
 
 fn validate(raw: TproxydRaw) -> Result<TproxydConf, ConfigError> {
+    let resolve_timeout = raw.upstream.resolve_timeout.clone();
     if raw.listeners.is_empty() {
         return Err(invalid(
             "tproxyd.listeners",
@@ -515,6 +584,51 @@ fn validate(raw: TproxydRaw) -> Result<TproxydConf, ConfigError> {
             }
             None
         };
+        let tls = if l.mode == Mode::TlsPassthrough {
+            let k = format!("{key}.tls");
+            let raw: TlsRaw = crate::filters::parse_settings(
+                &l.tls
+                    .unwrap_or(serde_yaml::Value::Mapping(Default::default())),
+                &k,
+            )?;
+            let acl = match &raw.acl {
+                Some(v) => Some(Arc::new(AclFilter::from_yaml(v, &format!("{k}.acl"))?)),
+                None => None,
+            };
+            let resolve = parse_duration("tproxyd.upstream.resolve_timeout", &resolve_timeout)?;
+            Some(TlsPolicy {
+                redirect: l.destination == Some(DestinationSource::Redirect),
+                client_hello_timeout: parse_duration(
+                    &format!("{k}.client_hello_timeout"),
+                    &raw.client_hello_timeout,
+                )?,
+                idle_timeout: parse_duration(&format!("{k}.idle_timeout"), &raw.idle_timeout)?,
+                missing_sni: raw.missing_sni,
+                non_tls: raw.non_tls,
+                deny_action: raw.deny_action,
+                sni_check: (raw.sni_check != CheckMode::Off).then(|| {
+                    Arc::new(HostCheckFilter::new(
+                        raw.sni_check,
+                        resolve,
+                        Duration::from_secs(60),
+                    ))
+                }),
+                acl,
+            })
+        } else {
+            for (k, set) in [
+                ("destination", l.destination.is_some()),
+                ("tls", l.tls.is_some()),
+            ] {
+                if set {
+                    return Err(invalid(
+                        format!("{key}.{k}"),
+                        "only applies to mode: tls-passthrough",
+                    ));
+                }
+            }
+            None
+        };
         listeners.push(Listener {
             name: l.name,
             address: l.address,
@@ -522,6 +636,7 @@ fn validate(raw: TproxydRaw) -> Result<TproxydConf, ConfigError> {
             mode: l.mode,
             spoof_source: l.spoof_source,
             forward,
+            tls,
         });
     }
 
@@ -734,6 +849,18 @@ tproxyd:
         assert!(f.allow_clients.is_empty());
         assert_eq!(f.connect_ports, vec![443]);
         assert!(!f.allow_local_destinations);
+        let e = err("tproxyd:\n  listeners:\n    - { name: s, address: \"[::]:8443\", mode: tls-passthrough, tls: { non_tls: maybe } }\n");
+        assert!(e.contains("tproxyd.listeners[0].tls.non_tls"), "{e}");
+        let e = err("tproxyd:\n  listeners:\n    - { name: s, address: \"[::]:8443\", mode: tls-passthrough, tls: { acl: { rules: [ { action: deny, sni: [\"a.*\"] } ] } } }\n");
+        assert!(
+            e.contains("tproxyd.listeners[0].tls.acl.rules[0].host[0]"),
+            "{e}"
+        );
+        let e = err("tproxyd:\n  listeners:\n    - { name: h, address: \"[::]:80\", mode: tproxy, destination: redirect }\n");
+        assert!(e.contains("listeners[0].destination"), "{e}");
+        let c = Config::from_yaml("tproxyd:\n  listeners:\n    - { name: s, address: \"[::]:8443\", mode: tls-passthrough, destination: redirect }\n").unwrap();
+        let t = c.tproxyd.listeners[0].tls.as_ref().unwrap();
+        assert!(t.redirect && t.missing_sni == Policy::Allow && t.non_tls == Policy::Deny);
         let e = err("tproxyd:\n  listeners: []\n");
         assert!(e.contains("tproxyd.listeners"), "{e}");
         let e = err("tproxyd:\n  listeners:\n    - { name: a, address: \"[::]:80\", mode: tproxy }\n    - { name: a, address: \"[::]:81\", mode: tproxy }\n");

@@ -7,6 +7,7 @@
 
 use crate::config::{Listener, Mode};
 use pingora_core::protocols::l4::socket::SocketAddr as PSocketAddr;
+
 use pingora_proxy::Session;
 use std::net::{IpAddr, SocketAddr};
 
@@ -27,7 +28,8 @@ pub fn original_destination(session: &Session, mode: Mode) -> Option<SocketAddr>
     match mode {
         Mode::Tproxy => inet(session.server_addr()),
         // Forward requests name their destination; see `crate::forward`.
-        Mode::Forward => None,
+        // TLS passthrough listeners do not run HTTP; see `crate::passthrough`.
+        Mode::Forward | Mode::TlsPassthrough => None,
         Mode::Redirect => {
             // Looked up once per connection and cached in Pingora's socket
             // digest, so keep-alive requests cost no syscall.
@@ -61,6 +63,21 @@ fn so_original_dst(fd: std::os::fd::RawFd, local: SocketAddr) -> Option<SocketAd
             std::net::Ipv6Addr::from(a.sin6_addr.s6_addr).into(),
             u16::from_be(a.sin6_port),
         )))
+    }
+}
+
+/// The original destination of a raw (non-HTTP) connection: its local
+/// address under TPROXY, `SO_ORIGINAL_DST` under REDIRECT.
+pub fn stream_destination(
+    stream: &pingora_core::protocols::Stream,
+    redirect: bool,
+) -> Option<SocketAddr> {
+    let digest = stream.get_socket_digest()?;
+    let local = inet(digest.local_addr())?;
+    if redirect {
+        so_original_dst(stream.id(), local)
+    } else {
+        Some(local)
     }
 }
 

@@ -297,6 +297,7 @@ impl Tunnel {
                 decision: log.decision.as_deref(),
                 refused: log.refused.map(Refusal::as_str),
                 error: log.error,
+                tls: None,
             });
         }
     }

@@ -11,6 +11,7 @@
 //! - [`proxy`]: the `ProxyHttp` implementation
 //! - [`connector`]: upstream sockets: source spoofing, `SO_MARK`
 //! - [`forward`]: forward-proxy mode (absolute URIs, CONNECT)
+//! - [`passthrough`], [`tls`]: HTTPS by SNI peek-and-splice, ClientHello parsing
 //! - [`metrics`], [`admin`], [`access_log`]: observability
 //! - [`lifecycle`]: draining keep-alive connections on upgrade / stop
 //! - [`app`]: [`Tproxyd`], the builder that assembles and runs it
@@ -26,6 +27,8 @@ pub mod forward;
 pub mod lifecycle;
 pub mod listener;
 pub mod metrics;
+pub mod passthrough;
 pub mod proxy;
+pub mod tls;
 
 pub use app::Tproxyd;

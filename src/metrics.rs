@@ -92,6 +92,11 @@ static CONNECT_TIME: LazyLock<HistogramVec> = LazyLock::new(|| {
     )
     .expect("metric registers once")
 });
+static TLS_CONNS: LazyLock<IntCounterVec> = counter_vec!(
+    "tproxyd_tls_connections_total",
+    "TLS passthrough connections, by outcome (spliced, denied, non_tls, bad_hello, connect_failed).",
+    ["outcome"]
+);
 static START_TIME: LazyLock<Gauge> = LazyLock::new(|| {
     register_gauge!(
         "tproxyd_process_start_time_seconds",
@@ -182,6 +187,43 @@ pub enum ConnectFailure {
     Other,
 }
 
+/// What became of a TLS passthrough connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TlsOutcome {
+    /// Relayed to the original destination.
+    Spliced,
+    /// Refused by policy (SNI rules, missing SNI, SNI check, loop).
+    Denied,
+    /// Not TLS; the `non_tls` policy spliced or closed it (see the log's
+    /// decision).
+    NonTls,
+    /// No complete, valid ClientHello in time.
+    BadHello,
+    /// The original destination could not be reached.
+    ConnectFailed,
+}
+
+impl TlsOutcome {
+    const ALL: [TlsOutcome; 5] = [
+        TlsOutcome::Spliced,
+        TlsOutcome::Denied,
+        TlsOutcome::NonTls,
+        TlsOutcome::BadHello,
+        TlsOutcome::ConnectFailed,
+    ];
+
+    /// The label value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TlsOutcome::Spliced => "spliced",
+            TlsOutcome::Denied => "denied",
+            TlsOutcome::NonTls => "non_tls",
+            TlsOutcome::BadHello => "bad_hello",
+            TlsOutcome::ConnectFailed => "connect_failed",
+        }
+    }
+}
+
 /// Upstream phase of a timeout.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum TimeoutPhase {
@@ -210,6 +252,7 @@ pub struct ListenerMetrics {
     pub in_flight: IntGauge,
     duration: Histogram,
     connect_time: Histogram,
+    tls: Option<[IntCounter; 5]>,
 }
 
 impl ListenerMetrics {
@@ -236,6 +279,15 @@ impl ListenerMetrics {
             in_flight: IN_FLIGHT.with_label_values(&l),
             duration: DURATION.with_label_values(&l),
             connect_time: CONNECT_TIME.with_label_values(&l),
+            tls: (listener.mode == crate::config::Mode::TlsPassthrough)
+                .then(|| TlsOutcome::ALL.map(|o| with(&TLS_CONNS, o.as_str()))),
+        }
+    }
+
+    /// A finished TLS passthrough connection.
+    pub fn tls_connection(&self, outcome: TlsOutcome) {
+        if let Some(c) = &self.tls {
+            c[outcome as usize].inc();
         }
     }
 
@@ -250,6 +302,11 @@ impl ListenerMetrics {
             _ => 5,
         };
         self.status[class].inc();
+        self.transfer(rx, tx, seconds);
+    }
+
+    /// Bytes from/to a client and how long it took (requests, tunnels).
+    pub fn transfer(&self, rx: usize, tx: usize, seconds: f64) {
         self.rx.inc_by(rx as u64);
         self.tx.inc_by(tx as u64);
         self.duration.observe(seconds);

@@ -494,6 +494,7 @@ impl ProxyHttp for TransparentProxy {
             decision,
             refused: ctx.refused.map(Refusal::as_str),
             error,
+            tls: None,
         });
     }
 }

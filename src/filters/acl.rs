@@ -54,7 +54,9 @@ struct RuleRaw {
     dst: Vec<String>,
     #[serde(default)]
     dst_port: Vec<PortRaw>,
-    #[serde(default)]
+    /// Host patterns; for TLS passthrough listeners they match the SNI
+    /// (`sni` is accepted as another name for it).
+    #[serde(default, alias = "sni")]
     host: Vec<String>,
     #[serde(default)]
     method: Vec<String>,

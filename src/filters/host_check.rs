@@ -142,18 +142,41 @@ impl HostCheckFilter {
                 dst.port()
             ));
         }
-        if let Ok(ip) = name.parse::<IpAddr>() {
-            return if ip.to_canonical() == dst.ip() {
+        self.name_matches(&name, dst.ip()).await
+    }
+
+    /// Whether `name` (a host name or a literal IP, without port) is `ip`:
+    /// a literal must be equal, a name must resolve to it. Also used for
+    /// the SNI check of TLS passthrough listeners.
+    pub async fn name_matches(&self, name: &str, ip: IpAddr) -> Outcome {
+        let bare = name.trim_start_matches('[').trim_end_matches(']');
+        if let Ok(lit) = bare.parse::<IpAddr>() {
+            return if lit.to_canonical() == ip {
                 Outcome::Match
             } else {
-                Outcome::Mismatch(format!("{ip} is not destination {}", dst.ip()))
+                Outcome::Mismatch(format!("{lit} is not destination {ip}"))
             };
         }
-        match self.resolve(&name).await {
-            Some(addrs) if addrs.contains(&dst.ip()) => Outcome::Match,
-            Some(_) => Outcome::Mismatch(format!("{name} does not resolve to {}", dst.ip())),
+        match self.resolve(bare).await {
+            Some(addrs) if addrs.contains(&ip) => Outcome::Match,
+            Some(_) => Outcome::Mismatch(format!("{bare} does not resolve to {ip}")),
             None => Outcome::Unverified,
         }
+    }
+
+    /// A checker with the given mode and bounds (for non-HTTP users).
+    pub fn new(mode: CheckMode, timeout: Duration, ttl: Duration) -> Self {
+        HostCheckFilter {
+            mode,
+            timeout,
+            ttl,
+            cache: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// The configured policy.
+    pub fn mode(&self) -> CheckMode {
+        self.mode
     }
 }
 
