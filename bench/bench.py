@@ -93,10 +93,15 @@ class Bench:
         run(["cargo", "build", "--release", "--quiet", "--bin", "tproxyd"], cwd=ROOT)
         self.tproxyd = os.path.join(ROOT, "target", "release", "tproxyd")
         log(f"go build {SEED}")
+        if not os.path.isdir(SEED):
+            sys.exit(f"bench: the seed Go proxy is missing at {SEED}")
+        # Build a copy in the temp dir: shared/ may be read-only.
+        src = os.path.join(self.tmp, "go-seed-src")
+        shutil.copytree(SEED, src)
         self.goproxy = os.path.join(self.tmp, "go-seed")
         env = dict(os.environ, GOCACHE=os.path.join(self.tmp, "gocache"),
                    GOPATH=os.path.join(self.tmp, "gopath"), GOFLAGS="-mod=mod")
-        run(["go", "build", "-o", self.goproxy, "."], cwd=SEED, env=env)
+        run(["go", "build", "-o", self.goproxy, "."], cwd=src, env=env)
 
     def lab(self):
         run([os.path.join(ROOT, "lab", "lab.sh"), "up", P], stdout=subprocess.DEVNULL)
