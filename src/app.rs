@@ -20,6 +20,7 @@
 
 use crate::access_log::AccessLog;
 use crate::admin::{admin_server, Readiness};
+use crate::config::Listener;
 use crate::config::{Config, ConfigError};
 use crate::connector::mark_hook;
 use crate::destination::LoopGuard;
@@ -32,12 +33,15 @@ use crate::metrics::CountConnections;
 use crate::passthrough::PassthroughApp;
 use crate::proxy::{Shared, TransparentProxy};
 use clap::Parser;
+use pingora_core::apps::ServerApp;
 use pingora_core::listeners::{L4BufferSettings, ListenerConfig};
 use pingora_core::server::configuration::Opt;
 use pingora_core::server::Server;
 use pingora_core::services::background::background_service;
 use pingora_core::services::listening::Service;
+use pingora_prometheus::prometheus::IntGauge;
 use pingora_proxy::http_proxy;
+use socket2::Socket;
 use std::sync::Arc;
 
 /// A listening endpoint whose client connections get a read buffer of
@@ -46,6 +50,29 @@ use std::sync::Arc;
 /// keep-alive clients 64 KiB each is most of the memory (BENCHMARKS.md).
 fn downstream_listener(address: &str, read_buffer: usize) -> ListenerConfig {
     ListenerConfig::tcp(address).l4_buffer(L4BufferSettings::default().read(read_buffer))
+}
+
+/// Puts `app` behind `listener` as a Pingora listening service: client
+/// connections counted in `open_connections`, served from our transparent
+/// socket through the fd table. The same for every mode.
+fn add_listener_service<A: ServerApp + Send + Sync + 'static>(
+    server: &mut Server,
+    app: A,
+    open_connections: IntGauge,
+    listener: &Listener,
+    prebound: Option<Socket>,
+    readiness: &Readiness,
+    read_buffer: usize,
+) {
+    let name = format!("tproxyd {}", listener.name);
+    let mut service = Service::new(name, CountConnections::new(app, open_connections));
+    service.add_listener(downstream_listener(&listener.address, read_buffer));
+    server.add_service(TransparentService::new(
+        service,
+        listener.clone(),
+        prebound,
+        readiness.clone(),
+    ));
 }
 
 /// tproxyd's command line: Pingora's own options (-c, -t, -u, -d).
@@ -157,35 +184,34 @@ impl Tproxyd {
             } else {
                 Some(prebind(&listener)?)
             };
-            let name = format!("tproxyd {}", listener.name);
             if let Some(policy) = &listener.tls {
                 let app = PassthroughApp::new(listener.clone(), policy.clone(), shared.clone());
-                let open_connections = app.metrics().downstream_active.clone();
-                let mut service = Service::new(name, CountConnections::new(app, open_connections));
-                service.add_listener(downstream_listener(&listener.address, read_buffer));
-                server.add_service(TransparentService::new(
-                    service,
-                    listener,
+                let gauge = app.metrics().downstream_active.clone();
+                add_listener_service(
+                    &mut server,
+                    app,
+                    gauge,
+                    &listener,
                     prebound,
-                    readiness.clone(),
-                ));
+                    &readiness,
+                    read_buffer,
+                );
                 continue;
             }
             let proxy = TransparentProxy::new(listener.clone(), shared.clone());
             let metrics = proxy.metrics().clone();
             let http = http_proxy(&server_conf, proxy);
+            let gauge = metrics.downstream_active.clone();
             match &listener.forward {
-                None => {
-                    let app = CountConnections::new(http, metrics.downstream_active.clone());
-                    let mut service = Service::new(name, app);
-                    service.add_listener(downstream_listener(&listener.address, read_buffer));
-                    server.add_service(TransparentService::new(
-                        service,
-                        listener,
-                        prebound,
-                        readiness.clone(),
-                    ));
-                }
+                None => add_listener_service(
+                    &mut server,
+                    http,
+                    gauge,
+                    &listener,
+                    prebound,
+                    &readiness,
+                    read_buffer,
+                ),
                 Some(policy) => {
                     if policy.allow_clients.is_empty() {
                         log::warn!(
@@ -200,15 +226,15 @@ impl Tproxyd {
                         shared.clone(),
                         metrics.clone(),
                     );
-                    let app = CountConnections::new(forward, metrics.downstream_active.clone());
-                    let mut service = Service::new(name, app);
-                    service.add_listener(downstream_listener(&listener.address, read_buffer));
-                    server.add_service(TransparentService::new(
-                        service,
-                        listener,
+                    add_listener_service(
+                        &mut server,
+                        forward,
+                        gauge,
+                        &listener,
                         prebound,
-                        readiness.clone(),
-                    ));
+                        &readiness,
+                        read_buffer,
+                    );
                 }
             }
         }

@@ -120,6 +120,34 @@ impl L4Connect for SpoofConnect {
     }
 }
 
+/// A plain TCP connection to `dst` (with `SO_MARK` if set), bounded by
+/// `timeout`: for the raw tunnels (CONNECT, TLS passthrough) that do not go
+/// through Pingora's HTTP connector. Errors carry Pingora's error types.
+pub async fn connect_plain(
+    dst: SocketAddr,
+    mark: Option<u32>,
+    timeout: Duration,
+) -> Result<Stream> {
+    let connect = async {
+        let sock = match dst {
+            SocketAddr::V4(_) => tokio::net::TcpSocket::new_v4(),
+            SocketAddr::V6(_) => tokio::net::TcpSocket::new_v6(),
+        }?;
+        if let Some(m) = mark {
+            SockRef::from(&sock).set_mark(m)?;
+        }
+        sock.connect(dst).await
+    };
+    match tokio::time::timeout(timeout, connect).await {
+        Ok(Ok(s)) => {
+            let _ = s.set_nodelay(true);
+            Ok(s.into())
+        }
+        Ok(Err(e)) => Err(connect_error(e, dst)),
+        Err(_) => Error::e_explain(ErrorType::ConnectTimedout, format!("connecting to {dst}")),
+    }
+}
+
 /// The pool group for a spoofed connection: one per client IP, so that a
 /// pooled connection bound to client A never carries client B's request.
 pub fn pool_group(source: IpAddr) -> u64 {

@@ -10,6 +10,7 @@
 //! unspecified addresses are refused unless `allow_local_destinations`.
 
 use crate::config::Listener;
+use crate::connector::connect_plain;
 use crate::destination::{canonical, is_local_ip};
 use crate::filters::{FilterCtx, FlowInfo, RequestHeader, RequestId};
 use crate::metrics::{ListenerMetrics, Refusal};
@@ -417,26 +418,10 @@ impl Tunnel {
             }
         }
 
-        let timeout = self.shared.upstream.connect_timeout;
-        let connect = async {
-            let sock = match dst {
-                SocketAddr::V4(_) => tokio::net::TcpSocket::new_v4(),
-                SocketAddr::V6(_) => tokio::net::TcpSocket::new_v6(),
-            }?;
-            if let Some(m) = self.shared.upstream.mark {
-                socket2::SockRef::from(&sock).set_mark(m)?;
-            }
-            sock.connect(dst).await
-        };
-        let mut upstream = match tokio::time::timeout(timeout, connect).await {
-            Ok(Ok(s)) => s,
-            Ok(Err(e)) => {
-                log.status = 502;
-                log.error = Some("ConnectError");
-                respond(stream, 502, &format!("502 Bad Gateway: {dst}: {e}\n")).await;
-                return;
-            }
-            Err(_) => {
+        let u = &self.shared.upstream;
+        let mut upstream = match connect_plain(dst, u.mark, u.connect_timeout).await {
+            Ok(s) => s,
+            Err(e) if e.etype() == &pingora_error::ErrorType::ConnectTimedout => {
                 log.status = 504;
                 log.error = Some("ConnectTimedout");
                 respond(
@@ -445,6 +430,13 @@ impl Tunnel {
                     &format!("504 Gateway Timeout: {dst}: connect timed out\n"),
                 )
                 .await;
+                return;
+            }
+            Err(e) => {
+                log.status = 502;
+                log.error = Some(e.etype().as_str());
+                let why = e.root_cause().to_string();
+                respond(stream, 502, &format!("502 Bad Gateway: {dst}: {why}\n")).await;
                 return;
             }
         };

@@ -9,7 +9,7 @@
 
 use crate::access_log::{Record, TlsLog};
 use crate::config::Listener;
-use crate::connector::SpoofConnect;
+use crate::connector::{connect_plain, SpoofConnect};
 use crate::destination::{canonical, stream_destination};
 use crate::filters::acl::{AclFilter, Action};
 use crate::filters::host_check::{CheckMode, HostCheckFilter, Outcome};
@@ -347,27 +347,9 @@ impl PassthroughApp {
             };
             return spoof.connect(&addr).await.map_err(|e| e.etype().as_str());
         }
-        let connect = async {
-            let sock = match dst {
-                SocketAddr::V4(_) => tokio::net::TcpSocket::new_v4(),
-                SocketAddr::V6(_) => tokio::net::TcpSocket::new_v6(),
-            }?;
-            if let Some(m) = u.mark {
-                socket2::SockRef::from(&sock).set_mark(m)?;
-            }
-            sock.connect(dst).await
-        };
-        match tokio::time::timeout(u.connect_timeout, connect).await {
-            Ok(Ok(s)) => {
-                let _ = s.set_nodelay(true);
-                Ok(s.into())
-            }
-            Ok(Err(e)) if e.kind() == std::io::ErrorKind::ConnectionRefused => {
-                Err("ConnectRefused")
-            }
-            Ok(Err(_)) => Err("ConnectError"),
-            Err(_) => Err("ConnectTimedout"),
-        }
+        connect_plain(dst, u.mark, u.connect_timeout)
+            .await
+            .map_err(|e| e.etype().as_str())
     }
 
     fn finish(&self, conn: &Conn, duration: Duration) {
