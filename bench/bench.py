@@ -309,21 +309,16 @@ backend be
 
 
 # --- report ---------------------------------------------------------------
+SMALL_COLUMNS = [
+    ("rps", "req/s", "{:.0f}", True), ("p50_ms", "p50 ms", "{:.2f}", False),
+    ("p99_ms", "p99 ms", "{:.2f}", False), ("p999_ms", "p99.9 ms", "{:.2f}", False),
+    ("cpu_per_100k", "proxy CPU s /100k req", "{:.2f}", False),
+    ("peak_rss_mib", "proxy peak RSS MiB", "{:.1f}", False),
+    ("upstream_conns", "upstream conns opened", "{:.0f}", False),
+    ("requests", "requests", "{:.0f}", True), ("errors", "errors", "{:.0f}", False)]
 WORKLOADS = {
-    "keepalive": ("Small responses (100 B) over keep-alive, 50 connections", [
-        ("rps", "req/s", "{:.0f}", True), ("p50_ms", "p50 ms", "{:.2f}", False),
-        ("p99_ms", "p99 ms", "{:.2f}", False), ("p999_ms", "p99.9 ms", "{:.2f}", False),
-        ("cpu_per_100k", "proxy CPU s /100k req", "{:.2f}", False),
-        ("peak_rss_mib", "proxy peak RSS MiB", "{:.1f}", False),
-        ("upstream_conns", "upstream conns opened", "{:.0f}", False),
-        ("requests", "requests", "{:.0f}", True), ("errors", "errors", "{:.0f}", False)]),
-    "close": ("Small responses, a new client connection per request, 20 concurrent", [
-        ("rps", "req/s", "{:.0f}", True), ("p50_ms", "p50 ms", "{:.2f}", False),
-        ("p99_ms", "p99 ms", "{:.2f}", False), ("p999_ms", "p99.9 ms", "{:.2f}", False),
-        ("cpu_per_100k", "proxy CPU s /100k req", "{:.2f}", False),
-        ("peak_rss_mib", "proxy peak RSS MiB", "{:.1f}", False),
-        ("upstream_conns", "upstream conns opened", "{:.0f}", False),
-        ("requests", "requests", "{:.0f}", True), ("errors", "errors", "{:.0f}", False)]),
+    "keepalive": ("Small responses (100 B) over keep-alive, 50 connections", SMALL_COLUMNS),
+    "close": ("Small responses, a new client connection per request, 20 concurrent", SMALL_COLUMNS),
     "large": ("100 MiB download, 2 connections", [
         ("mib_s", "MiB/s", "{:.0f}", True), ("p50_ms", "p50 ms", "{:.0f}", False),
         ("p99_ms", "p99 ms", "{:.0f}", False),

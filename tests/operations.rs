@@ -342,30 +342,10 @@ fn daemon_mode_writes_pid_file_and_error_log_and_stops_on_sigterm() {
         .expect("the foreground process returns after forking");
     assert!(status.success(), "{status}: {}", parent.log_text());
 
-    let deadline = Instant::now() + Duration::from_secs(5);
-    let pid = loop {
-        if let Some(pid) = std::fs::read_to_string(&pid_file)
-            .ok()
-            .and_then(|p| p.trim().parse::<i32>().ok())
-        {
-            break pid;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "no pid file {}",
-            pid_file.display()
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    };
+    let pid = read_pid(&pid_file, None);
     let _guard = KillOnDrop(pid);
     assert!(alive(pid), "daemon {pid} is not running");
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !in_netns(&lab.router_ns(), || {
-        std::net::TcpStream::connect("127.0.0.1:8888").is_ok()
-    }) {
-        assert!(Instant::now() < deadline, "daemon does not listen");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    wait_port(&lab, 8888);
 
     let resp = get(&lab, &format!("{SERVER_V4}:80"), "example.test", "/daemon");
     assert_eq!(resp.status, 200);
@@ -479,13 +459,7 @@ fn systemd_style_reload_of_a_daemon_under_load() {
         .is_some_and(|s| s.success()));
     let old_pid = read_pid(&pid_file, None);
     let _old_guard = KillOnDrop(old_pid);
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !in_netns(&lab.router_ns(), || {
-        std::net::TcpStream::connect("127.0.0.1:8888").is_ok()
-    }) {
-        assert!(Instant::now() < deadline, "daemon does not listen");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    wait_port(&lab, 8888);
 
     let stop = Arc::new(AtomicBool::new(false));
     let load = start_load(&lab, &format!("{SERVER_V4}:80"), 2, 1, stop.clone());

@@ -174,6 +174,21 @@ pub fn spawn_in_netns<T: Send + 'static>(
     })
 }
 
+/// Waits (up to 10 s) until `port` accepts connections on 127.0.0.1 in
+/// the router namespace (a plain connect that sends nothing).
+pub fn wait_port(lab: &Lab, port: u16) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !in_netns(&lab.router_ns(), move || {
+        TcpStream::connect(("127.0.0.1", port)).is_ok()
+    }) {
+        assert!(
+            Instant::now() < deadline,
+            "nothing listens on {port} in the router"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
 /// What the origin saw of one request.
 #[derive(Debug, Clone)]
 pub struct Seen {
