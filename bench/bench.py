@@ -165,25 +165,7 @@ http {{
                 dst.write("\n" + self.args.tproxyd_extra.replace("\\n", "\n") + "\n")
             cmd = ["env", *self.args.tproxyd_env.split(), self.tproxyd, "-c", conf]
         elif scenario == "haproxy":
-            conf = os.path.join(self.tmp, "haproxy.cfg")
-            with open(conf, "w") as f:
-                f.write("""
-global
-  maxconn 9000
-  nbthread 2
-defaults
-  mode http
-  timeout connect 5s
-  timeout client 60s
-  timeout server 60s
-  http-reuse safe
-frontend fe
-  bind :::8888 v4v6 transparent
-  http-request add-header Via "1.1 haproxy"
-  default_backend be
-backend be
-  server origin 0.0.0.0:0
-""")
+            conf = os.path.join(ROOT, "bench", "haproxy.cfg")
             cmd = ["haproxy", "-db", "-f", conf]
         else:
             cmd = [self.goproxy]

@@ -23,22 +23,7 @@ if [ "$who" = tproxyd ]; then
   sed "s#/run/tproxyd#$work#" conf/tproxyd.yaml >"$work/t.yaml"
   cmd=(target/release/tproxyd -c "$work/t.yaml")
 else
-  cat >"$work/h.cfg" <<HAP
-global
-  nbthread 2
-defaults
-  mode http
-  timeout connect 5s
-  timeout client 60s
-  timeout server 60s
-frontend fe
-  bind :::8888 v4v6 transparent
-  http-request add-header Via "1.1 haproxy"
-  default_backend be
-backend be
-  server origin 0.0.0.0:0
-HAP
-  cmd=(haproxy -db -f "$work/h.cfg")
+  cmd=(haproxy -db -f bench/haproxy.cfg)
 fi
 ip netns exec $P-rtr env RUST_LOG=${RUST_LOG:-info} valgrind --tool=callgrind --callgrind-out-file="$work/cg.out" "${cmd[@]}" >"$work/proxy.log" 2>&1 &
 for _ in $(seq 100); do

@@ -297,7 +297,7 @@ fn default_listeners() -> Vec<ListenerConf> {
 }
 
 /// A listener after validation.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub struct Listener {
     /// Unique name from the config.
     pub name: String,

@@ -13,6 +13,7 @@ use async_trait::async_trait;
 use pingora_core::connectors::L4Connect;
 use pingora_core::protocols::l4::socket::SocketAddr as PSocketAddr;
 use pingora_core::protocols::l4::stream::Stream;
+use pingora_core::protocols::{GetSocketDigest, SocketDigest};
 use pingora_error::{Error, ErrorType, OrErr, Result};
 use socket2::{Domain, Protocol, SockRef, Socket, Type};
 use std::net::{IpAddr, SocketAddr};
@@ -54,6 +55,17 @@ fn connect_error(e: std::io::Error, dst: SocketAddr) -> Box<Error> {
         _ => ErrorType::ConnectError,
     };
     Error::because(etype, format!("connecting to {dst}"), e)
+}
+
+/// A connected socket as a Pingora stream, with nodelay and the socket
+/// digest Pingora's own connector would attach (so its local and peer
+/// addresses can be read, e.g. for the access log's `upstream_local`).
+fn into_stream(tcp: tokio::net::TcpStream) -> Stream {
+    let _ = tcp.set_nodelay(true);
+    let fd = std::os::fd::AsRawFd::as_raw_fd(&tcp);
+    let mut stream: Stream = tcp.into();
+    stream.set_socket_digest(SocketDigest::from_raw_fd(fd));
+    stream
 }
 
 /// A socket with the client's address as its source.
@@ -107,10 +119,7 @@ impl L4Connect for SpoofConnect {
         })?;
         let socket = tokio::net::TcpSocket::from_std_stream(socket.into());
         match tokio::time::timeout(self.timeout, socket.connect(dst)).await {
-            Ok(Ok(stream)) => {
-                let _ = stream.set_nodelay(true);
-                Ok(stream.into())
-            }
+            Ok(Ok(stream)) => Ok(into_stream(stream)),
             Ok(Err(e)) => Err(connect_error(e, dst)),
             Err(_) => Error::e_explain(
                 ErrorType::ConnectTimedout,
@@ -139,10 +148,7 @@ pub async fn connect_plain(
         sock.connect(dst).await
     };
     match tokio::time::timeout(timeout, connect).await {
-        Ok(Ok(s)) => {
-            let _ = s.set_nodelay(true);
-            Ok(s.into())
-        }
+        Ok(Ok(s)) => Ok(into_stream(s)),
         Ok(Err(e)) => Err(connect_error(e, dst)),
         Err(_) => Error::e_explain(ErrorType::ConnectTimedout, format!("connecting to {dst}")),
     }

@@ -107,19 +107,28 @@ impl LoopGuard {
 
     /// True when forwarding to `dst` would reach one of our own listeners.
     pub fn is_own_listener(&self, dst: SocketAddr) -> bool {
+        // Runs on every request: no allocation, and the kernel is asked
+        // about interface addresses only on a port match.
         let dst = canonical(dst);
-        let candidates: Vec<&SocketAddr> =
-            self.own.iter().filter(|l| l.port() == dst.port()).collect();
-        if candidates.is_empty() {
+        let mut same_port = self
+            .own
+            .iter()
+            .filter(|l| l.port() == dst.port())
+            .peekable();
+        if same_port.peek().is_none() {
             return false;
         }
         if dst.ip().is_loopback() || dst.ip().is_unspecified() {
             return true;
         }
-        if candidates.iter().any(|l| l.ip() == dst.ip()) {
-            return true;
+        let mut wildcard = false;
+        for l in same_port {
+            if l.ip() == dst.ip() {
+                return true;
+            }
+            wildcard |= l.ip().is_unspecified();
         }
-        candidates.iter().any(|l| l.ip().is_unspecified()) && is_local_ip(dst.ip())
+        wildcard && is_local_ip(dst.ip())
     }
 }
 

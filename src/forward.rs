@@ -28,7 +28,7 @@ use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// The forward-proxy settings of one listener.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub struct ForwardPolicy {
     /// Clients allowed to use the proxy.
     pub allow_clients: Vec<IpNet>,

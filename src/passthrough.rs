@@ -85,19 +85,6 @@ impl std::fmt::Debug for TlsPolicy {
     }
 }
 
-impl PartialEq for TlsPolicy {
-    fn eq(&self, other: &Self) -> bool {
-        self.redirect == other.redirect
-            && self.client_hello_timeout == other.client_hello_timeout
-            && self.idle_timeout == other.idle_timeout
-            && self.missing_sni == other.missing_sni
-            && self.non_tls == other.non_tls
-            && self.deny_action == other.deny_action
-    }
-}
-
-impl Eq for TlsPolicy {}
-
 /// The passthrough app of one listener.
 pub struct PassthroughApp {
     listener: Listener,

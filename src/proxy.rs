@@ -88,13 +88,6 @@ pub struct RequestCtx {
     _in_flight: ConnectionGuard,
 }
 
-impl RequestCtx {
-    /// The original destination, once known.
-    pub fn destination(&self) -> Option<SocketAddr> {
-        self.dst
-    }
-}
-
 fn display_opt(a: Option<SocketAddr>) -> String {
     a.map_or_else(|| "-".to_string(), |a| a.to_string())
 }

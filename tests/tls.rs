@@ -219,6 +219,8 @@ fn https_is_spliced_byte_exact_v4_v6_and_redirect() {
         "TLS www.lab.test",
         &format!("-> {SERVER_V4}:4443"),
         "tls=spliced",
+        // The upstream connection leaves from the router's WAN address.
+        &format!("via={ROUTER_WAN_V4}:"),
     ]);
     let line = t
         .proxy
@@ -285,7 +287,9 @@ fn missing_sni_can_be_denied_and_non_tls_allowed() {
     // Non-TLS is spliced: the origin (a TLS server) gets the bytes.
     let _ = t.curl(&["--max-time", "3", &format!("http://{SERVER_V4}:443/")]);
     t.proxy
-        .wait_access(&["tls=non_tls", "decision=non_tls:allow"]);
+        // `via=` (the upstream connection's local address) is logged only
+        // once the proxy connected to the origin: the bytes were spliced.
+        .wait_access(&["tls=non_tls", "decision=non_tls:allow", " via="]);
     // SNI present: fine.
     assert_eq!(
         t.download_sha256(
