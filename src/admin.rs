@@ -6,14 +6,56 @@
 //! - `GET /readyz` — readiness: 200 once every transparent listener is
 //!   bound, 503 before that and while draining (upgrade / shutdown)
 
+use crate::error::{invalid, ConfigError};
 use crate::lifecycle::Draining;
 use async_trait::async_trait;
 use http::Response;
 use pingora_core::apps::http_app::{HttpServer, ServeHttp};
 use pingora_core::protocols::http::ServerSession;
 use pingora_prometheus::PrometheusHttpApp;
+use serde::Deserialize;
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
+
+/// `tproxyd.admin` as written.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AdminSettings {
+    enabled: bool,
+    address: String,
+}
+
+impl Default for AdminSettings {
+    fn default() -> Self {
+        AdminSettings {
+            enabled: true,
+            address: "127.0.0.1:9187".into(),
+        }
+    }
+}
+
+impl AdminSettings {
+    /// The admin listener's address, `None` when disabled. Its port must
+    /// differ from every proxy listener's (`listening`).
+    pub fn validate(
+        self,
+        listening: impl IntoIterator<Item = SocketAddr>,
+    ) -> Result<Option<String>, ConfigError> {
+        const KEY: &str = "tproxyd.admin.address";
+        if !self.enabled {
+            return Ok(None);
+        }
+        let a: SocketAddr = self
+            .address
+            .parse()
+            .map_err(|_| invalid(KEY, format!("{:?} is not an IP:port address", self.address)))?;
+        if listening.into_iter().any(|l| l.port() == a.port()) {
+            return Err(invalid(KEY, "shares its port with a transparent listener"));
+        }
+        Ok(Some(self.address))
+    }
+}
 
 /// How many transparent listeners are bound, out of how many configured.
 #[derive(Debug, Clone)]

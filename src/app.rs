@@ -20,75 +20,100 @@
 
 use crate::access_log::AccessLog;
 use crate::admin::{admin_server, Readiness};
-use crate::config::Listener;
-use crate::config::{Config, ConfigError};
-use crate::connector::mark_hook;
+use crate::admission::Admission;
+pub use crate::cli::Cli;
+use crate::config::{Config, ConfigError, TproxydConf};
 use crate::destination::LoopGuard;
-use crate::filters::headers::HeadersFilter;
 use crate::filters::{Filter, FilterChain, FilterRegistry};
 use crate::forward::ForwardApp;
 use crate::lifecycle::{DrainWatcher, Draining};
-use crate::listener::{has_cap_net_admin, prebind, TransparentService};
+use crate::listener::{Listener, ListenerKind};
 use crate::metrics::CountConnections;
 use crate::passthrough::PassthroughApp;
-use crate::proxy::{Shared, TransparentProxy};
+use crate::proxy::TransparentProxy;
+use crate::shared::{ListenerState, Shared};
+use crate::transparent::{has_cap_net_admin, prebind, TransparentService};
+use crate::upstream::connector::mark_hook;
 use clap::Parser;
 use pingora_core::apps::ServerApp;
-use pingora_core::listeners::{L4BufferSettings, ListenerConfig};
-use pingora_core::server::configuration::Opt;
+use pingora_core::server::configuration::{Opt, ServerConf};
 use pingora_core::server::Server;
 use pingora_core::services::background::background_service;
 use pingora_core::services::listening::Service;
-use pingora_prometheus::prometheus::IntGauge;
 use pingora_proxy::http_proxy;
 use socket2::Socket;
 use std::sync::Arc;
-
-/// A listening endpoint whose client connections get a read buffer of
-/// `read_buffer` bytes instead of Pingora's 64 KiB: the buffer is allocated
-/// per connection up front, and for a plain-HTTP proxy with many idle
-/// keep-alive clients 64 KiB each is most of the memory (BENCHMARKS.md).
-fn downstream_listener(address: &str, read_buffer: usize) -> ListenerConfig {
-    ListenerConfig::tcp(address).l4_buffer(L4BufferSettings::default().read(read_buffer))
-}
-
-/// Puts `app` behind `listener` as a Pingora listening service: client
-/// connections counted in `open_connections`, served from our transparent
-/// socket through the fd table. The same for every mode.
-fn add_listener_service<A: ServerApp + Send + Sync + 'static>(
-    server: &mut Server,
-    app: A,
-    open_connections: IntGauge,
-    listener: &Listener,
-    prebound: Option<Socket>,
-    readiness: &Readiness,
-    read_buffer: usize,
-) {
-    let name = format!("tproxyd {}", listener.name);
-    let mut service = Service::new(name, CountConnections::new(app, open_connections));
-    service.add_listener(downstream_listener(&listener.address, read_buffer));
-    server.add_service(TransparentService::new(
-        service,
-        listener.clone(),
-        prebound,
-        readiness.clone(),
-    ));
-}
-
-/// tproxyd's command line: Pingora's own options (-c, -t, -u, -d).
-#[derive(Parser, Debug)]
-#[command(name = "tproxyd", version, about)]
-pub struct Cli {
-    /// Pingora's options, flattened into ours.
-    #[command(flatten)]
-    pub pingora: Opt,
-}
 
 /// Builds and runs a tproxyd: config, filters, Pingora server.
 #[derive(Clone, Default)]
 pub struct Tproxyd {
     registry: FilterRegistry,
     extra: Vec<Arc<dyn Filter>>,
+}
+
+/// What every listener's service needs while the server is assembled.
+struct Assembly<'a> {
+    server: &'a mut Server,
+    server_conf: Arc<ServerConf>,
+    tproxyd: &'a TproxydConf,
+    readiness: Readiness,
+    upgrading: bool,
+}
+
+impl Assembly<'_> {
+    /// Puts `app` behind `listener` as a Pingora listening service: client
+    /// connections counted, served from our transparent socket through the
+    /// fd table. The same for every kind of listener.
+    fn add<A: ServerApp + Send + Sync + 'static>(
+        &mut self,
+        app: A,
+        state: &ListenerState,
+    ) -> Result<(), String> {
+        let listener = &state.listener;
+        // Outside `-u`, bind now, in the foreground: an unusable address
+        // stops start-up with an error naming the listener.
+        let prebound: Option<Socket> = if self.upgrading {
+            None
+        } else {
+            Some(prebind(listener)?)
+        };
+        let gauge = state.metrics.downstream_active.clone();
+        let mut service = Service::new(
+            format!("tproxyd {}", listener.name()),
+            CountConnections::new(app, gauge),
+        );
+        service.add_listener(self.tproxyd.downstream.endpoint(&listener.address));
+        self.server.add_service(TransparentService::new(
+            service,
+            listener.clone(),
+            prebound,
+            self.readiness.clone(),
+        ));
+        Ok(())
+    }
+
+    /// The app that serves `listener`'s kind.
+    fn add_listener(&mut self, state: Arc<ListenerState>) -> Result<(), String> {
+        match &state.listener.kind {
+            ListenerKind::TlsPassthrough { .. } => {
+                self.add(PassthroughApp::new(state.clone()), &state)
+            }
+            ListenerKind::Http { .. } => {
+                let http = http_proxy(&self.server_conf, TransparentProxy::new(state.clone()));
+                self.add(http, &state)
+            }
+            ListenerKind::Forward(policy) => {
+                if policy.allow_clients.is_empty() {
+                    log::warn!(
+                        "forward listener {} allows no client: set allow_clients to use it",
+                        state.listener.name()
+                    );
+                }
+                let http = http_proxy(&self.server_conf, TransparentProxy::new(state.clone()));
+                self.add(ForwardApp::new(http, state.clone()), &state)
+            }
+        }
+    }
 }
 
 impl Tproxyd {
@@ -122,16 +147,28 @@ impl Tproxyd {
     /// The full filter chain for `config`: forwarding headers, then
     /// `request_headers.add`, then `tproxyd.filters`, then code-added ones.
     pub fn chain(&self, config: &Config) -> Result<FilterChain, ConfigError> {
+        config.tproxyd.filters.chain(&self.registry, &self.extra)
+    }
+
+    /// The process-wide state every listener's app shares.
+    fn shared(
+        &self,
+        config: &Config,
+        draining: Draining,
+    ) -> Result<(Shared, Option<crate::access_log::AccessLogWriter>), String> {
         let t = &config.tproxyd;
-        let mut filters: Vec<Arc<dyn Filter>> = vec![Arc::new(t.forwarding.clone())];
-        if !t.add_request_headers.is_empty() {
-            filters.push(Arc::new(HeadersFilter::request_add(
-                t.add_request_headers.clone(),
-            )));
-        }
-        filters.extend(self.registry.build(&t.filters)?);
-        filters.extend(self.extra.iter().cloned());
-        Ok(FilterChain::new(filters))
+        let chain = self.chain(config).map_err(|e| e.to_string())?;
+        let (access_log, log_writer) = AccessLog::new(&t.access_log).unzip();
+        let loop_guard = LoopGuard::new(t.listeners.iter().map(|l| l.socket_addr));
+        let shared = Shared {
+            chain,
+            admission: Admission::new(loop_guard, Arc::new(t.filters.forwarding.clone())),
+            upstream: t.upstream.clone(),
+            draining,
+            access_log,
+            mark_hook: t.upstream.mark.map(mark_hook),
+        };
+        Ok((shared, log_writer))
     }
 
     /// Builds the Pingora server. Call `bootstrap()` then `run_forever()`
@@ -141,28 +178,21 @@ impl Tproxyd {
     /// Unless upgrading (`-u`), the listening sockets are bound here, in the
     /// foreground: an error names the listener and nothing is started.
     pub fn build_server(&self, mut opt: Opt, config: Config) -> Result<Server, String> {
-        let chain = self.chain(&config).map_err(|e| e.to_string())?;
         // The file was already read and validated by us; stop Pingora from
         // warning that it ignores `-c`.
         opt.conf = None;
         let upgrading = opt.upgrade;
-        let listeners = config.tproxyd.listeners.clone();
         let draining = Draining::default();
-        let readiness = Readiness::new(listeners.len(), draining.clone());
-        let (access_log, log_writer) = AccessLog::new(&config.tproxyd.access_log).unzip();
-        let admin = config.tproxyd.admin.clone();
+        let (shared, log_writer) = self.shared(&config, draining.clone())?;
+        let shared = Arc::new(shared);
         crate::metrics::init_process();
-        let shared = Arc::new(Shared {
-            forwarding: Arc::new(config.tproxyd.forwarding.clone()),
-            chain,
-            loop_guard: LoopGuard::new(&listeners),
-            upstream: config.tproxyd.upstream.clone(),
-            draining: draining.clone(),
-            access_log,
-            mark_hook: config.tproxyd.upstream.mark.map(mark_hook),
-        });
+        let Config {
+            server: pingora_conf,
+            tproxyd: t,
+        } = config;
+        let readiness = Readiness::new(t.listeners.len(), draining.clone());
 
-        let mut server = Server::new_with_opt_and_conf(opt, config.server);
+        let mut server = Server::new_with_opt_and_conf(opt, pingora_conf);
         let phases = server.watch_execution_phase();
         server.add_service(background_service(
             "drain watcher",
@@ -171,72 +201,21 @@ impl Tproxyd {
         if let Some(writer) = log_writer {
             server.add_service(background_service("access log", writer));
         }
-        let server_conf = server.configuration.clone();
-        let read_buffer = config.tproxyd.downstream_read_buffer;
-        if let Some(address) = admin {
+        if let Some(address) = &t.admin {
             let mut service = Service::new("tproxyd admin".into(), admin_server(readiness.clone()));
-            service.add_tcp(&address);
+            service.add_tcp(address);
             server.add_service(service);
         }
-        for listener in listeners {
-            let prebound = if upgrading {
-                None
-            } else {
-                Some(prebind(&listener)?)
-            };
-            if let Some(policy) = &listener.tls {
-                let app = PassthroughApp::new(listener.clone(), policy.clone(), shared.clone());
-                let gauge = app.metrics().downstream_active.clone();
-                add_listener_service(
-                    &mut server,
-                    app,
-                    gauge,
-                    &listener,
-                    prebound,
-                    &readiness,
-                    read_buffer,
-                );
-                continue;
-            }
-            let proxy = TransparentProxy::new(listener.clone(), shared.clone());
-            let metrics = proxy.metrics().clone();
-            let http = http_proxy(&server_conf, proxy);
-            let gauge = metrics.downstream_active.clone();
-            match &listener.forward {
-                None => add_listener_service(
-                    &mut server,
-                    http,
-                    gauge,
-                    &listener,
-                    prebound,
-                    &readiness,
-                    read_buffer,
-                ),
-                Some(policy) => {
-                    if policy.allow_clients.is_empty() {
-                        log::warn!(
-                            "forward listener {} allows no client: set allow_clients to use it",
-                            listener.name
-                        );
-                    }
-                    let forward = ForwardApp::new(
-                        http,
-                        listener.clone(),
-                        policy.clone(),
-                        shared.clone(),
-                        metrics.clone(),
-                    );
-                    add_listener_service(
-                        &mut server,
-                        forward,
-                        gauge,
-                        &listener,
-                        prebound,
-                        &readiness,
-                        read_buffer,
-                    );
-                }
-            }
+        let server_conf = server.configuration.clone();
+        let mut assembly = Assembly {
+            server: &mut server,
+            server_conf,
+            tproxyd: &t,
+            readiness,
+            upgrading,
+        };
+        for listener in &t.listeners {
+            assembly.add_listener(ListenerState::new(listener.clone(), shared.clone()))?;
         }
         Ok(server)
     }
@@ -267,7 +246,12 @@ impl Tproxyd {
             );
             std::process::exit(0);
         }
-        if !has_cap_net_admin() {
+        let transparent = config
+            .tproxyd
+            .listeners
+            .iter()
+            .any(Listener::is_transparent);
+        if transparent && !has_cap_net_admin() {
             fail(&"this process lacks CAP_NET_ADMIN, which IP_TRANSPARENT sockets need; \
                    run as root or grant the capability (systemd: AmbientCapabilities=CAP_NET_ADMIN)");
         }

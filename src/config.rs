@@ -1,334 +1,74 @@
 //! The YAML configuration: Pingora's own server keys at the top level plus a
 //! `tproxyd:` section that only we read.
 //!
-//! Pingora ignores keys it does not know, so a typo in either part would
-//! otherwise be silently dropped. Everything here is checked up front (also by
-//! `tproxyd -t`) and every error names the key it is about.
+//! This module only composes: it splits Pingora's keys from ours, lets
+//! Pingora parse its part, reads the shape of ours, and hands each part to
+//! the component that owns it (listeners, filters, upstream, admin, access
+//! log, downstream) for validation. Pingora ignores keys it does not know,
+//! so a typo in either part would otherwise be silently dropped: everything
+//! is checked up front (also by `tproxyd -t`) and every error names its key.
 
-use crate::access_log::AccessLogConf;
-use crate::filters::acl::AclFilter;
-use crate::filters::forwarding::{Forwarding, ForwardingRaw};
-use crate::filters::host_check::{CheckMode, HostCheckFilter};
-use crate::filters::template::Template;
-use crate::forward::ForwardPolicy;
-use crate::passthrough::{DenyAction, Policy, TlsPolicy};
+use crate::access_log::AccessLogSettings;
+use crate::admin::AdminSettings;
+use crate::downstream::{Downstream, DEFAULT_READ_BUFFER};
+use crate::error::invalid;
+pub use crate::error::{parse_duration, ConfigError};
+use crate::filters::forwarding::ForwardingRaw;
+use crate::filters::{FilterSettings, RequestHeadersSettings};
+pub use crate::flow::Mode;
+use crate::listener::{Listener, ListenerSettings};
+use crate::upstream::{UpstreamConf, UpstreamSettings};
 use pingora_core::server::configuration::ServerConf;
 use serde::Deserialize;
 use std::collections::BTreeSet;
-use std::net::SocketAddr;
 use std::path::Path;
-use std::sync::Arc;
-use std::time::Duration;
 
-/// A configuration problem, worded for the operator who has to fix the file.
-#[derive(Debug, thiserror::Error)]
-pub enum ConfigError {
-    /// The file could not be read at all.
-    #[error("cannot read config file {path}: {source}")]
-    Read {
-        path: String,
-        source: std::io::Error,
-    },
-    /// The YAML is malformed or a value has the wrong shape.
-    #[error("invalid config: {0}")]
-    Yaml(String),
-    /// A value parsed but makes no sense; `key` is its dotted path.
-    #[error("invalid config: {key}: {reason}")]
-    Invalid { key: String, reason: String },
-}
-
-fn invalid(key: impl Into<String>, reason: impl Into<String>) -> ConfigError {
-    ConfigError::Invalid {
-        key: key.into(),
-        reason: reason.into(),
-    }
-}
-
-/// Where a listener learns the address the client originally dialed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Mode {
-    /// nftables `tproxy` / iptables `TPROXY`: the accepted socket's local
-    /// address *is* the original destination.
-    Tproxy,
-    /// `nat ... redirect`: the kernel rewrote the destination, so it is read
-    /// back from conntrack with `SO_ORIGINAL_DST`.
-    Redirect,
-    /// An explicit (forward) proxy: clients name the destination in the
-    /// request (absolute URI, CONNECT). Not transparent.
-    Forward,
-    /// HTTPS without decryption: peek at the ClientHello, decide by SNI,
-    /// splice to the original destination (see `crate::passthrough`).
-    #[serde(rename = "tls-passthrough")]
-    TlsPassthrough,
-}
-
-/// Where a TLS passthrough listener learns the original destination.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum DestinationSource {
-    /// The accepted socket's local address.
-    Tproxy,
-    /// `SO_ORIGINAL_DST`.
-    Redirect,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct TlsRaw {
-    #[serde(default = "five_s")]
-    client_hello_timeout: String,
-    #[serde(default = "five_min")]
-    idle_timeout: String,
-    #[serde(default = "allow")]
-    missing_sni: Policy,
-    #[serde(default = "deny")]
-    non_tls: Policy,
-    #[serde(default = "alert")]
-    deny_action: DenyAction,
-    #[serde(default = "off")]
-    sni_check: CheckMode,
-    #[serde(default)]
-    acl: Option<serde_yaml::Value>,
-}
-
-fn five_s() -> String {
-    "5s".into()
-}
-fn five_min() -> String {
-    "300s".into()
-}
-fn allow() -> Policy {
-    Policy::Allow
-}
-fn deny() -> Policy {
-    Policy::Deny
-}
-fn alert() -> DenyAction {
-    DenyAction::Alert
-}
-fn off() -> CheckMode {
-    CheckMode::Off
-}
-
-impl Mode {
-    /// The name used in the config file and in logs.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Mode::Tproxy => "tproxy",
-            Mode::Redirect => "redirect",
-            Mode::Forward => "forward",
-            Mode::TlsPassthrough => "tls-passthrough",
-        }
-    }
-}
-
-/// One transparent listening socket as written in the config.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ListenerConf {
-    /// Shown in logs; must be unique.
-    pub name: String,
-    /// `ip:port`. The exact string is the key of the socket in Pingora's
-    /// listen-fd table, which is how an upgraded process finds it again.
-    pub address: String,
-    /// Destination source for this listener.
-    pub mode: Mode,
-    /// Connect upstream from the client's IP (tproxy / redirect only).
-    #[serde(default)]
-    pub spoof_source: bool,
-    /// Forward mode: client CIDRs allowed to use the proxy (default none).
-    #[serde(default)]
-    pub allow_clients: Option<Vec<String>>,
-    /// Forward mode: ports CONNECT may reach (default [443]).
-    #[serde(default)]
-    pub connect_ports: Option<Vec<u16>>,
-    /// Forward mode: allow loopback / link-local / own addresses.
-    #[serde(default)]
-    pub allow_local_destinations: Option<bool>,
-    /// TLS passthrough: `tproxy` (default) or `redirect`.
-    #[serde(default)]
-    pub destination: Option<DestinationSource>,
-    /// TLS passthrough policy.
-    #[serde(default)]
-    pub tls: Option<serde_yaml::Value>,
-}
-
-/// Headers the proxy adds to every request it forwards.
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct RequestHeadersConf {
-    /// Appended in order, values may use variables. A `Via` here sets our
-    /// Via entry (see `forwarding`), which is appended to an existing list.
-    pub add: indexmap::IndexMap<String, String>,
-}
-
-/// Raw (string-valued) upstream settings as written in YAML.
+/// The `tproxyd:` section as written: each key is a component's settings.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
-struct UpstreamRaw {
-    connect_timeout: String,
-    read_timeout: String,
-    write_timeout: String,
-    idle_timeout: String,
-    resolve_timeout: String,
-    mark: Option<MarkRaw>,
-}
-
-/// `upstream.mark`: a number, decimal or `0x` hex.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(untagged)]
-enum MarkRaw {
-    Num(u32),
-    Text(String),
-}
-
-impl Default for UpstreamRaw {
-    fn default() -> Self {
-        UpstreamRaw {
-            connect_timeout: "5s".into(),
-            read_timeout: "60s".into(),
-            write_timeout: "60s".into(),
-            idle_timeout: "60s".into(),
-            resolve_timeout: "2s".into(),
-            mark: None,
-        }
-    }
-}
-
-/// Timeouts for the connection to the original destination.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct UpstreamConf {
-    /// TCP connect; expiry answers 504.
-    pub connect_timeout: Duration,
-    /// Waiting for the origin to send; expiry answers 504.
-    pub read_timeout: Duration,
-    /// Waiting for the origin to take our bytes.
-    pub write_timeout: Duration,
-    /// How long an idle pooled upstream connection is kept for reuse.
-    pub idle_timeout: Duration,
-    /// Bound on resolving a name (forward mode).
-    pub resolve_timeout: Duration,
-    /// `SO_MARK` on every upstream socket, so that rules can exempt the
-    /// proxy's own traffic from interception.
-    pub mark: Option<u32>,
-}
-
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct TproxydRaw {
-    #[serde(default = "default_listeners")]
-    listeners: Vec<ListenerConf>,
-    #[serde(default)]
-    request_headers: RequestHeadersConf,
-    #[serde(default)]
+struct TproxydSettings {
+    listeners: Vec<ListenerSettings>,
+    request_headers: RequestHeadersSettings,
     forwarding: ForwardingRaw,
-    #[serde(default)]
     filters: Vec<serde_yaml::Value>,
-    #[serde(default)]
-    upstream: UpstreamRaw,
-    #[serde(default)]
-    admin: AdminRaw,
-    #[serde(default)]
-    access_log: AccessLogConf,
-    #[serde(default = "default_read_buffer")]
+    upstream: UpstreamSettings,
+    admin: AdminSettings,
+    access_log: AccessLogSettings,
     downstream_read_buffer: usize,
 }
 
-fn default_read_buffer() -> usize {
-    8 * 1024
-}
-
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-struct AdminRaw {
-    enabled: bool,
-    address: String,
-}
-
-impl Default for AdminRaw {
+impl Default for TproxydSettings {
     fn default() -> Self {
-        AdminRaw {
-            enabled: true,
-            address: "127.0.0.1:9187".into(),
-        }
-    }
-}
-
-impl Default for TproxydRaw {
-    fn default() -> Self {
-        TproxydRaw {
-            listeners: default_listeners(),
-            request_headers: RequestHeadersConf::default(),
+        TproxydSettings {
+            listeners: ListenerSettings::default_list(),
+            request_headers: RequestHeadersSettings::default(),
             forwarding: ForwardingRaw::default(),
             filters: Vec::new(),
-            upstream: UpstreamRaw::default(),
-            admin: AdminRaw::default(),
-            access_log: AccessLogConf::default(),
-            downstream_read_buffer: default_read_buffer(),
+            upstream: UpstreamSettings::default(),
+            admin: AdminSettings::default(),
+            access_log: AccessLogSettings::default(),
+            downstream_read_buffer: DEFAULT_READ_BUFFER,
         }
     }
 }
 
-/// One entry of `tproxyd.filters`: a filter name and its settings, to be
-/// instantiated by a [`crate::filters::FilterRegistry`].
-#[derive(Debug, Clone)]
-pub struct FilterSpec {
-    /// The filter's registered name (`acl`, `headers`, a custom one, …).
-    pub name: String,
-    /// Dotted path of its settings, e.g. `tproxyd.filters[1].acl`.
-    pub key: String,
-    /// Its settings as written.
-    pub config: serde_yaml::Value,
-}
-
-fn default_listeners() -> Vec<ListenerConf> {
-    vec![ListenerConf {
-        name: "lan-http".into(),
-        address: "[::]:8888".into(),
-        mode: Mode::Tproxy,
-        spoof_source: false,
-        allow_clients: None,
-        connect_ports: None,
-        allow_local_destinations: None,
-        destination: None,
-        tls: None,
-    }]
-}
-
-/// A listener after validation.
-#[derive(Debug, Clone)]
-pub struct Listener {
-    /// Unique name from the config.
-    pub name: String,
-    /// The address string exactly as configured (the fd-table key).
-    pub address: String,
-    /// The parsed form of `address`.
-    pub socket_addr: SocketAddr,
-    /// Destination source.
-    pub mode: Mode,
-    /// Connect upstream from the client's address.
-    pub spoof_source: bool,
-    /// Forward-proxy policy (forward mode only).
-    pub forward: Option<ForwardPolicy>,
-    /// TLS passthrough policy (tls-passthrough mode only).
-    pub tls: Option<TlsPolicy>,
-}
-
-impl Listener {
-    /// A plain listener of `mode` (no spoofing, default forward policy).
-    pub fn new(name: &str, address: &str, mode: Mode) -> Result<Listener, ConfigError> {
-        let socket_addr = address
-            .parse()
-            .map_err(|_| invalid("address", format!("{address:?} is not an IP:port address")))?;
-        Ok(Listener {
-            name: name.to_string(),
-            address: address.to_string(),
-            socket_addr,
-            mode,
-            spoof_source: false,
-            forward: None,
-            tls: None,
+impl TproxydSettings {
+    /// Each component validates its own part; only the cross-checks that
+    /// need two parts (the resolve timeout, the admin port) meet here.
+    fn validate(self) -> Result<TproxydConf, ConfigError> {
+        let upstream = self.upstream.validate()?;
+        let listeners = Listener::from_list(self.listeners, upstream.resolve_timeout)?;
+        let admin = self
+            .admin
+            .validate(listeners.iter().map(|l| l.socket_addr))?;
+        self.access_log.validate()?;
+        Ok(TproxydConf {
+            filters: FilterSettings::validate(self.request_headers, self.forwarding, self.filters)?,
+            downstream: Downstream::validate(self.downstream_read_buffer)?,
+            listeners,
+            upstream,
+            admin,
+            access_log: self.access_log,
         })
     }
 }
@@ -338,22 +78,16 @@ impl Listener {
 pub struct TproxydConf {
     /// At least one.
     pub listeners: Vec<Listener>,
-    /// Added to each forwarded request, in order (without `Via`, which
-    /// `forwarding` handles).
-    pub add_request_headers: Vec<(http::HeaderName, Template)>,
-    /// Via / X-Forwarded-For / Forwarded and the loop token.
-    pub forwarding: Forwarding,
-    /// The configured filter list, in order, not yet instantiated.
-    pub filters: Vec<FilterSpec>,
-    /// Upstream timeouts.
+    /// Forwarding headers, request headers, the filter list.
+    pub filters: FilterSettings,
+    /// Upstream timeouts and mark.
     pub upstream: UpstreamConf,
     /// The admin listener (metrics, health), unless disabled.
     pub admin: Option<String>,
     /// The access log (by default: text lines on stderr).
-    pub access_log: AccessLogConf,
-    /// Bytes of read buffer per client connection (Pingora's default is
-    /// 64 KiB, allocated for every connection, idle ones included).
-    pub downstream_read_buffer: usize,
+    pub access_log: AccessLogSettings,
+    /// Client-side buffers.
+    pub downstream: Downstream,
 }
 
 /// The whole file: Pingora's part and ours, both validated.
@@ -452,8 +186,8 @@ impl Config {
             }
         }
 
-        let raw: TproxydRaw = match ours {
-            None | Some(serde_yaml::Value::Null) => TproxydRaw::default(),
+        let raw: TproxydSettings = match ours {
+            None | Some(serde_yaml::Value::Null) => TproxydSettings::default(),
             Some(v) => serde_path_to_error::deserialize(v).map_err(|e| {
                 let path = e.path().to_string();
                 let key = if path == "." {
@@ -464,7 +198,7 @@ impl Config {
                 invalid(key, e.into_inner().to_string())
             })?,
         };
-        let tproxyd = validate(raw)?;
+        let tproxyd = raw.validate()?;
         Ok(Config { server, tproxyd })
     }
 }
@@ -482,297 +216,22 @@ fn pingora_keys() -> BTreeSet<String> {
     }
 }
 
-/// Parses a duration such as `5s`, `250ms` or `1m`.
-pub fn parse_duration(key: &str, s: &str) -> Result<Duration, ConfigError> {
-    let d = humantime::parse_duration(s.trim()).map_err(|e| {
-        invalid(
-            key,
-            format!("bad duration {s:?}: {e} (use e.g. 5s, 250ms, 1m)"),
-        )
-    })?;
-    if d.is_zero() {
-        return Err(invalid(key, "must be greater than zero"));
-    }
-    Ok(d)
-}
-
-fn validate(raw: TproxydRaw) -> Result<TproxydConf, ConfigError> {
-    let resolve_timeout = raw.upstream.resolve_timeout.clone();
-    if raw.listeners.is_empty() {
-        return Err(invalid(
-            "tproxyd.listeners",
-            "at least one listener is required",
-        ));
-    }
-    let mut names = BTreeSet::new();
-    let mut addrs = BTreeSet::new();
-    let mut listeners = Vec::with_capacity(raw.listeners.len());
-    for (i, l) in raw.listeners.into_iter().enumerate() {
-        let key = format!("tproxyd.listeners[{i}]");
-        if l.name.trim().is_empty() {
-            return Err(invalid(format!("{key}.name"), "must not be empty"));
-        }
-        if !names.insert(l.name.clone()) {
-            return Err(invalid(
-                format!("{key}.name"),
-                format!("duplicate listener name {:?}", l.name),
-            ));
-        }
-        let socket_addr: SocketAddr = l.address.parse().map_err(|_| {
-            invalid(
-                format!("{key}.address"),
-                format!(
-                    "{:?} is not an IP:port address (e.g. \"[::]:8888\" or \"0.0.0.0:8888\")",
-                    l.address
-                ),
-            )
-        })?;
-        if socket_addr.port() == 0 {
-            return Err(invalid(format!("{key}.address"), "port must not be 0"));
-        }
-        if !addrs.insert(socket_addr) {
-            return Err(invalid(
-                format!("{key}.address"),
-                format!("address {} is used by another listener", l.address),
-            ));
-        }
-        if l.spoof_source && l.mode == Mode::Forward {
-            return Err(invalid(
-                format!("{key}.spoof_source"),
-                "only tproxy and redirect listeners can spoof the client's address",
-            ));
-        }
-        let forward = if l.mode == Mode::Forward {
-            let allow_clients = l
-                .allow_clients
-                .unwrap_or_default()
-                .iter()
-                .enumerate()
-                .map(|(j, c)| {
-                    crate::filters::acl::parse_net(c)
-                        .map_err(|r| invalid(format!("{key}.allow_clients[{j}]"), r))
-                })
-                .collect::<Result<Vec<_>, _>>()?;
-            let connect_ports = l.connect_ports.unwrap_or_else(|| vec![443]);
-            if connect_ports.contains(&0) {
-                return Err(invalid(
-                    format!("{key}.connect_ports"),
-                    "port 0 is not a port",
-                ));
-            }
-            Some(ForwardPolicy {
-                allow_clients,
-                connect_ports,
-                allow_local_destinations: l.allow_local_destinations.unwrap_or(false),
-                resolve_timeout: Duration::ZERO,
-            })
-        } else {
-            for (k, set) in [
-                ("allow_clients", l.allow_clients.is_some()),
-                ("connect_ports", l.connect_ports.is_some()),
-                (
-                    "allow_local_destinations",
-                    l.allow_local_destinations.is_some(),
-                ),
-            ] {
-                if set {
-                    return Err(invalid(
-                        format!("{key}.{k}"),
-                        "only applies to mode: forward",
-                    ));
-                }
-            }
-            None
-        };
-        let tls = if l.mode == Mode::TlsPassthrough {
-            let k = format!("{key}.tls");
-            let raw: TlsRaw = crate::filters::parse_settings(
-                &l.tls
-                    .unwrap_or(serde_yaml::Value::Mapping(Default::default())),
-                &k,
-            )?;
-            let acl = match &raw.acl {
-                Some(v) => Some(Arc::new(AclFilter::from_yaml(v, &format!("{k}.acl"))?)),
-                None => None,
-            };
-            let resolve = parse_duration("tproxyd.upstream.resolve_timeout", &resolve_timeout)?;
-            Some(TlsPolicy {
-                redirect: l.destination == Some(DestinationSource::Redirect),
-                client_hello_timeout: parse_duration(
-                    &format!("{k}.client_hello_timeout"),
-                    &raw.client_hello_timeout,
-                )?,
-                idle_timeout: parse_duration(&format!("{k}.idle_timeout"), &raw.idle_timeout)?,
-                missing_sni: raw.missing_sni,
-                non_tls: raw.non_tls,
-                deny_action: raw.deny_action,
-                sni_check: (raw.sni_check != CheckMode::Off).then(|| {
-                    Arc::new(HostCheckFilter::new(
-                        raw.sni_check,
-                        resolve,
-                        Duration::from_secs(60),
-                    ))
-                }),
-                acl,
-            })
-        } else {
-            for (k, set) in [
-                ("destination", l.destination.is_some()),
-                ("tls", l.tls.is_some()),
-            ] {
-                if set {
-                    return Err(invalid(
-                        format!("{key}.{k}"),
-                        "only applies to mode: tls-passthrough",
-                    ));
-                }
-            }
-            None
-        };
-        listeners.push(Listener {
-            name: l.name,
-            address: l.address,
-            socket_addr,
-            mode: l.mode,
-            spoof_source: l.spoof_source,
-            forward,
-            tls,
-        });
-    }
-
-    let mut add = raw.request_headers.add;
-    let legacy_via = add
-        .keys()
-        .find(|k| k.eq_ignore_ascii_case("via"))
-        .cloned()
-        .and_then(|k| add.shift_remove(&k));
-    let add_request_headers =
-        crate::filters::headers::parse_pairs("tproxyd.request_headers.add", &add)?;
-    let forwarding = Forwarding::new(raw.forwarding, legacy_via.as_deref())?;
-
-    let mut filters = Vec::with_capacity(raw.filters.len());
-    for (i, item) in raw.filters.into_iter().enumerate() {
-        let key = format!("tproxyd.filters[{i}]");
-        let serde_yaml::Value::Mapping(m) = item else {
-            return Err(invalid(
-                key,
-                "each filter is a map with one key, its name (e.g. `- acl: {...}`)",
-            ));
-        };
-        let mut entries = m.into_iter();
-        let (Some((name, config)), None) = (entries.next(), entries.next()) else {
-            return Err(invalid(
-                key,
-                "each filter is a map with exactly one key, its name",
-            ));
-        };
-        let name = name
-            .as_str()
-            .ok_or_else(|| invalid(&key, "a filter name must be a string"))?
-            .to_string();
-        let config = match config {
-            serde_yaml::Value::Null => serde_yaml::Value::Mapping(Default::default()),
-            v => v,
-        };
-        filters.push(FilterSpec {
-            key: format!("{key}.{name}"),
-            name,
-            config,
-        });
-    }
-
-    let u = raw.upstream;
-    let mark = match u.mark {
-        None => None,
-        Some(MarkRaw::Num(n)) => Some(n),
-        Some(MarkRaw::Text(t)) => {
-            let t = t.trim();
-            let parsed = match t.strip_prefix("0x").or_else(|| t.strip_prefix("0X")) {
-                Some(hex) => u32::from_str_radix(hex, 16).ok(),
-                None => t.parse().ok(),
-            };
-            Some(parsed.ok_or_else(|| {
-                invalid(
-                    "tproxyd.upstream.mark",
-                    format!("{t:?} is not a number (e.g. 0x100 or 256)"),
-                )
-            })?)
-        }
-    };
-    if mark == Some(0) {
-        return Err(invalid(
-            "tproxyd.upstream.mark",
-            "0 means no mark; leave it out instead",
-        ));
-    }
-    let upstream = UpstreamConf {
-        connect_timeout: parse_duration("tproxyd.upstream.connect_timeout", &u.connect_timeout)?,
-        read_timeout: parse_duration("tproxyd.upstream.read_timeout", &u.read_timeout)?,
-        write_timeout: parse_duration("tproxyd.upstream.write_timeout", &u.write_timeout)?,
-        idle_timeout: parse_duration("tproxyd.upstream.idle_timeout", &u.idle_timeout)?,
-        resolve_timeout: parse_duration("tproxyd.upstream.resolve_timeout", &u.resolve_timeout)?,
-        mark,
-    };
-    for l in &mut listeners {
-        if let Some(f) = &mut l.forward {
-            f.resolve_timeout = upstream.resolve_timeout;
-        }
-    }
-
-    let admin = if raw.admin.enabled {
-        let a: SocketAddr = raw.admin.address.parse().map_err(|_| {
-            invalid(
-                "tproxyd.admin.address",
-                format!("{:?} is not an IP:port address", raw.admin.address),
-            )
-        })?;
-        if listeners.iter().any(|l| l.socket_addr.port() == a.port()) {
-            return Err(invalid(
-                "tproxyd.admin.address",
-                "shares its port with a transparent listener",
-            ));
-        }
-        Some(raw.admin.address)
-    } else {
-        None
-    };
-    raw.access_log.validate()?;
-    if !(1024..=1024 * 1024).contains(&raw.downstream_read_buffer) {
-        return Err(invalid(
-            "tproxyd.downstream_read_buffer",
-            "must be between 1024 and 1048576 bytes",
-        ));
-    }
-
-    Ok(TproxydConf {
-        listeners,
-        add_request_headers,
-        forwarding,
-        filters,
-        upstream,
-        admin,
-        access_log: raw.access_log,
-        downstream_read_buffer: raw.downstream_read_buffer,
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn err(yaml: &str) -> String {
-        Config::from_yaml(yaml).unwrap_err().to_string()
-    }
+    use crate::listener::ListenerKind;
+    use std::time::Duration;
 
     #[test]
     fn defaults_have_one_tproxy_listener_and_via() {
         let c = Config::defaults();
         assert_eq!(c.tproxyd.listeners.len(), 1);
         assert_eq!(c.tproxyd.listeners[0].address, "[::]:8888");
-        assert_eq!(c.tproxyd.listeners[0].mode, Mode::Tproxy);
-        assert!(c.tproxyd.add_request_headers.is_empty());
-        assert_eq!(c.tproxyd.forwarding.via_token(), "tproxyd");
+        assert_eq!(c.tproxyd.listeners[0].id.mode, Mode::Tproxy);
+        assert!(c.tproxyd.filters.add_request_headers.is_empty());
+        assert_eq!(c.tproxyd.filters.forwarding.via_token(), "tproxyd");
         assert_eq!(c.tproxyd.upstream.connect_timeout, Duration::from_secs(5));
+        assert_eq!(c.tproxyd.admin.as_deref(), Some("127.0.0.1:9187"));
     }
 
     #[test]
@@ -796,9 +255,9 @@ tproxyd:
         .unwrap();
         assert_eq!(c.server.threads, 2);
         assert_eq!(c.server.grace_period_seconds, Some(3));
-        assert_eq!(c.tproxyd.listeners[1].mode, Mode::Redirect);
-        assert_eq!(c.tproxyd.add_request_headers.len(), 1);
-        assert_eq!(c.tproxyd.forwarding.via_token(), "gw");
+        assert_eq!(c.tproxyd.listeners[1].id.mode, Mode::Redirect);
+        assert_eq!(c.tproxyd.filters.add_request_headers.len(), 1);
+        assert_eq!(c.tproxyd.filters.forwarding.via_token(), "gw");
         assert_eq!(
             c.tproxyd.upstream.connect_timeout,
             Duration::from_millis(250)
@@ -807,78 +266,115 @@ tproxyd:
     }
 
     #[test]
-    fn errors_name_the_key() {
-        let e = err("tproxyd:\n  listeners:\n    - { name: a, address: \"[::]:80\", mode: nat }\n");
-        assert!(e.contains("listeners[0].mode") && e.contains("nat"), "{e}");
-        let e = err("tproxyd:\n  listeners:\n    - { name: a, address: \"example.org:80\", mode: tproxy }\n");
-        assert!(e.contains("tproxyd.listeners[0].address"), "{e}");
-        let e = err("tproxyd:\n  upstream:\n    connect_timeout: soon\n");
-        assert!(e.contains("tproxyd.upstream.connect_timeout"), "{e}");
-        let e = err("tproxyd:\n  listen: []\n");
-        assert!(e.contains("unknown field `listen`"), "{e}");
-        let e = err("threadz: 4\n");
-        assert!(e.contains("threadz") && e.contains("unknown key"), "{e}");
-        let e = err("threads: many\n");
-        assert!(e.contains("threads"), "{e}");
-        let e = err("daemon: true\nuser: nobody\n");
-        assert!(e.contains("user: Pingora switches user"), "{e}");
-        let e = err("tproxyd:\n  admin: { address: nowhere }\n");
-        assert!(e.contains("tproxyd.admin.address"), "{e}");
-        let e = err("tproxyd:\n  access_log: { format: xml }\n");
-        assert!(e.contains("tproxyd.access_log.format"), "{e}");
-        let e = err("tproxyd:\n  access_log: { path: /nonexistent/dir/a.log }\n");
-        assert!(e.contains("tproxyd.access_log.path"), "{e}");
-        let e = err("tproxyd:\n  upstream: { mark: lots }\n");
-        assert!(e.contains("tproxyd.upstream.mark"), "{e}");
-        let c = Config::from_yaml("tproxyd:\n  upstream: { mark: \"0x10\" }\n").unwrap();
-        assert_eq!(c.tproxyd.upstream.mark, Some(16));
-        let e = err("tproxyd:\n  listeners:\n    - { name: f, address: \"[::]:3128\", mode: forward, spoof_source: true }\n");
-        assert!(e.contains("listeners[0].spoof_source"), "{e}");
-        let e = err("tproxyd:\n  listeners:\n    - { name: t, address: \"[::]:80\", mode: tproxy, allow_clients: [\"10.0.0.0/8\"] }\n");
-        assert!(
-            e.contains("listeners[0].allow_clients") && e.contains("forward"),
-            "{e}"
-        );
-        let e = err("tproxyd:\n  listeners:\n    - { name: f, address: \"[::]:3128\", mode: forward, allow_clients: [\"10.0.0.0/40\"] }\n");
-        assert!(e.contains("listeners[0].allow_clients[0]"), "{e}");
+    fn listener_kinds_carry_their_policy() {
         let c = Config::from_yaml(
-            "tproxyd:\n  listeners:\n    - { name: f, address: \"[::]:3128\", mode: forward }\n",
+            r#"
+tproxyd:
+  upstream: { mark: "0x10" }
+  listeners:
+    - { name: f, address: "[::]:3128", mode: forward }
+    - { name: s, address: "[::]:8443", mode: tls-passthrough, destination: redirect, spoof_source: true }
+    - { name: t, address: "[::]:8888", mode: tproxy, spoof_source: true }
+"#,
         )
         .unwrap();
-        let f = c.tproxyd.listeners[0].forward.as_ref().unwrap();
+        assert_eq!(c.tproxyd.upstream.mark, Some(16));
+        let ListenerKind::Forward(f) = &c.tproxyd.listeners[0].kind else {
+            panic!("{:?}", c.tproxyd.listeners[0].kind)
+        };
         assert!(f.allow_clients.is_empty());
         assert_eq!(f.connect_ports, vec![443]);
         assert!(!f.allow_local_destinations);
-        let e = err("tproxyd:\n  listeners:\n    - { name: s, address: \"[::]:8443\", mode: tls-passthrough, tls: { non_tls: maybe } }\n");
-        assert!(e.contains("tproxyd.listeners[0].tls.non_tls"), "{e}");
-        let e = err("tproxyd:\n  listeners:\n    - { name: s, address: \"[::]:8443\", mode: tls-passthrough, tls: { acl: { rules: [ { action: deny, sni: [\"a.*\"] } ] } } }\n");
-        assert!(
-            e.contains("tproxyd.listeners[0].tls.acl.rules[0].host[0]"),
-            "{e}"
-        );
-        let e = err("tproxyd:\n  listeners:\n    - { name: h, address: \"[::]:80\", mode: tproxy, destination: redirect }\n");
-        assert!(e.contains("listeners[0].destination"), "{e}");
-        let c = Config::from_yaml("tproxyd:\n  listeners:\n    - { name: s, address: \"[::]:8443\", mode: tls-passthrough, destination: redirect }\n").unwrap();
-        let t = c.tproxyd.listeners[0].tls.as_ref().unwrap();
-        assert!(t.redirect && t.missing_sni == Policy::Allow && t.non_tls == Policy::Deny);
-        let e = err("tproxyd:\n  listeners: []\n");
-        assert!(e.contains("tproxyd.listeners"), "{e}");
-        let e = err("tproxyd:\n  listeners:\n    - { name: a, address: \"[::]:80\", mode: tproxy }\n    - { name: a, address: \"[::]:81\", mode: tproxy }\n");
-        assert!(e.contains("duplicate listener name"), "{e}");
-        let e = err("tproxyd:\n  request_headers:\n    add: { \"Bad Name\": x }\n");
-        assert!(e.contains("request_headers.add.Bad Name"), "{e}");
-        let e = err("tproxyd:\n  request_headers:\n    add: { X-C: \"$client\" }\n");
-        assert!(
-            e.contains("request_headers.add.X-C") && e.contains("$client"),
-            "{e}"
-        );
-        let e = err("tproxyd:\n  forwarding: { x_forwarded_for: sometimes }\n");
-        assert!(e.contains("tproxyd.forwarding.x_forwarded_for"), "{e}");
-        let e = err("tproxyd:\n  filters:\n    - { acl: {}, headers: {} }\n");
-        assert!(e.contains("tproxyd.filters[0]"), "{e}");
+        assert_eq!(f.resolve_timeout, Duration::from_secs(2));
+        let ListenerKind::TlsPassthrough {
+            source,
+            spoof_source,
+            policy,
+        } = &c.tproxyd.listeners[1].kind
+        else {
+            panic!("{:?}", c.tproxyd.listeners[1].kind)
+        };
+        assert_eq!(*source, crate::flow::DestinationSource::Redirect);
+        assert!(*spoof_source);
+        assert_eq!(policy.missing_sni, crate::tls::policy::Policy::Allow);
+        assert_eq!(policy.non_tls, crate::tls::policy::Policy::Deny);
+        assert!(matches!(
+            c.tproxyd.listeners[2].kind,
+            ListenerKind::Http {
+                spoof_source: true,
+                ..
+            }
+        ));
+        assert!(!c.tproxyd.listeners[0].is_transparent());
+        assert!(c.tproxyd.listeners[2].is_transparent());
+    }
+
+    #[test]
+    fn filter_specs_keep_name_and_key() {
         let c = Config::from_yaml("tproxyd:\n  filters:\n    - acl:\n    - custom: { a: 1 }\n")
             .unwrap();
-        assert_eq!(c.tproxyd.filters[1].name, "custom");
-        assert_eq!(c.tproxyd.filters[1].key, "tproxyd.filters[1].custom");
+        assert_eq!(c.tproxyd.filters.filters[1].name, "custom");
+        assert_eq!(
+            c.tproxyd.filters.filters[1].key,
+            "tproxyd.filters[1].custom"
+        );
+    }
+
+    /// Each row: a config and what its error message must contain. Every
+    /// row is checked and all failures are reported together.
+    #[test]
+    fn errors_name_the_key() {
+        #[rustfmt::skip]
+        let rows: &[(&str, &[&str])] = &[
+            ("tproxyd:\n  listeners:\n    - { name: a, address: \"[::]:80\", mode: nat }\n", &["listeners[0].mode", "nat"]),
+            ("tproxyd:\n  listeners:\n    - { name: a, address: \"example.org:80\", mode: tproxy }\n", &["tproxyd.listeners[0].address"]),
+            ("tproxyd:\n  listeners:\n    - { name: a, address: \"[::]:0\", mode: tproxy }\n", &["tproxyd.listeners[0].address", "port must not be 0"]),
+            ("tproxyd:\n  listeners:\n    - { name: \" \", address: \"[::]:80\", mode: tproxy }\n", &["tproxyd.listeners[0].name", "empty"]),
+            ("tproxyd:\n  upstream:\n    connect_timeout: soon\n", &["tproxyd.upstream.connect_timeout", "bad duration"]),
+            ("tproxyd:\n  upstream:\n    idle_timeout: 0s\n", &["tproxyd.upstream.idle_timeout", "greater than zero"]),
+            ("tproxyd:\n  listen: []\n", &["unknown field `listen`"]),
+            ("threadz: 4\n", &["threadz", "unknown key"]),
+            ("threads: many\n", &["threads"]),
+            ("daemon: true\nuser: nobody\n", &["user: Pingora switches user"]),
+            ("group: nogroup\n", &["group: Pingora switches user"]),
+            ("tproxyd:\n  admin: { address: nowhere }\n", &["tproxyd.admin.address"]),
+            ("tproxyd:\n  admin: { address: \"127.0.0.1:8888\" }\n", &["tproxyd.admin.address", "shares its port"]),
+            ("tproxyd:\n  access_log: { format: xml }\n", &["tproxyd.access_log.format"]),
+            ("tproxyd:\n  access_log: { path: /nonexistent/dir/a.log }\n", &["tproxyd.access_log.path"]),
+            ("tproxyd:\n  upstream: { mark: lots }\n", &["tproxyd.upstream.mark"]),
+            ("tproxyd:\n  upstream: { mark: 0 }\n", &["tproxyd.upstream.mark", "leave it out"]),
+            ("tproxyd:\n  listeners:\n    - { name: f, address: \"[::]:3128\", mode: forward, spoof_source: true }\n", &["listeners[0].spoof_source"]),
+            ("tproxyd:\n  listeners:\n    - { name: t, address: \"[::]:80\", mode: tproxy, allow_clients: [\"10.0.0.0/8\"] }\n", &["listeners[0].allow_clients", "forward"]),
+            ("tproxyd:\n  listeners:\n    - { name: t, address: \"[::]:80\", mode: redirect, connect_ports: [443] }\n", &["listeners[0].connect_ports", "forward"]),
+            ("tproxyd:\n  listeners:\n    - { name: f, address: \"[::]:3128\", mode: forward, allow_clients: [\"10.0.0.0/40\"] }\n", &["listeners[0].allow_clients[0]"]),
+            ("tproxyd:\n  listeners:\n    - { name: s, address: \"[::]:8443\", mode: tls-passthrough, tls: { non_tls: maybe } }\n", &["tproxyd.listeners[0].tls.non_tls"]),
+            ("tproxyd:\n  listeners:\n    - { name: s, address: \"[::]:8443\", mode: tls-passthrough, tls: { client_hello_timeout: never } }\n", &["tproxyd.listeners[0].tls.client_hello_timeout"]),
+            ("tproxyd:\n  listeners:\n    - { name: s, address: \"[::]:8443\", mode: tls-passthrough, tls: { acl: { rules: [ { action: deny, sni: [\"a.*\"] } ] } } }\n", &["tproxyd.listeners[0].tls.acl.rules[0].host[0]"]),
+            ("tproxyd:\n  listeners:\n    - { name: h, address: \"[::]:80\", mode: tproxy, destination: redirect }\n", &["listeners[0].destination", "tls-passthrough"]),
+            ("tproxyd:\n  listeners:\n    - { name: h, address: \"[::]:80\", mode: forward, tls: {} }\n", &["listeners[0].tls", "tls-passthrough"]),
+            ("tproxyd:\n  listeners: []\n", &["tproxyd.listeners"]),
+            ("tproxyd:\n  listeners:\n    - { name: a, address: \"[::]:80\", mode: tproxy }\n    - { name: a, address: \"[::]:81\", mode: tproxy }\n", &["listeners[1].name", "duplicate listener name"]),
+            ("tproxyd:\n  listeners:\n    - { name: a, address: \"[::]:80\", mode: tproxy }\n    - { name: b, address: \"[::]:80\", mode: redirect }\n", &["listeners[1].address", "used by another listener"]),
+            ("tproxyd:\n  request_headers:\n    add: { \"Bad Name\": x }\n", &["request_headers.add.Bad Name"]),
+            ("tproxyd:\n  request_headers:\n    add: { X-C: \"$client\" }\n", &["request_headers.add.X-C", "$client"]),
+            ("tproxyd:\n  forwarding: { x_forwarded_for: sometimes }\n", &["tproxyd.forwarding.x_forwarded_for"]),
+            ("tproxyd:\n  filters:\n    - { acl: {}, headers: {} }\n", &["tproxyd.filters[0]", "exactly one key"]),
+            ("tproxyd:\n  filters:\n    - acl\n", &["tproxyd.filters[0]"]),
+            ("tproxyd:\n  downstream_read_buffer: 10\n", &["tproxyd.downstream_read_buffer"]),
+            ("- a\n- b\n", &["must be a YAML mapping"]),
+        ];
+        let mut failures = Vec::new();
+        for (yaml, needles) in rows {
+            match Config::from_yaml(yaml) {
+                Ok(_) => failures.push(format!("accepted: {yaml:?}")),
+                Err(e) => {
+                    let e = e.to_string();
+                    if let Some(n) = needles.iter().find(|n| !e.contains(*n)) {
+                        failures.push(format!("{yaml:?}: {e:?} lacks {n:?}"));
+                    }
+                }
+            }
+        }
+        assert!(failures.is_empty(), "{}", failures.join("\n"));
     }
 }

@@ -5,17 +5,11 @@
 //! and the original one is kept by conntrack (`SO_ORIGINAL_DST`). Either way
 //! the destination is a property of the connection, never of the Host header.
 
-use crate::config::{Listener, Mode};
+use crate::addr::{canonical, is_local_ip};
+use crate::flow::DestinationSource;
 use pingora_core::protocols::l4::socket::SocketAddr as PSocketAddr;
-
 use pingora_proxy::Session;
-use std::net::{IpAddr, SocketAddr};
-
-/// Canonicalises v4-mapped v6 addresses (`::ffff:a.b.c.d`), which a
-/// dual-stack `[::]` listener reports for v4 clients.
-pub fn canonical(addr: SocketAddr) -> SocketAddr {
-    SocketAddr::new(addr.ip().to_canonical(), addr.port())
-}
+use std::net::SocketAddr;
 
 fn inet(addr: Option<&PSocketAddr>) -> Option<SocketAddr> {
     addr.and_then(|a| a.as_inet()).copied().map(canonical)
@@ -24,13 +18,10 @@ fn inet(addr: Option<&PSocketAddr>) -> Option<SocketAddr> {
 /// The original destination of the connection behind `session`, or `None`
 /// when the kernel cannot tell (a redirect-mode listener reached without
 /// NAT, i.e. a client dialing the proxy port directly).
-pub fn original_destination(session: &Session, mode: Mode) -> Option<SocketAddr> {
-    match mode {
-        Mode::Tproxy => inet(session.server_addr()),
-        // Forward requests name their destination; see `crate::forward`.
-        // TLS passthrough listeners do not run HTTP; see `crate::passthrough`.
-        Mode::Forward | Mode::TlsPassthrough => None,
-        Mode::Redirect => {
+pub fn original_destination(session: &Session, source: DestinationSource) -> Option<SocketAddr> {
+    match source {
+        DestinationSource::Tproxy => inet(session.server_addr()),
+        DestinationSource::Redirect => {
             // Looked up once per connection and cached in Pingora's socket
             // digest, so keep-alive requests cost no syscall.
             let digest = session.digest()?.socket_digest.as_ref()?;
@@ -70,20 +61,24 @@ fn so_original_dst(fd: std::os::fd::RawFd, local: SocketAddr) -> Option<SocketAd
 /// address under TPROXY, `SO_ORIGINAL_DST` under REDIRECT.
 pub fn stream_destination(
     stream: &pingora_core::protocols::Stream,
-    redirect: bool,
+    source: DestinationSource,
 ) -> Option<SocketAddr> {
     let digest = stream.get_socket_digest()?;
     let local = inet(digest.local_addr())?;
-    if redirect {
-        so_original_dst(stream.id(), local)
-    } else {
-        Some(local)
+    match source {
+        DestinationSource::Tproxy => Some(local),
+        DestinationSource::Redirect => so_original_dst(stream.id(), local),
     }
 }
 
 /// The client's address, canonicalised.
 pub fn client_address(session: &Session) -> Option<SocketAddr> {
     inet(session.client_addr())
+}
+
+/// The client's address of a raw stream, canonicalised.
+pub fn stream_client(stream: &pingora_core::protocols::Stream) -> Option<SocketAddr> {
+    inet(stream.get_socket_digest()?.peer_addr())
 }
 
 /// Detects destinations that would make the proxy connect to itself.
@@ -98,10 +93,10 @@ pub struct LoopGuard {
 }
 
 impl LoopGuard {
-    /// Guards against all of this process's listeners.
-    pub fn new(listeners: &[Listener]) -> Self {
+    /// Guards against this process's listening addresses.
+    pub fn new(listening: impl IntoIterator<Item = SocketAddr>) -> Self {
         LoopGuard {
-            own: listeners.iter().map(|l| canonical(l.socket_addr)).collect(),
+            own: listening.into_iter().map(canonical).collect(),
         }
     }
 
@@ -132,44 +127,12 @@ impl LoopGuard {
     }
 }
 
-/// Whether `ip` is assigned to an interface of this host (network namespace).
-/// Asks the kernel each time (addresses change); only used off the hot path.
-pub fn is_local_ip(ip: IpAddr) -> bool {
-    match nix::ifaddrs::getifaddrs() {
-        Ok(addrs) => addrs.into_iter().any(|ifa| {
-            ifa.address.is_some_and(|a| {
-                let found = if let Some(v4) = a.as_sockaddr_in() {
-                    Some(IpAddr::V4(v4.ip()))
-                } else {
-                    a.as_sockaddr_in6().map(|v6| IpAddr::V6(v6.ip()))
-                };
-                found.map(|f| f.to_canonical()) == Some(ip)
-            })
-        }),
-        // If we cannot tell, err on the side of not looping.
-        Err(_) => true,
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn guard(addrs: &[&str]) -> LoopGuard {
-        let listeners: Vec<Listener> = addrs
-            .iter()
-            .enumerate()
-            .map(|(i, a)| Listener::new(&format!("l{i}"), a, Mode::Tproxy).unwrap())
-            .collect();
-        LoopGuard::new(&listeners)
-    }
-
-    #[test]
-    fn canonicalises_v4_mapped() {
-        let a: SocketAddr = "[::ffff:192.0.2.7]:80".parse().unwrap();
-        assert_eq!(canonical(a), "192.0.2.7:80".parse().unwrap());
-        let b: SocketAddr = "[2001:db8::1]:80".parse().unwrap();
-        assert_eq!(canonical(b), b);
+        LoopGuard::new(addrs.iter().map(|a| a.parse().unwrap()))
     }
 
     #[test]

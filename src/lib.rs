@@ -4,31 +4,56 @@
 //! (or `nat ... redirect`); we forward each request to the address the
 //! client originally dialed, adding headers on the way.
 //!
-//! - [`config`]: the YAML file (Pingora's keys plus our `tproxyd:` section)
-//! - [`listener`]: `IP_TRANSPARENT` sockets handed to Pingora's fd table
-//! - [`destination`]: the original destination of a connection, loop guard
-//! - [`filters`]: the filter API and the built-in filters
-//! - [`proxy`]: the `ProxyHttp` implementation
-//! - [`connector`]: upstream sockets: source spoofing, `SO_MARK`
-//! - [`forward`]: forward-proxy mode (absolute URIs, CONNECT)
-//! - [`passthrough`], [`tls`]: HTTPS by SNI peek-and-splice, ClientHello parsing
-//! - [`metrics`], [`admin`], [`access_log`]: observability
-//! - [`lifecycle`]: draining keep-alive connections on upgrade / stop
-//! - [`app`]: [`Tproxyd`], the builder that assembles and runs it
+//! The modules form layers; each imports only from layers below it (and,
+//! within a layer, from modules listed before it). Nothing imports upward,
+//! so there is no cycle:
+//!
+//! 1. **Bottom** (import nothing from the crate): [`error`] (the config
+//!    error and settings helpers), [`flow`] (mode, request id, flow info,
+//!    refusals, answers), [`addr`] (the one `host[:port]` parser, CIDRs,
+//!    local addresses).
+//! 2. **Components**, each owning its settings and their validation:
+//!    [`lifecycle`], [`metrics`], [`access_log`], [`relay`], [`upstream`],
+//!    [`destination`], [`downstream`], [`filters`], [`tls`], [`admin`].
+//! 3. **Request path**: [`admission`] (the pure admit decision and the
+//!    forward-proxy policy), [`summary`] (one record per request for both
+//!    log and metrics), [`listener`] (a listener's kind with its policy),
+//!    [`transparent`] (`IP_TRANSPARENT` sockets in Pingora's fd table),
+//!    [`shared`] (process and listener state).
+//! 4. **Apps**, one per kind of listener: [`proxy`] (Pingora `ProxyHttp`),
+//!    [`forward`] (CONNECT in front of the HTTP proxy), [`passthrough`]
+//!    (TLS peek and splice).
+//! 5. **Top**: [`config`] only composes the components' settings, [`cli`],
+//!    and [`app`], whose [`Tproxyd`] wires everything into a Pingora server.
+
+pub mod addr;
+pub mod error;
+pub mod flow;
 
 pub mod access_log;
 pub mod admin;
-pub mod app;
-pub mod config;
-pub mod connector;
 pub mod destination;
+pub mod downstream;
 pub mod filters;
-pub mod forward;
 pub mod lifecycle;
-pub mod listener;
 pub mod metrics;
+pub mod relay;
+pub mod tls;
+pub mod upstream;
+
+pub mod admission;
+pub mod listener;
+pub mod shared;
+pub mod summary;
+pub mod transparent;
+
+pub mod forward;
 pub mod passthrough;
 pub mod proxy;
-pub mod tls;
+
+pub mod app;
+pub mod cli;
+pub mod config;
 
 pub use app::Tproxyd;
+pub use error::ConfigError;

@@ -1,219 +1,225 @@
-//! Transparent listening sockets, and the Pingora service wrapper that hands
-//! them to Pingora's stock listening service.
-//!
-//! Pingora cannot set `IP_TRANSPARENT` on the sockets it binds, but every
-//! service receives one shared listen-fd table keyed by the address string,
-//! and Pingora only binds an address that is missing from it. So we bind the
-//! socket ourselves, put it in the table under the same string, and let the
-//! inner service adopt it. On graceful upgrade the table travels to the new
-//! process, and with it our sockets, flag and all.
+//! A listener as configured (`tproxyd.listeners[i]`): its name, address and
+//! kind, where the kind carries the policy only that kind has, so a forward
+//! listener without its policy, or a passthrough one without its TLS
+//! settings, cannot be represented.
 
-use crate::admin::Readiness;
-use crate::config::{Listener, Mode};
-use async_trait::async_trait;
-use log::{error, info};
-use pingora_core::server::{ListenFds, ShutdownWatch};
-use pingora_core::services::Service;
-use socket2::{Domain, Protocol, Socket, Type};
-use std::io;
+use crate::admission::forward::{ForwardPolicy, ForwardSettings};
+use crate::error::{invalid, ConfigError};
+use crate::flow::{DestinationSource, ListenerId, Mode};
+use crate::tls::policy::TlsPolicy;
+use serde::Deserialize;
 use std::net::SocketAddr;
-use std::os::fd::IntoRawFd;
+use std::time::Duration;
 
-/// Kernel accept-queue length; Pingora uses the same value for its sockets.
-const BACKLOG: i32 = 65535;
-
-/// Creates a non-blocking listening socket with `IP_TRANSPARENT` (v4) or
-/// `IPV6_TRANSPARENT` (v6) so that TPROXY can deliver connections addressed
-/// to any destination. A `[::]` socket is dual-stack and also takes v4.
-///
-/// Needs `CAP_NET_ADMIN`.
-pub fn bind_transparent(addr: SocketAddr) -> io::Result<Socket> {
-    bind_listener(addr, true)
+/// One entry of `tproxyd.listeners` as written.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListenerSettings {
+    /// Shown in logs and metrics; must be unique.
+    pub name: String,
+    /// `ip:port`. The exact string is the key of the socket in Pingora's
+    /// listen-fd table, which is how an upgraded process finds it again.
+    pub address: String,
+    /// What the listener does.
+    pub mode: Mode,
+    /// Connect upstream from the client's IP (tproxy, redirect,
+    /// tls-passthrough).
+    #[serde(default)]
+    pub spoof_source: bool,
+    /// Forward only: client CIDRs allowed to use the proxy (default none).
+    #[serde(default)]
+    pub allow_clients: Option<Vec<String>>,
+    /// Forward only: ports CONNECT may reach (default `[443]`).
+    #[serde(default)]
+    pub connect_ports: Option<Vec<u16>>,
+    /// Forward only: allow loopback / link-local / own addresses.
+    #[serde(default)]
+    pub allow_local_destinations: Option<bool>,
+    /// TLS passthrough: `tproxy` (default) or `redirect`.
+    #[serde(default)]
+    pub destination: Option<DestinationSource>,
+    /// TLS passthrough policy.
+    #[serde(default)]
+    pub tls: Option<serde_yaml::Value>,
 }
 
-/// A listening socket as above; `transparent: false` for forward-proxy
-/// listeners, which only take connections addressed to them.
-pub fn bind_listener(addr: SocketAddr, transparent: bool) -> io::Result<Socket> {
-    let domain = Domain::for_address(addr);
-    let socket = Socket::new(domain, Type::STREAM, Some(Protocol::TCP))?;
-    socket.set_reuse_address(true)?;
-    if addr.is_ipv6() {
-        socket.set_only_v6(false)?;
+impl ListenerSettings {
+    /// What an operator who configures no listener gets: TPROXY on
+    /// `[::]:8888`.
+    pub fn default_list() -> Vec<ListenerSettings> {
+        vec![ListenerSettings {
+            name: "lan-http".into(),
+            address: "[::]:8888".into(),
+            mode: Mode::Tproxy,
+            spoof_source: false,
+            allow_clients: None,
+            connect_ports: None,
+            allow_local_destinations: None,
+            destination: None,
+            tls: None,
+        }]
     }
-    match addr {
-        _ if !transparent => Ok(()),
-        SocketAddr::V4(_) => socket.set_ip_transparent_v4(true),
-        SocketAddr::V6(_) => socket.set_ip_transparent_v6(true),
+}
+
+/// What a listener does, with the settings only that kind has.
+#[derive(Debug, Clone)]
+pub enum ListenerKind {
+    /// `tproxy` / `redirect`: plain HTTP to the original destination.
+    Http {
+        /// Where the original destination comes from.
+        source: DestinationSource,
+        /// Connect upstream from the client's address.
+        spoof_source: bool,
+    },
+    /// `forward`: an explicit proxy, never an open one.
+    Forward(ForwardPolicy),
+    /// `tls-passthrough`: decide by SNI, splice.
+    TlsPassthrough {
+        /// Where the original destination comes from.
+        source: DestinationSource,
+        /// Connect upstream from the client's address.
+        spoof_source: bool,
+        /// What to splice and how to refuse.
+        policy: TlsPolicy,
+    },
+}
+
+/// A validated listener.
+#[derive(Debug, Clone)]
+pub struct Listener {
+    /// Name and mode.
+    pub id: ListenerId,
+    /// The address string exactly as configured (the fd-table key).
+    pub address: String,
+    /// The parsed form of `address`.
+    pub socket_addr: SocketAddr,
+    /// Kind and its policy.
+    pub kind: ListenerKind,
+}
+
+impl Listener {
+    /// Its configured name.
+    pub fn name(&self) -> &str {
+        &self.id.name
     }
-    .map_err(|e| {
-        if e.raw_os_error() == Some(libc_eperm()) {
-            io::Error::new(
-                e.kind(),
-                format!("{e}: setting IP_TRANSPARENT needs CAP_NET_ADMIN (run as root or grant the capability)"),
+
+    /// Whether its socket needs `IP_TRANSPARENT` (every kind but forward),
+    /// and so the process `CAP_NET_ADMIN`.
+    pub fn is_transparent(&self) -> bool {
+        !matches!(self.kind, ListenerKind::Forward(_))
+    }
+
+    /// Validates entry `i`; `resolve_timeout` is
+    /// `tproxyd.upstream.resolve_timeout` (forward names, SNI checks).
+    pub fn from_settings(
+        l: ListenerSettings,
+        i: usize,
+        resolve_timeout: Duration,
+    ) -> Result<Listener, ConfigError> {
+        let key = format!("tproxyd.listeners[{i}]");
+        if l.name.trim().is_empty() {
+            return Err(invalid(format!("{key}.name"), "must not be empty"));
+        }
+        let socket_addr: SocketAddr = l.address.parse().map_err(|_| {
+            invalid(
+                format!("{key}.address"),
+                format!(
+                    "{:?} is not an IP:port address (e.g. \"[::]:8888\" or \"0.0.0.0:8888\")",
+                    l.address
+                ),
             )
-        } else {
-            e
+        })?;
+        if socket_addr.port() == 0 {
+            return Err(invalid(format!("{key}.address"), "port must not be 0"));
         }
-    })?;
-    // Pingora adopts inherited fds as they are: a blocking one stalls accept.
-    socket.set_nonblocking(true)?;
-    socket.bind(&addr.into())?;
-    socket.listen(BACKLOG)?;
-    Ok(socket)
-}
-
-/// Whether this process holds `CAP_NET_ADMIN` (needed for
-/// `IP_TRANSPARENT`), read from `/proc/self/status` so that the answer is
-/// known before any socket is touched.
-pub fn has_cap_net_admin() -> bool {
-    const CAP_NET_ADMIN: u32 = 12;
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|status| {
-            status
-                .lines()
-                .find_map(|l| l.strip_prefix("CapEff:"))
-                .and_then(|hex| u64::from_str_radix(hex.trim(), 16).ok())
-        })
-        .is_some_and(|caps| caps & (1 << CAP_NET_ADMIN) != 0)
-}
-
-fn libc_eperm() -> i32 {
-    nix::errno::Errno::EPERM as i32
-}
-
-/// Reports whether the socket behind `fd` has the transparent flag set, so
-/// that an inherited socket can be checked after an upgrade.
-pub fn is_transparent(fd: std::os::fd::BorrowedFd<'_>, v6: bool) -> io::Result<bool> {
-    let sock = socket2::SockRef::from(&fd);
-    if v6 {
-        sock.ip_transparent_v6()
-    } else {
-        sock.ip_transparent_v4()
-    }
-}
-
-/// Binds a listener's socket now, so that an unusable address (in use, no
-/// capability) stops start-up with a clear error while the process is still
-/// in the foreground, before Pingora daemonizes. Not used with `-u`, where
-/// the sockets come from the old process.
-pub fn prebind(listener: &Listener) -> Result<Socket, String> {
-    bind_listener(listener.socket_addr, listener.mode != Mode::Forward).map_err(|e| {
-        format!(
-            "listener {} cannot listen on {}: {e}",
-            listener.name, listener.address
-        )
-    })
-}
-
-/// Makes sure the fd table holds a transparent socket for `listener`: an
-/// inherited one (graceful upgrade) is kept as it is, otherwise the
-/// pre-bound socket is used, or one is bound now (a listener added by a
-/// reload).
-pub fn ensure_listener(
-    fds: &ListenFds,
-    listener: &Listener,
-    prebound: Option<Socket>,
-) -> Result<(), String> {
-    let mut table = fds.lock();
-    if let Some(fd) = table.get(&listener.address) {
-        // SAFETY: the table owns the fd and keeps it open while we look.
-        let fd = unsafe { std::os::fd::BorrowedFd::borrow_raw(*fd) };
-        let transparent = is_transparent(fd, listener.socket_addr.is_ipv6()).unwrap_or(false);
-        info!(
-            "listener {} ({}) inherited {} (transparent: {})",
-            listener.name,
-            listener.mode.as_str(),
-            listener.address,
-            transparent
-        );
-        return Ok(());
-    }
-    let socket = match prebound {
-        Some(s) => s,
-        None => prebind(listener)?,
-    };
-    info!(
-        "listener {} ({}) bound {}{}",
-        listener.name,
-        listener.mode.as_str(),
-        listener.address,
-        if listener.mode == Mode::Forward {
-            ""
-        } else {
-            " with IP_TRANSPARENT"
-        }
-    );
-    table.add(listener.address.clone(), socket.into_raw_fd());
-    Ok(())
-}
-
-/// Wraps a Pingora listening service so that its addresses are served by our
-/// transparent sockets.
-///
-/// The inner service is given the same address strings (`add_tcp`), finds
-/// our fds in the table and adopts them instead of binding.
-pub struct TransparentService<S> {
-    inner: S,
-    listener: Listener,
-    prebound: Option<Socket>,
-    readiness: Readiness,
-}
-
-impl<S> TransparentService<S> {
-    /// `inner` must already have `add_tcp(&listener.address)`; `prebound`
-    /// is the socket from [`prebind`], if start-up made one.
-    pub fn new(
-        inner: S,
-        listener: Listener,
-        prebound: Option<Socket>,
-        readiness: Readiness,
-    ) -> Self {
-        TransparentService {
-            inner,
-            listener,
-            prebound,
-            readiness,
-        }
-    }
-}
-
-#[async_trait]
-impl<S: Service> Service for TransparentService<S> {
-    async fn start_service(
-        &mut self,
-        fds: Option<ListenFds>,
-        shutdown: ShutdownWatch,
-        listeners_per_fd: usize,
-    ) {
-        let Some(table) = fds.as_ref() else {
-            error!("no listen-fd table from Pingora; cannot install transparent listeners");
-            std::process::exit(1);
+        let only = |set: Option<&str>, mode: &str| match set {
+            Some(k) => Err(invalid(
+                format!("{key}.{k}"),
+                format!("only applies to mode: {mode}"),
+            )),
+            None => Ok(()),
         };
-        if let Err(e) = ensure_listener(table, &self.listener, self.prebound.take()) {
-            // A service task that panics leaves a process without a listener,
-            // which under TPROXY means traffic silently bypasses the proxy.
-            error!("{e}; exiting");
-            eprintln!("tproxyd: {e}");
-            std::process::exit(1);
+        let forward = ForwardSettings {
+            allow_clients: l.allow_clients,
+            connect_ports: l.connect_ports,
+            allow_local_destinations: l.allow_local_destinations,
+        };
+        if l.mode != Mode::Forward {
+            only(forward.set_keys().next(), "forward")?;
         }
-        self.readiness.listener_bound();
-        self.inner
-            .start_service(fds, shutdown, listeners_per_fd)
-            .await
+        if l.mode != Mode::TlsPassthrough {
+            only(
+                l.destination.is_some().then_some("destination"),
+                "tls-passthrough",
+            )?;
+            only(l.tls.is_some().then_some("tls"), "tls-passthrough")?;
+        }
+        let kind = match l.mode {
+            Mode::Tproxy | Mode::Redirect => ListenerKind::Http {
+                source: if l.mode == Mode::Tproxy {
+                    DestinationSource::Tproxy
+                } else {
+                    DestinationSource::Redirect
+                },
+                spoof_source: l.spoof_source,
+            },
+            Mode::Forward if l.spoof_source => {
+                return Err(invalid(
+                    format!("{key}.spoof_source"),
+                    "only tproxy and redirect listeners can spoof the client's address",
+                ))
+            }
+            Mode::Forward => ListenerKind::Forward(forward.validate(&key, resolve_timeout)?),
+            Mode::TlsPassthrough => ListenerKind::TlsPassthrough {
+                source: l.destination.unwrap_or(DestinationSource::Tproxy),
+                spoof_source: l.spoof_source,
+                policy: TlsPolicy::from_settings(
+                    l.tls.as_ref(),
+                    &format!("{key}.tls"),
+                    resolve_timeout,
+                )?,
+            },
+        };
+        Ok(Listener {
+            id: ListenerId {
+                name: l.name.as_str().into(),
+                mode: l.mode,
+            },
+            address: l.address,
+            socket_addr,
+            kind,
+        })
     }
 
-    fn name(&self) -> &str {
-        self.inner.name()
-    }
-
-    fn threads(&self) -> Option<usize> {
-        self.inner.threads()
-    }
-
-    /// Delegated so that Pingora's pruning of unclaimed inherited fds keeps
-    /// ours and closes listeners removed from the config.
-    fn listen_addresses(&self) -> Option<Vec<String>> {
-        self.inner.listen_addresses()
+    /// Validates the whole list: at least one, names and addresses unique.
+    pub fn from_list(
+        list: Vec<ListenerSettings>,
+        resolve_timeout: Duration,
+    ) -> Result<Vec<Listener>, ConfigError> {
+        if list.is_empty() {
+            return Err(invalid(
+                "tproxyd.listeners",
+                "at least one listener is required",
+            ));
+        }
+        let mut out: Vec<Listener> = Vec::with_capacity(list.len());
+        for (i, l) in list.into_iter().enumerate() {
+            let l = Listener::from_settings(l, i, resolve_timeout)?;
+            let key = format!("tproxyd.listeners[{i}]");
+            if out.iter().any(|o| o.id.name == l.id.name) {
+                return Err(invalid(
+                    format!("{key}.name"),
+                    format!("duplicate listener name {:?}", l.name()),
+                ));
+            }
+            if out.iter().any(|o| o.socket_addr == l.socket_addr) {
+                return Err(invalid(
+                    format!("{key}.address"),
+                    format!("address {} is used by another listener", l.address),
+                ));
+            }
+            out.push(l);
+        }
+        Ok(out)
     }
 }

@@ -8,7 +8,7 @@
 //! sets once at start-up ([`ListenerMetrics`]), so the request path only
 //! bumps atomics.
 
-use crate::config::Listener;
+use crate::flow::{ListenerId, Mode, Refusal, TlsOutcome};
 use pingora_prometheus::prometheus::{
     exponential_buckets, register_gauge, register_histogram_vec, register_int_counter_vec,
     register_int_gauge_vec, Gauge, Histogram, HistogramVec, IntCounter, IntCounterVec, IntGauge,
@@ -34,7 +34,7 @@ static REQUESTS: LazyLock<IntCounterVec> = counter_vec!(
 );
 static REFUSED: LazyLock<IntCounterVec> = counter_vec!(
     "tproxyd_requests_refused_total",
-    "Requests the proxy answered itself instead of forwarding, by reason (acl, loop, host-mismatch, forward-not-allowed, filter).",
+    "Requests (and TLS passthrough connections) the proxy answered or closed itself instead of forwarding, by reason (acl, loop, host-mismatch, forward-not-allowed, filter, tls-policy).",
     ["reason"]
 );
 static CONNECT_FAILURES: LazyLock<IntCounterVec> = counter_vec!(
@@ -138,42 +138,6 @@ pub fn access_log_dropped() {
     LOG_DROPPED.with_label_values(&[] as &[&str]).inc();
 }
 
-/// Why the proxy answered a request itself.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Refusal {
-    /// An `acl` rule denied it.
-    Acl,
-    /// Loop protection (own listener, own Via token).
-    Loop,
-    /// `host_check` in deny mode.
-    HostMismatch,
-    /// A forward-proxy request from a client not allowed to use it.
-    ForwardNotAllowed,
-    /// Any other filter's early answer.
-    Filter,
-}
-
-impl Refusal {
-    const ALL: [Refusal; 5] = [
-        Refusal::Acl,
-        Refusal::Loop,
-        Refusal::HostMismatch,
-        Refusal::ForwardNotAllowed,
-        Refusal::Filter,
-    ];
-
-    /// The label value.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Refusal::Acl => "acl",
-            Refusal::Loop => "loop",
-            Refusal::HostMismatch => "host-mismatch",
-            Refusal::ForwardNotAllowed => "forward-not-allowed",
-            Refusal::Filter => "filter",
-        }
-    }
-}
-
 /// Why an upstream connection could not be opened.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ConnectFailure {
@@ -187,39 +151,15 @@ pub enum ConnectFailure {
     Other,
 }
 
-/// What became of a TLS passthrough connection.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum TlsOutcome {
-    /// Relayed to the original destination.
-    Spliced,
-    /// Refused by policy (SNI rules, missing SNI, SNI check, loop).
-    Denied,
-    /// Not TLS; the `non_tls` policy spliced or closed it (see the log's
-    /// decision).
-    NonTls,
-    /// No complete, valid ClientHello in time.
-    BadHello,
-    /// The original destination could not be reached.
-    ConnectFailed,
-}
+impl ConnectFailure {
+    const LABELS: [&'static str; 4] = ["refused", "unreachable", "timeout", "other"];
 
-impl TlsOutcome {
-    const ALL: [TlsOutcome; 5] = [
-        TlsOutcome::Spliced,
-        TlsOutcome::Denied,
-        TlsOutcome::NonTls,
-        TlsOutcome::BadHello,
-        TlsOutcome::ConnectFailed,
-    ];
-
-    /// The label value.
-    pub fn as_str(self) -> &'static str {
+    fn index(self) -> usize {
         match self {
-            TlsOutcome::Spliced => "spliced",
-            TlsOutcome::Denied => "denied",
-            TlsOutcome::NonTls => "non_tls",
-            TlsOutcome::BadHello => "bad_hello",
-            TlsOutcome::ConnectFailed => "connect_failed",
+            ConnectFailure::Refused => 0,
+            ConnectFailure::Unreachable => 1,
+            ConnectFailure::Timeout => 2,
+            ConnectFailure::Other => 3,
         }
     }
 }
@@ -235,11 +175,23 @@ pub enum TimeoutPhase {
     Write,
 }
 
+impl TimeoutPhase {
+    const LABELS: [&'static str; 3] = ["connect", "read", "write"];
+
+    fn index(self) -> usize {
+        match self {
+            TimeoutPhase::Connect => 0,
+            TimeoutPhase::Read => 1,
+            TimeoutPhase::Write => 2,
+        }
+    }
+}
+
 /// One listener's metrics with their labels resolved.
 #[derive(Clone)]
 pub struct ListenerMetrics {
     status: [IntCounter; 6],
-    refused: [IntCounter; 5],
+    refused: [IntCounter; 6],
     connect_failures: [IntCounter; 4],
     timeouts: [IntCounter; 3],
     conn_new: IntCounter,
@@ -258,14 +210,13 @@ pub struct ListenerMetrics {
 impl ListenerMetrics {
     /// Registers (or finds) the listener's series, all starting at zero so
     /// that dashboards see them before the first event.
-    pub fn new(listener: &Listener) -> Self {
-        let l = [listener.name.as_str(), listener.mode.as_str()];
+    pub fn new(listener: &ListenerId) -> Self {
+        let l = [&*listener.name, listener.mode.as_str()];
         let with = |v: &IntCounterVec, extra: &str| v.with_label_values(&[l[0], l[1], extra]);
         let status = ["1xx", "2xx", "3xx", "4xx", "5xx", "none"].map(|c| with(&REQUESTS, c));
         let refused = Refusal::ALL.map(|r| with(&REFUSED, r.as_str()));
-        let connect_failures =
-            ["refused", "unreachable", "timeout", "other"].map(|r| with(&CONNECT_FAILURES, r));
-        let timeouts = ["connect", "read", "write"].map(|p| with(&TIMEOUTS, p));
+        let connect_failures = ConnectFailure::LABELS.map(|r| with(&CONNECT_FAILURES, r));
+        let timeouts = TimeoutPhase::LABELS.map(|p| with(&TIMEOUTS, p));
         ListenerMetrics {
             status,
             refused,
@@ -279,7 +230,7 @@ impl ListenerMetrics {
             in_flight: IN_FLIGHT.with_label_values(&l),
             duration: DURATION.with_label_values(&l),
             connect_time: CONNECT_TIME.with_label_values(&l),
-            tls: (listener.mode == crate::config::Mode::TlsPassthrough)
+            tls: (listener.mode == Mode::TlsPassthrough)
                 .then(|| TlsOutcome::ALL.map(|o| with(&TLS_CONNS, o.as_str()))),
         }
     }
@@ -287,7 +238,7 @@ impl ListenerMetrics {
     /// A finished TLS passthrough connection.
     pub fn tls_connection(&self, outcome: TlsOutcome) {
         if let Some(c) = &self.tls {
-            c[outcome as usize].inc();
+            c[outcome.index()].inc();
         }
     }
 
@@ -314,8 +265,7 @@ impl ListenerMetrics {
 
     /// A request the proxy answered itself.
     pub fn refused(&self, why: Refusal) {
-        let i = Refusal::ALL.iter().position(|r| *r == why).unwrap_or(4);
-        self.refused[i].inc();
+        self.refused[why.index()].inc();
     }
 
     /// An upstream connection was used: new (with its connect time) or reused.
@@ -332,7 +282,7 @@ impl ListenerMetrics {
 
     /// A failed upstream connect.
     pub fn connect_failed(&self, why: ConnectFailure) {
-        self.connect_failures[why as usize].inc();
+        self.connect_failures[why.index()].inc();
         if why == ConnectFailure::Timeout {
             self.timeout(TimeoutPhase::Connect);
         }
@@ -340,7 +290,7 @@ impl ListenerMetrics {
 
     /// An upstream timeout.
     pub fn timeout(&self, phase: TimeoutPhase) {
-        self.timeouts[phase as usize].inc();
+        self.timeouts[phase.index()].inc();
     }
 }
 

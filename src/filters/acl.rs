@@ -19,12 +19,13 @@
 //! A denied request gets `403` with a short body naming the rule; the access
 //! log records the decision.
 
-use super::{parse_settings, Filter, FilterCtx, RequestHeader, Result, Verdict};
-use crate::config::ConfigError;
+use super::{Filter, FilterCtx, RequestHeader, Result, Verdict};
+pub use crate::addr::{host_name, parse_net};
+use crate::error::{parse_settings, ConfigError};
+use crate::flow::Refusal;
 use async_trait::async_trait;
 use ipnet::IpNet;
 use serde::Deserialize;
-use std::net::IpAddr;
 
 /// Allow or deny.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -119,21 +120,6 @@ impl HostPattern {
     }
 }
 
-/// The host part of a Host header value: port and IPv6 brackets removed,
-/// lower-cased.
-pub fn host_name(host: &str) -> String {
-    let host = host.trim();
-    let h = if let Some(rest) = host.strip_prefix('[') {
-        rest.split(']').next().unwrap_or(rest)
-    } else {
-        match host.rsplit_once(':') {
-            Some((h, port)) if port.bytes().all(|b| b.is_ascii_digit()) => h,
-            _ => host,
-        }
-    };
-    h.trim_end_matches('.').to_ascii_lowercase()
-}
-
 /// One validated rule.
 #[derive(Debug, Clone)]
 pub struct Rule {
@@ -145,15 +131,6 @@ pub struct Rule {
     host: Vec<HostPattern>,
     method: Vec<String>,
     path_prefix: Vec<String>,
-}
-
-/// Parses `a.b.c.d/n`, `v6/n`, or a bare address (a single host).
-pub fn parse_net(s: &str) -> std::result::Result<IpNet, String> {
-    let s = s.trim();
-    s.parse::<IpNet>()
-        .or_else(|_| s.parse::<IpAddr>().map(IpNet::from))
-        .map(|n| n.trunc())
-        .map_err(|_| format!("{s:?} is not a CIDR (e.g. 192.0.2.0/24, 2001:db8::/32) or an IP"))
 }
 
 fn nets(key: &str, list: &[String]) -> std::result::Result<Vec<IpNet>, ConfigError> {
@@ -305,7 +282,8 @@ impl Filter for AclFilter {
             }
             Action::Deny => {
                 ctx.set_decision(format!("acl:deny:{rule}"));
-                Ok(Verdict::respond(
+                Ok(Verdict::refuse(
+                    Refusal::Acl,
                     403,
                     format!("403 Forbidden: denied by gateway policy (rule {rule})\n"),
                 ))
@@ -317,21 +295,7 @@ impl Filter for AclFilter {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::Mode;
-    use crate::filters::{FlowInfo, RequestId};
-
-    fn ctx(client: &str, dst: &str, host: Option<&str>) -> FilterCtx {
-        FilterCtx::new(
-            FlowInfo {
-                client: client.parse().unwrap(),
-                destination: dst.parse().unwrap(),
-                listener: "lan".into(),
-                mode: Mode::Tproxy,
-                request_id: RequestId(1),
-            },
-            host.map(str::to_string),
-        )
-    }
+    use crate::filters::test_ctx as ctx;
 
     fn acl(yaml: &str) -> AclFilter {
         AclFilter::from_yaml(&serde_yaml::from_str(yaml).unwrap(), "acl").unwrap()

@@ -18,7 +18,7 @@
 //! refused with 508. Give each tproxyd in a chain its own `via_token`.
 
 use super::{Filter, FilterCtx, RequestHeader, Result};
-use crate::config::ConfigError;
+use crate::error::ConfigError;
 use async_trait::async_trait;
 use http::header::{FORWARDED, VIA};
 use http::{HeaderName, HeaderValue};
@@ -218,19 +218,12 @@ pub fn via_received_by(value: &str) -> impl Iterator<Item = &str> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::Mode;
-    use crate::filters::{FlowInfo, RequestId};
 
     fn ctx() -> FilterCtx {
-        FilterCtx::new(
-            FlowInfo {
-                client: "[2001:db8:1::10]:5555".parse().unwrap(),
-                destination: "198.51.100.10:80".parse().unwrap(),
-                listener: "lan".into(),
-                mode: Mode::Tproxy,
-                request_id: RequestId(1),
-            },
-            Some("example.org".into()),
+        crate::filters::test_ctx(
+            "[2001:db8:1::10]:5555",
+            "198.51.100.10:80",
+            Some("example.org"),
         )
     }
 

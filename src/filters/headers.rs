@@ -14,8 +14,9 @@
 //! Within one side the order is remove, set, add.
 
 use super::template::Template;
-use super::{parse_settings, Filter, FilterCtx, RequestHeader, ResponseHeader, Result};
-use crate::config::ConfigError;
+use super::{Filter, FilterCtx, RequestHeader, ResponseHeader, Result};
+use crate::error::parse_settings;
+use crate::error::ConfigError;
 use async_trait::async_trait;
 use http::HeaderName;
 use indexmap::IndexMap;

@@ -19,9 +19,10 @@
 //! time: when it fails or times out the request is let through and logged
 //! as unverified — a lookup never blocks the proxy.
 
-use super::acl::host_name;
-use super::{parse_settings, Filter, FilterCtx, RequestHeader, Result, Verdict};
-use crate::config::{parse_duration, ConfigError};
+use super::{Filter, FilterCtx, RequestHeader, Result, Verdict};
+use crate::addr::{host_name, host_port};
+use crate::error::{parse_settings, ConfigError, Timeout};
+use crate::flow::Refusal;
 use async_trait::async_trait;
 use log::warn;
 use serde::Deserialize;
@@ -47,16 +48,16 @@ pub enum CheckMode {
 struct HostCheckRaw {
     mode: CheckMode,
     #[serde(default = "default_timeout")]
-    resolve_timeout: String,
+    resolve_timeout: Timeout,
     #[serde(default = "default_ttl")]
-    cache_ttl: String,
+    cache_ttl: Timeout,
 }
 
-fn default_timeout() -> String {
-    "2s".into()
+fn default_timeout() -> Timeout {
+    Timeout::secs(2)
 }
-fn default_ttl() -> String {
-    "60s".into()
+fn default_ttl() -> Timeout {
+    Timeout::secs(60)
 }
 
 /// Failed lookups are remembered briefly so a dead name is not hammered.
@@ -94,8 +95,8 @@ impl HostCheckFilter {
         let raw: HostCheckRaw = parse_settings(value, key)?;
         Ok(HostCheckFilter {
             mode: raw.mode,
-            timeout: parse_duration(&format!("{key}.resolve_timeout"), &raw.resolve_timeout)?,
-            ttl: parse_duration(&format!("{key}.cache_ttl"), &raw.cache_ttl)?,
+            timeout: raw.resolve_timeout.0,
+            ttl: raw.cache_ttl.0,
             cache: Mutex::new(HashMap::new()),
         })
     }
@@ -180,16 +181,6 @@ impl HostCheckFilter {
     }
 }
 
-/// The port of a Host header value, if it has one.
-fn host_port(host: &str) -> Option<u16> {
-    let after = match host.trim().strip_prefix('[') {
-        Some(rest) => rest.split_once(']')?.1,
-        None => host.trim(),
-    };
-    let (_, port) = after.rsplit_once(':')?;
-    port.parse().ok()
-}
-
 #[async_trait]
 impl Filter for HostCheckFilter {
     fn name(&self) -> &str {
@@ -214,7 +205,8 @@ impl Filter for HostCheckFilter {
                 );
                 if self.mode == CheckMode::Deny {
                     ctx.set_decision("host_check:deny");
-                    Ok(Verdict::respond(
+                    Ok(Verdict::refuse(
+                        Refusal::HostMismatch,
                         409,
                         format!(
                             "409 Conflict: Host {host} does not match the destination {} ({why})\n",
@@ -233,20 +225,9 @@ impl Filter for HostCheckFilter {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::Mode;
-    use crate::filters::{FlowInfo, RequestId};
 
     fn ctx(dst: &str, host: &str) -> FilterCtx {
-        FilterCtx::new(
-            FlowInfo {
-                client: "192.0.2.10:1".parse().unwrap(),
-                destination: dst.parse().unwrap(),
-                listener: "lan".into(),
-                mode: Mode::Tproxy,
-                request_id: RequestId(1),
-            },
-            Some(host.into()),
-        )
+        crate::filters::test_ctx("192.0.2.10:1", dst, Some(host))
     }
 
     fn filter() -> HostCheckFilter {
@@ -279,13 +260,5 @@ mod tests {
             run("[2001:db8::1]:80", "[2001:db8::2]:80"),
             Outcome::Mismatch(_)
         ));
-    }
-
-    #[test]
-    fn host_port_parsing() {
-        assert_eq!(host_port("a.example:81"), Some(81));
-        assert_eq!(host_port("a.example"), None);
-        assert_eq!(host_port("[2001:db8::1]"), None);
-        assert_eq!(host_port("[2001:db8::1]:8080"), Some(8080));
     }
 }

@@ -140,20 +140,13 @@ impl Template {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::Mode;
-    use crate::filters::{FlowInfo, RequestId};
+    use crate::flow::RequestId;
 
     fn ctx() -> FilterCtx {
-        FilterCtx::new(
-            FlowInfo {
-                client: "192.0.2.10:5555".parse().unwrap(),
-                destination: "[2001:db8::1]:80".parse().unwrap(),
-                listener: "lan".into(),
-                mode: Mode::Tproxy,
-                request_id: RequestId(0xabc),
-            },
-            Some("example.org".into()),
-        )
+        let mut c =
+            crate::filters::test_ctx("192.0.2.10:5555", "[2001:db8::1]:80", Some("example.org"));
+        c.flow.request_id = RequestId(0xabc);
+        c
     }
 
     #[test]

@@ -162,3 +162,24 @@ pub fn pool_group(source: IpAddr) -> u64 {
     source.hash(&mut h);
     h.finish()
 }
+
+/// A raw TCP connection to `dst` for the byte relays (CONNECT tunnels, TLS
+/// passthrough): from the client's address `spoof_from` when set, with
+/// `SO_MARK` and the connect timeout of `conf` either way.
+pub async fn connect_raw(
+    dst: SocketAddr,
+    spoof_from: Option<IpAddr>,
+    conf: &super::UpstreamConf,
+) -> Result<Stream> {
+    match spoof_from {
+        Some(source) => {
+            let spoof = SpoofConnect {
+                source,
+                mark: conf.mark,
+                timeout: conf.connect_timeout,
+            };
+            spoof.connect(&PSocketAddr::Inet(dst)).await
+        }
+        None => connect_plain(dst, conf.mark, conf.connect_timeout).await,
+    }
+}

@@ -1,0 +1,243 @@
+//! One access-log record and its two line formats. The JSON field names
+//! are a stable interface; the text line is what people read.
+
+use crate::flow::RequestId;
+use serde::Serialize;
+use std::net::SocketAddr;
+use std::time::{Duration, SystemTime};
+
+/// One request, as logged.
+#[derive(Debug)]
+pub struct Record<'a> {
+    /// This request's id.
+    pub request_id: RequestId,
+    /// Listener name.
+    pub listener: &'a str,
+    /// `tproxy` or `redirect`.
+    pub mode: &'a str,
+    /// The client.
+    pub client: Option<SocketAddr>,
+    /// The original destination.
+    pub dst: Option<SocketAddr>,
+    /// Local address of the upstream connection (shows source spoofing).
+    pub upstream_local: Option<SocketAddr>,
+    /// Request method.
+    pub method: &'a str,
+    /// Host header as sent.
+    pub host: Option<&'a str>,
+    /// Path (with the query string when `query: true`).
+    pub path: &'a str,
+    /// Status sent to the client; 0 when none was sent.
+    pub status: u16,
+    /// Request body bytes received from the client.
+    pub req_body_bytes: usize,
+    /// Response body bytes sent to the client.
+    pub resp_body_bytes: usize,
+    /// From request header read to end of response.
+    pub duration: Duration,
+    /// Time to open the upstream connection; none when reused or none.
+    pub upstream_connect: Option<Duration>,
+    /// Whether the upstream connection came from the pool; none when none.
+    pub upstream_reused: Option<bool>,
+    /// What a filter decided, e.g. `acl:deny:no-admin`.
+    pub decision: Option<&'a str>,
+    /// Why the proxy refused the request itself (`loop`, `acl`, …).
+    pub refused: Option<&'a str>,
+    /// Pingora's error kind when the request failed, e.g. `ConnectRefused`.
+    pub error: Option<&'a str>,
+    /// For TLS passthrough connections: what the ClientHello said.
+    pub tls: Option<TlsLog<'a>>,
+}
+
+/// The TLS part of a passthrough connection's record.
+#[derive(Debug, Clone, Copy)]
+pub struct TlsLog<'a> {
+    /// `spliced`, `denied`, `non_tls`, `bad_hello`, `connect_failed`.
+    pub outcome: &'a str,
+    /// Server name, if sent.
+    pub sni: Option<&'a str>,
+    /// ALPN protocols offered.
+    pub alpn: &'a [String],
+    /// TLS versions offered (`1.3`, `1.2`, …).
+    pub versions: &'a [String],
+}
+
+/// The JSON form of a [`Record`]; its field names are a stable interface.
+#[derive(Serialize)]
+struct JsonRecord<'a> {
+    ts: String,
+    request_id: String,
+    listener: &'a str,
+    mode: &'a str,
+    client_ip: Option<String>,
+    client_port: Option<u16>,
+    dst_ip: Option<String>,
+    dst_port: Option<u16>,
+    upstream_local: Option<String>,
+    method: &'a str,
+    host: Option<&'a str>,
+    path: &'a str,
+    status: u16,
+    req_body_bytes: usize,
+    resp_body_bytes: usize,
+    duration_ms: f64,
+    upstream_connect_ms: Option<f64>,
+    upstream_reused: Option<bool>,
+    decision: Option<&'a str>,
+    refused: Option<&'a str>,
+    error: Option<&'a str>,
+    tls_outcome: Option<&'a str>,
+    sni: Option<&'a str>,
+    alpn: Option<&'a [String]>,
+    tls_versions: Option<&'a [String]>,
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}
+
+impl Record<'_> {
+    pub(super) fn json_line(&self, ts: SystemTime) -> String {
+        let rec = JsonRecord {
+            ts: humantime::format_rfc3339_millis(ts).to_string(),
+            request_id: self.request_id.to_string(),
+            listener: self.listener,
+            mode: self.mode,
+            client_ip: self.client.map(|a| a.ip().to_string()),
+            client_port: self.client.map(|a| a.port()),
+            dst_ip: self.dst.map(|a| a.ip().to_string()),
+            dst_port: self.dst.map(|a| a.port()),
+            upstream_local: self.upstream_local.map(|a| a.to_string()),
+            method: self.method,
+            host: self.host,
+            path: self.path,
+            status: self.status,
+            req_body_bytes: self.req_body_bytes,
+            resp_body_bytes: self.resp_body_bytes,
+            duration_ms: ms(self.duration),
+            upstream_connect_ms: self.upstream_connect.map(ms),
+            upstream_reused: self.upstream_reused,
+            decision: self.decision,
+            refused: self.refused,
+            error: self.error,
+            tls_outcome: self.tls.map(|t| t.outcome),
+            sni: self.tls.and_then(|t| t.sni),
+            alpn: self.tls.map(|t| t.alpn),
+            tls_versions: self.tls.map(|t| t.versions),
+        };
+        serde_json::to_string(&rec).unwrap_or_else(|e| format!("{{\"log_error\":\"{e}\"}}"))
+    }
+
+    /// One line, written straight into one buffer: this is the default log,
+    /// on the request path of every request.
+    pub(super) fn text_line(&self, ts: SystemTime) -> String {
+        use std::fmt::Write;
+        struct Addr(Option<SocketAddr>);
+        impl std::fmt::Display for Addr {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                match self.0 {
+                    Some(a) => write!(f, "{a}"),
+                    None => f.write_str("-"),
+                }
+            }
+        }
+        let mut line = String::with_capacity(192);
+        let _ = write!(
+            line,
+            "{} {} {} {} -> {} \"{} {} {}\" {} {}B {:.1}ms",
+            humantime::format_rfc3339_millis(ts),
+            self.request_id,
+            self.listener,
+            Addr(self.client),
+            Addr(self.dst),
+            self.method,
+            self.host.unwrap_or("-"),
+            self.path,
+            self.status,
+            self.resp_body_bytes,
+            ms(self.duration)
+        );
+        if let Some(l) = self.upstream_local {
+            let _ = write!(line, " via={l}");
+        }
+        if let Some(t) = self.tls {
+            let _ = write!(
+                line,
+                " tls={} alpn={} versions={}",
+                t.outcome,
+                t.alpn.join(","),
+                t.versions.join(",")
+            );
+        }
+        if let Some(r) = self.upstream_reused {
+            line.push_str(if r { " reused" } else { " new" });
+        }
+        for (k, v) in [
+            ("refused", self.refused),
+            ("decision", self.decision),
+            ("error", self.error),
+        ] {
+            if let Some(v) = v {
+                let _ = write!(line, " {k}={v}");
+            }
+        }
+        line
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rec() -> Record<'static> {
+        Record {
+            request_id: RequestId(0xab),
+            listener: "lan-http",
+            mode: "tproxy",
+            client: Some("[2001:db8:1::10]:4242".parse().unwrap()),
+            dst: Some("198.51.100.10:80".parse().unwrap()),
+            upstream_local: Some("198.51.100.1:40000".parse().unwrap()),
+            method: "GET",
+            host: Some("example.org"),
+            path: "/x",
+            status: 200,
+            req_body_bytes: 0,
+            resp_body_bytes: 12,
+            duration: Duration::from_micros(1500),
+            upstream_connect: Some(Duration::from_micros(250)),
+            upstream_reused: Some(false),
+            decision: Some("acl:allow:lan"),
+            refused: None,
+            error: None,
+            tls: None,
+        }
+    }
+
+    fn ts() -> SystemTime {
+        SystemTime::UNIX_EPOCH + Duration::from_secs(1_795_816_800)
+    }
+
+    #[test]
+    fn json_has_stable_fields() {
+        let v: serde_json::Value = serde_json::from_str(&rec().json_line(ts())).unwrap();
+        assert_eq!(v["ts"], "2026-11-27T22:00:00.000Z");
+        assert_eq!(v["client_ip"], "2001:db8:1::10");
+        assert_eq!(v["dst_ip"], "198.51.100.10");
+        assert_eq!(v["dst_port"], 80);
+        assert_eq!(v["status"], 200);
+        assert_eq!(v["duration_ms"], 1.5);
+        assert_eq!(v["upstream_connect_ms"], 0.25);
+        assert_eq!(v["upstream_reused"], false);
+        assert!(v["error"].is_null());
+        assert!(v["sni"].is_null() && v["tls_versions"].is_null());
+        assert_eq!(v.as_object().unwrap().len(), 25);
+    }
+
+    #[test]
+    fn text_line() {
+        assert_eq!(
+            rec().text_line(ts()),
+            "2026-11-27T22:00:00.000Z 00000000000000ab lan-http [2001:db8:1::10]:4242 -> 198.51.100.10:80 \"GET example.org /x\" 200 12B 1.5ms via=198.51.100.1:40000 new decision=acl:allow:lan"
+        );
+    }
+}

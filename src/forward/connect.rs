@@ -1,0 +1,221 @@
+//! `CONNECT host:port` on a forward listener: read the request head
+//! (bounded in size and time), admit it, run the filters' request hooks,
+//! connect, answer `200 Connection Established`, then relay bytes.
+
+use crate::addr::split_host_port;
+use crate::admission::Target;
+use crate::destination::stream_client;
+use crate::filters::{FilterCtx, FlowInfo, LogSummary, RequestHeader};
+use crate::flow::Answer;
+use crate::listener::ListenerKind;
+use crate::metrics::ConnectionGuard;
+use crate::relay::relay;
+use crate::shared::ListenerState;
+use crate::summary::{Kind, RequestLine, Summary, UpstreamUse};
+use crate::upstream::connector::connect_raw;
+use bytes::BytesMut;
+use log::debug;
+use pingora_core::protocols::{GetSocketDigest, Stream};
+use pingora_error::ErrorType;
+use std::time::{Duration, Instant};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+/// The longest CONNECT request head we read.
+const MAX_HEAD: usize = 8 * 1024;
+/// The whole head must arrive within this.
+const HEAD_TIMEOUT: Duration = Duration::from_secs(10);
+/// A tunnel quiet both ways this long is closed.
+const TUNNEL_IDLE: Duration = Duration::from_secs(3600);
+
+/// Serves one CONNECT connection to its end, then logs and counts it.
+pub(super) async fn tunnel(state: &ListenerState, mut stream: Stream) {
+    let _in_flight = ConnectionGuard::new(&state.metrics.in_flight);
+    let mut t = Tunnel {
+        summary: Summary::new(stream_client(&stream)),
+        authority: String::new(),
+        filter: None,
+    };
+    if let Err(a) = t.run(state, &mut stream).await {
+        t.summary.answered(&a);
+        if a.status > 0 {
+            respond(&mut stream, a.status, &a.body).await;
+        }
+    }
+    let line = RequestLine {
+        method: "CONNECT",
+        host: Some(&t.authority),
+        path: &t.authority,
+        decision: t.filter.as_ref().and_then(|f| f.decision()),
+    };
+    if let Some(f) = &t.filter {
+        let summary = LogSummary {
+            status: t.summary.status,
+            error: None,
+        };
+        state.shared.chain.log(f, &summary).await;
+    }
+    t.summary.finish(state.outputs(), line, Kind::Request);
+}
+
+/// One CONNECT request while it runs.
+struct Tunnel {
+    summary: Summary,
+    authority: String,
+    filter: Option<FilterCtx>,
+}
+
+impl Tunnel {
+    /// Everything up to the end of the relay; an early end is the answer
+    /// to send (status 0: just close).
+    async fn run(&mut self, state: &ListenerState, stream: &mut Stream) -> Result<(), Answer> {
+        let head = read_head(stream)
+            .await
+            .ok_or_else(|| Answer::failed(0, "BadRequest", ""))?;
+        let mut headers = [httparse::EMPTY_HEADER; 64];
+        let mut req = httparse::Request::new(&mut headers);
+        let bad =
+            |why: &str| Answer::failed(400, "BadRequest", format!("400 Bad Request: {why}\n"));
+        let head_len = match req.parse(&head) {
+            Ok(httparse::Status::Complete(n)) => n,
+            _ => return Err(bad("malformed CONNECT request")),
+        };
+        self.authority = req.path.unwrap_or_default().to_string();
+        let ListenerKind::Forward(policy) = &state.listener.kind else {
+            return Err(Answer::failed(
+                500,
+                "InternalError",
+                "500 Internal Server Error\n",
+            ));
+        };
+        let client = self.summary.client;
+        if !policy.client_allowed(client) {
+            return Err(crate::admission::forward::ForwardPolicy::client_refused(
+                client,
+            ));
+        }
+        let Some((host, Some(port))) = split_host_port(&self.authority) else {
+            return Err(bad("CONNECT needs host:port"));
+        };
+        policy.check_connect_port(port)?;
+        let header = connect_header(&self.authority, req.headers)
+            .ok_or_else(|| bad("bad CONNECT target"))?;
+        let addrs = policy.resolve(host, port).await?;
+        let dst = state.shared.admission.admit(
+            state.rules(),
+            client,
+            Target::Resolved(&addrs),
+            Some(&header),
+        )?;
+        self.summary.dst = Some(dst);
+
+        // The filters see CONNECT like any request, with the same context.
+        let flow = FlowInfo::new(&state.listener.id, client, dst, self.summary.request_id);
+        let fctx = self
+            .filter
+            .insert(FilterCtx::new(flow, Some(self.authority.clone())));
+        match state.shared.chain.request(fctx, &header).await {
+            Ok(None) => {}
+            Ok(Some(a)) => return Err(a),
+            Err(e) => {
+                debug!("CONNECT {}: {e}", self.authority);
+                return Err(Answer::failed(
+                    500,
+                    "FilterError",
+                    "500 Internal Server Error\n",
+                ));
+            }
+        }
+
+        let connect_start = Instant::now();
+        let mut upstream = connect_raw(dst, None, &state.shared.upstream)
+            .await
+            .map_err(|e| connect_failed(dst, &e))?;
+        self.summary.upstream = Some(UpstreamUse {
+            local: upstream
+                .get_socket_digest()
+                .and_then(|d| d.local_addr().and_then(|a| a.as_inet()).copied()),
+            reused: false,
+            connect_time: Some(connect_start.elapsed()),
+        });
+        self.summary.status = 200;
+        // Pingora's stream buffers writes: flush, or the client waits forever.
+        let established = b"HTTP/1.1 200 Connection Established\r\n\r\n";
+        if stream.write_all(established).await.is_err() || stream.flush().await.is_err() {
+            return Ok(());
+        }
+        // Bytes the client sent right after its request head go first.
+        let early = &head[head_len..];
+        if !early.is_empty() && upstream.write_all(early).await.is_err() {
+            return Ok(());
+        }
+        let r = relay(stream, &mut upstream, TUNNEL_IDLE).await;
+        self.summary.rx = r.up + early.len() as u64;
+        self.summary.tx = r.down;
+        if r.idle {
+            self.summary.error = Some("IdleTimeout");
+        }
+        Ok(())
+    }
+}
+
+/// The 502/504 for a failed connect.
+fn connect_failed(dst: std::net::SocketAddr, e: &pingora_error::Error) -> Answer {
+    if e.etype() == &ErrorType::ConnectTimedout {
+        return Answer::failed(
+            504,
+            "ConnectTimedout",
+            format!("504 Gateway Timeout: {dst}: connect timed out\n"),
+        );
+    }
+    let why = e.root_cause().to_string();
+    Answer::failed(
+        502,
+        e.etype().as_str(),
+        format!("502 Bad Gateway: {dst}: {why}\n"),
+    )
+}
+
+/// The CONNECT head as a Pingora request header, for admission and filters.
+fn connect_header(authority: &str, headers: &[httparse::Header<'_>]) -> Option<RequestHeader> {
+    let mut header =
+        RequestHeader::build("CONNECT", authority.as_bytes(), Some(headers.len())).ok()?;
+    for h in headers {
+        let _ = header.append_header(h.name.to_string(), h.value);
+    }
+    Some(header)
+}
+
+async fn read_head(stream: &mut Stream) -> Option<BytesMut> {
+    let mut buf = BytesMut::with_capacity(1024);
+    let read = async {
+        loop {
+            if buf.windows(4).any(|w| w == b"\r\n\r\n") {
+                return true;
+            }
+            if buf.len() >= MAX_HEAD || !matches!(stream.read_buf(&mut buf).await, Ok(n) if n > 0) {
+                return false;
+            }
+        }
+    };
+    match tokio::time::timeout(HEAD_TIMEOUT, read).await {
+        Ok(true) => Some(buf),
+        _ => None,
+    }
+}
+
+fn reason(code: u16) -> &'static str {
+    http::StatusCode::from_u16(code)
+        .ok()
+        .and_then(|s| s.canonical_reason())
+        .unwrap_or("Error")
+}
+
+async fn respond(stream: &mut Stream, code: u16, body: &str) {
+    let resp = format!(
+        "HTTP/1.1 {code} {}\r\nContent-Type: text/plain\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        reason(code),
+        body.len()
+    );
+    let _ = stream.write_all(resp.as_bytes()).await;
+    let _ = stream.flush().await;
+}

@@ -1,0 +1,64 @@
+//! Forward (explicit) proxy listeners (`mode: forward`): clients configured
+//! with `http_proxy` send absolute-form requests (`GET http://host/path`),
+//! which Pingora's HTTP proxy handles through [`crate::proxy`], and
+//! `CONNECT host:port` (how browsers reach HTTPS through a proxy), which
+//! [`connect`] tunnels. The policy that keeps this from being an open proxy
+//! is [`crate::admission::forward`].
+
+mod connect;
+
+use crate::shared::ListenerState;
+use async_trait::async_trait;
+use pingora_core::apps::ServerApp;
+use pingora_core::protocols::Stream;
+use pingora_core::server::ShutdownWatch;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Wraps a forward listener's HTTP app: connections whose next request is
+/// `CONNECT` are tunnelled here, everything else goes to the inner app.
+pub struct ForwardApp<A> {
+    inner: Arc<A>,
+    state: Arc<ListenerState>,
+}
+
+impl<A> ForwardApp<A> {
+    /// `inner` serves the non-CONNECT requests of the listener of `state`.
+    pub fn new(inner: A, state: Arc<ListenerState>) -> Self {
+        ForwardApp {
+            inner: Arc::new(inner),
+            state,
+        }
+    }
+}
+
+/// How long a client connection may sit idle before its next request.
+const IDLE: Duration = Duration::from_secs(60);
+
+#[async_trait]
+impl<A: ServerApp + Send + Sync + 'static> ServerApp for ForwardApp<A> {
+    async fn process_new(
+        self: &Arc<Self>,
+        mut stream: Stream,
+        shutdown: &ShutdownWatch,
+    ) -> Option<Stream> {
+        let mut first = [0u8; 8];
+        let mut down = shutdown.clone();
+        let peeked = tokio::select! {
+            r = tokio::time::timeout(IDLE, stream.try_peek(&mut first)) => r,
+            _ = down.changed() => return None,
+        };
+        match peeked {
+            Ok(Ok(true)) if &first == b"CONNECT " => {
+                connect::tunnel(&self.state, stream).await;
+                None
+            }
+            Ok(Ok(_)) => self.inner.process_new(stream, shutdown).await,
+            _ => None,
+        }
+    }
+
+    async fn cleanup(&self) {
+        self.inner.cleanup().await
+    }
+}

@@ -1,0 +1,356 @@
+//! The HTTP proxy: Pingora's `ProxyHttp` callbacks for one `tproxy`,
+//! `redirect` or `forward` listener.
+//!
+//! Each request goes to the connection's original destination (or, on a
+//! forward listener, to the absolute URI's host), never to where its Host
+//! header points; the Host header is passed through as is. Admission runs
+//! first, then the filters; every request ends in one [`Summary`].
+
+mod failure;
+
+use crate::addr::split_host_port;
+use crate::admission::forward::ForwardPolicy;
+use crate::admission::Target;
+use crate::destination::{client_address, original_destination};
+use crate::filters::{FilterCtx, FlowInfo, LogSummary};
+use crate::flow::Answer;
+use crate::listener::ListenerKind;
+use crate::metrics::{ConnectFailure, ConnectionGuard, TimeoutPhase};
+use crate::shared::ListenerState;
+use crate::summary::{Kind, RequestLine, Summary, UpstreamUse};
+use crate::upstream::connector::{pool_group, SpoofConnect};
+use async_trait::async_trait;
+use bytes::Bytes;
+use failure::{failure_body, status_for};
+use log::warn;
+use pingora_core::upstreams::peer::HttpPeer;
+use pingora_error::{Error, ErrorSource, ErrorType, Result};
+use pingora_http::{RequestHeader, ResponseHeader};
+use pingora_proxy::{FailToProxy, ProxyHttp, Session};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+/// The proxy behind one listener (Pingora runs one service per listener,
+/// which is how a request knows its listener's kind and name).
+pub struct TransparentProxy {
+    state: Arc<ListenerState>,
+}
+
+impl TransparentProxy {
+    /// A proxy for the listener of `state` (an HTTP or forward listener).
+    pub fn new(state: Arc<ListenerState>) -> Self {
+        TransparentProxy { state }
+    }
+}
+
+/// Per-request state.
+pub struct RequestCtx {
+    summary: Summary,
+    /// The filters' context, once the request is admitted.
+    filter: Option<FilterCtx>,
+    /// When the upstream connect started (for its duration).
+    connect_started: Option<Instant>,
+    _in_flight: ConnectionGuard,
+}
+
+/// The host and port of an absolute-form `http://` request target. Pingora
+/// keeps such a target verbatim in `raw_path()` (its `uri` holds only the
+/// path) and has already checked that Host equals this authority.
+fn absolute_target(req: &RequestHeader) -> Option<(String, u16)> {
+    let target: http::Uri = std::str::from_utf8(req.raw_path()).ok()?.parse().ok()?;
+    if target.scheme_str() != Some("http") {
+        return None;
+    }
+    let (host, port) = split_host_port(target.authority()?.as_str())?;
+    Some((host.to_string(), port.unwrap_or(80)))
+}
+
+/// Turns an absolute-form proxy request into what an origin expects:
+/// origin-form target (setting the URI drops the verbatim absolute target),
+/// no proxy-only headers. Host already equals the URI's authority.
+fn to_origin_form(req: &mut RequestHeader) {
+    let path = req.uri.clone();
+    req.set_uri(path);
+    req.remove_header("proxy-connection");
+    req.remove_header(&http::header::PROXY_AUTHORIZATION);
+}
+
+impl TransparentProxy {
+    /// Where this request goes, if admission lets it.
+    async fn admitted_destination(
+        &self,
+        session: &Session,
+        client: Option<SocketAddr>,
+    ) -> std::result::Result<SocketAddr, Answer> {
+        let shared = &self.state.shared;
+        let req = session.req_header();
+        let target = match &self.state.listener.kind {
+            ListenerKind::Http { source, .. } => {
+                Target::Original(original_destination(session, *source))
+            }
+            ListenerKind::Forward(policy) => {
+                if !policy.client_allowed(client) {
+                    return Err(ForwardPolicy::client_refused(client));
+                }
+                let Some((host, port)) = absolute_target(req) else {
+                    return Err(Answer::failed(
+                        400,
+                        "BadRequest",
+                        "400 Bad Request: this is a forward proxy; send absolute http:// URIs or CONNECT\n",
+                    ));
+                };
+                let addrs = policy.resolve(&host, port).await?;
+                return shared.admission.admit(
+                    self.state.rules(),
+                    client,
+                    Target::Resolved(&addrs),
+                    Some(req),
+                );
+            }
+            ListenerKind::TlsPassthrough { .. } => Target::Original(None),
+        };
+        shared
+            .admission
+            .admit(self.state.rules(), client, target, Some(req))
+    }
+
+    /// Sends tproxyd's own answer and records it.
+    async fn answer(&self, session: &mut Session, ctx: &mut RequestCtx, a: Answer) -> Result<bool> {
+        ctx.summary.answered(&a);
+        session
+            .respond_error_with_body(a.status, Bytes::from(a.body))
+            .await?;
+        Ok(true)
+    }
+
+    fn is_forward(&self) -> bool {
+        matches!(self.state.listener.kind, ListenerKind::Forward(_))
+    }
+}
+
+#[async_trait]
+impl ProxyHttp for TransparentProxy {
+    type CTX = RequestCtx;
+
+    fn new_ctx(&self) -> RequestCtx {
+        RequestCtx {
+            summary: Summary::new(None),
+            filter: None,
+            connect_started: None,
+            _in_flight: ConnectionGuard::new(&self.state.metrics.in_flight),
+        }
+    }
+
+    /// Admission, then the filters' request hooks.
+    async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
+        if self.state.shared.draining.is_draining() {
+            // Let the client reconnect (to the new process) after this one.
+            session.set_keepalive(None);
+        }
+        let client = client_address(session);
+        ctx.summary.client = client;
+        let dst = match self.admitted_destination(session, client).await {
+            Ok(dst) => dst,
+            Err(a) => return self.answer(session, ctx, a).await,
+        };
+        ctx.summary.dst = Some(dst);
+        let req = session.req_header();
+        let host = if self.is_forward() {
+            // The URI's authority is where a forward request goes.
+            let target: Option<http::Uri> = std::str::from_utf8(req.raw_path())
+                .ok()
+                .and_then(|t| t.parse().ok());
+            target.and_then(|t| t.authority().map(|a| a.as_str().to_string()))
+        } else {
+            req.headers
+                .get(http::header::HOST)
+                .and_then(|h| h.to_str().ok())
+                .map(str::to_string)
+        };
+        let id = &self.state.listener.id;
+        let flow = FlowInfo::new(id, client, dst, ctx.summary.request_id);
+        let fctx = ctx.filter.insert(FilterCtx::new(flow, host));
+        match self.state.shared.chain.request(fctx, req).await? {
+            None => Ok(false),
+            Some(a) => self.answer(session, ctx, a).await,
+        }
+    }
+
+    async fn upstream_peer(
+        &self,
+        _session: &mut Session,
+        ctx: &mut RequestCtx,
+    ) -> Result<Box<HttpPeer>> {
+        ctx.connect_started = Some(Instant::now());
+        let dst = ctx
+            .summary
+            .dst
+            .ok_or_else(|| Error::explain(ErrorType::InternalError, "no original destination"))?;
+        let mut peer = HttpPeer::new(dst, false, String::new());
+        let u = &self.state.shared.upstream;
+        peer.options.connection_timeout = Some(u.connect_timeout);
+        peer.options.read_timeout = Some(u.read_timeout);
+        peer.options.write_timeout = Some(u.write_timeout);
+        peer.options.idle_timeout = Some(u.idle_timeout);
+        peer.options.upstream_tcp_sock_tweak_hook = self.state.shared.mark_hook.clone();
+        let spoof = matches!(
+            self.state.listener.kind,
+            ListenerKind::Http {
+                spoof_source: true,
+                ..
+            }
+        );
+        if let (true, Some(client)) = (spoof, ctx.summary.client) {
+            peer.options.custom_l4 = Some(Arc::new(SpoofConnect {
+                source: client.ip(),
+                mark: u.mark,
+                timeout: u.connect_timeout,
+            }));
+            // Pingora's pool key ignores the local address: keep one group
+            // of pooled connections per client IP.
+            peer.group_key = pool_group(client.ip());
+        }
+        Ok(Box::new(peer))
+    }
+
+    async fn upstream_request_filter(
+        &self,
+        _session: &mut Session,
+        upstream_request: &mut RequestHeader,
+        ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        if self.is_forward() {
+            to_origin_form(upstream_request);
+        }
+        match ctx.filter.as_mut() {
+            Some(f) => {
+                self.state
+                    .shared
+                    .chain
+                    .upstream_request(f, upstream_request)
+                    .await
+            }
+            None => Ok(()),
+        }
+    }
+
+    async fn response_filter(
+        &self,
+        _session: &mut Session,
+        upstream_response: &mut ResponseHeader,
+        ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        match ctx.filter.as_mut() {
+            Some(f) => self.state.shared.chain.response(f, upstream_response).await,
+            None => Ok(()),
+        }
+    }
+
+    async fn connected_to_upstream(
+        &self,
+        _session: &mut Session,
+        reused: bool,
+        _peer: &HttpPeer,
+        _fd: std::os::unix::io::RawFd,
+        digest: Option<&pingora_core::protocols::Digest>,
+        ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        ctx.summary.upstream = Some(UpstreamUse {
+            local: digest
+                .and_then(|d| d.socket_digest.as_ref())
+                .and_then(|s| s.local_addr())
+                .and_then(|a| a.as_inet().copied()),
+            reused,
+            connect_time: (!reused)
+                .then(|| ctx.connect_started.map(|t| t.elapsed()))
+                .flatten(),
+        });
+        Ok(())
+    }
+
+    fn fail_to_connect(
+        &self,
+        _session: &mut Session,
+        _peer: &HttpPeer,
+        _ctx: &mut RequestCtx,
+        mut e: Box<Error>,
+    ) -> Box<Error> {
+        self.state.metrics.connect_failed(match e.etype() {
+            ErrorType::ConnectRefused => ConnectFailure::Refused,
+            ErrorType::ConnectNoRoute => ConnectFailure::Unreachable,
+            ErrorType::ConnectTimedout => ConnectFailure::Timeout,
+            _ => ConnectFailure::Other,
+        });
+        // There is exactly one destination and it just failed on a fresh
+        // connection: retrying only delays the 502/504.
+        e.set_retry(false);
+        e
+    }
+
+    async fn fail_to_proxy(
+        &self,
+        session: &mut Session,
+        e: &Error,
+        ctx: &mut RequestCtx,
+    ) -> FailToProxy {
+        let code = status_for(e);
+        if e.esource() == &ErrorSource::Upstream {
+            match e.etype() {
+                ErrorType::ReadTimedout => self.state.metrics.timeout(TimeoutPhase::Read),
+                ErrorType::WriteTimedout => self.state.metrics.timeout(TimeoutPhase::Write),
+                _ => {}
+            }
+        }
+        if code > 0 {
+            let body = failure_body(code, ctx.summary.dst, e);
+            if let Err(we) = session
+                .respond_error_with_body(code, Bytes::from(body))
+                .await
+            {
+                warn!(
+                    "cannot send error response to {:?}: {we}",
+                    ctx.summary.client
+                );
+            }
+        }
+        FailToProxy {
+            error_code: code,
+            can_reuse_downstream: false,
+        }
+    }
+
+    /// The filters' log hooks, then the one summary: metrics and the
+    /// access-log record.
+    async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut RequestCtx) {
+        let status = session.response_written().map_or(0, |r| r.status.as_u16());
+        let s = &mut ctx.summary;
+        s.status = status;
+        s.rx = session.body_bytes_read() as u64;
+        s.tx = session.body_bytes_sent() as u64;
+        if s.error.is_none() {
+            s.error = e.map(|e| e.etype().as_str());
+        }
+        let shared = &self.state.shared;
+        if let Some(f) = ctx.filter.as_ref() {
+            shared.chain.log(f, &LogSummary { status, error: e }).await;
+        }
+        let req = session.req_header();
+        let query = shared.access_log.as_ref().is_some_and(|l| l.query);
+        let line = RequestLine {
+            method: req.method.as_str(),
+            host: req
+                .headers
+                .get(http::header::HOST)
+                .and_then(|h| h.to_str().ok()),
+            path: if query {
+                req.uri.path_and_query().map_or("/", |p| p.as_str())
+            } else {
+                req.uri.path()
+            },
+            decision: ctx.filter.as_ref().and_then(|f| f.decision()),
+        };
+        ctx.summary
+            .finish(self.state.outputs(), line, Kind::Request);
+    }
+}

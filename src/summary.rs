@@ -1,0 +1,152 @@
+//! One summary per request, CONNECT tunnel or passthrough connection, from
+//! which both its access-log record and its metrics are made, so the two
+//! can never disagree: whatever path a flow took (forwarded, answered by a
+//! filter, refused by admission, failed upstream), it ends in
+//! [`Summary::finish`].
+
+use crate::access_log::{AccessLog, Record, TlsLog};
+use crate::flow::{Answer, ListenerId, Refusal, RequestId, TlsOutcome};
+use crate::metrics::ListenerMetrics;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+/// The upstream connection a flow used.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct UpstreamUse {
+    /// Its local address (shows source spoofing).
+    pub local: Option<SocketAddr>,
+    /// Taken from the pool rather than opened.
+    pub reused: bool,
+    /// Time to open it; none when reused.
+    pub connect_time: Option<Duration>,
+}
+
+/// What is known about a flow while it runs.
+#[derive(Debug)]
+pub struct Summary {
+    /// Its id.
+    pub request_id: RequestId,
+    /// When it started (for its duration).
+    pub start: Instant,
+    /// The client.
+    pub client: Option<SocketAddr>,
+    /// The (original or resolved) destination, once known.
+    pub dst: Option<SocketAddr>,
+    /// Status sent to the client; 0 when none (passthrough, gone client).
+    pub status: u16,
+    /// Body (or tunnel) bytes from the client.
+    pub rx: u64,
+    /// Body (or tunnel) bytes to the client.
+    pub tx: u64,
+    /// The upstream connection, once one was used.
+    pub upstream: Option<UpstreamUse>,
+    /// Why tproxyd refused it, if it did.
+    pub refused: Option<Refusal>,
+    /// Error kind when it failed, e.g. `ConnectRefused`.
+    pub error: Option<&'static str>,
+}
+
+/// The request line as logged.
+#[derive(Debug, Clone, Copy)]
+pub struct RequestLine<'a> {
+    /// Method, or `TLS` for a passthrough connection.
+    pub method: &'a str,
+    /// Host header, CONNECT authority or SNI.
+    pub host: Option<&'a str>,
+    /// Path, CONNECT authority, or `-`.
+    pub path: &'a str,
+    /// What a filter or policy decided, e.g. `acl:deny:no-admin`.
+    pub decision: Option<&'a str>,
+}
+
+/// What kind of flow it was: it decides which counters move.
+#[derive(Debug, Clone, Copy)]
+pub enum Kind<'a> {
+    /// An HTTP request or a CONNECT tunnel: counted by status class.
+    Request,
+    /// A TLS passthrough connection: counted by outcome.
+    Tls(TlsOutcome, TlsLog<'a>),
+}
+
+/// Where a finished summary goes.
+#[derive(Clone, Copy)]
+pub struct Outputs<'a> {
+    /// The listener the flow arrived on.
+    pub listener: &'a ListenerId,
+    /// Its metrics.
+    pub metrics: &'a ListenerMetrics,
+    /// The access log, unless disabled.
+    pub log: Option<&'a AccessLog>,
+}
+
+impl Summary {
+    /// A flow from `client` starting now.
+    pub fn new(client: Option<SocketAddr>) -> Summary {
+        Summary {
+            request_id: RequestId::next(),
+            start: Instant::now(),
+            client,
+            dst: None,
+            status: 0,
+            rx: 0,
+            tx: 0,
+            upstream: None,
+            refused: None,
+            error: None,
+        }
+    }
+
+    /// Records that tproxyd answered the flow itself with `answer`.
+    pub fn answered(&mut self, answer: &Answer) {
+        self.status = answer.status;
+        self.refused = answer.refusal;
+        self.error = self.error.or(answer.error);
+    }
+
+    /// Counts the flow and writes its access-log record.
+    pub fn finish(&self, out: Outputs<'_>, line: RequestLine<'_>, kind: Kind<'_>) {
+        let duration = self.start.elapsed();
+        let m = out.metrics;
+        let (rx, tx) = (self.rx as usize, self.tx as usize);
+        match kind {
+            Kind::Request => m.request_done(self.status, rx, tx, duration.as_secs_f64()),
+            Kind::Tls(outcome, _) => {
+                m.tls_connection(outcome);
+                m.transfer(rx, tx, duration.as_secs_f64());
+            }
+        }
+        if let Some(why) = self.refused {
+            m.refused(why);
+        }
+        if let Some(u) = self.upstream {
+            m.upstream_connection(u.reused, u.connect_time.map(|d| d.as_secs_f64()));
+        }
+        let Some(log) = out.log else {
+            return;
+        };
+        log.write(&Record {
+            request_id: self.request_id,
+            listener: &out.listener.name,
+            mode: out.listener.mode.as_str(),
+            client: self.client,
+            dst: self.dst,
+            upstream_local: self.upstream.and_then(|u| u.local),
+            method: line.method,
+            host: line.host,
+            path: line.path,
+            status: self.status,
+            req_body_bytes: rx,
+            resp_body_bytes: tx,
+            duration,
+            upstream_connect: self.upstream.and_then(|u| u.connect_time),
+            upstream_reused: self.upstream.map(|u| u.reused),
+            decision: line.decision,
+            refused: self.refused.map(Refusal::as_str),
+            error: self.error,
+            tls: match kind {
+                Kind::Tls(_, t) => Some(t),
+                Kind::Request => None,
+            },
+        });
+    }
+}

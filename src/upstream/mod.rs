@@ -1,0 +1,100 @@
+//! The connection to the original destination: its settings
+//! (`tproxyd.upstream`) and the connectors ([`connector`]) that open it.
+
+pub mod connector;
+
+use crate::error::{invalid, ConfigError, Timeout};
+use serde::Deserialize;
+use std::time::Duration;
+
+/// `tproxyd.upstream` as written.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct UpstreamSettings {
+    connect_timeout: Timeout,
+    read_timeout: Timeout,
+    write_timeout: Timeout,
+    idle_timeout: Timeout,
+    resolve_timeout: Timeout,
+    mark: Option<MarkRaw>,
+}
+
+/// `upstream.mark`: a number, decimal or `0x` hex.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+enum MarkRaw {
+    Num(u32),
+    Text(String),
+}
+
+impl Default for UpstreamSettings {
+    fn default() -> Self {
+        UpstreamSettings {
+            connect_timeout: Timeout::secs(5),
+            read_timeout: Timeout::secs(60),
+            write_timeout: Timeout::secs(60),
+            idle_timeout: Timeout::secs(60),
+            resolve_timeout: Timeout::secs(2),
+            mark: None,
+        }
+    }
+}
+
+/// Timeouts and socket settings for the connection to the original
+/// destination, validated.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UpstreamConf {
+    /// TCP connect; expiry answers 504.
+    pub connect_timeout: Duration,
+    /// Waiting for the origin to send; expiry answers 504.
+    pub read_timeout: Duration,
+    /// Waiting for the origin to take our bytes.
+    pub write_timeout: Duration,
+    /// How long an idle pooled upstream connection is kept for reuse.
+    pub idle_timeout: Duration,
+    /// Bound on resolving a name (forward mode, SNI and Host checks).
+    pub resolve_timeout: Duration,
+    /// `SO_MARK` on every upstream socket, so that rules can exempt the
+    /// proxy's own traffic from interception.
+    pub mark: Option<u32>,
+}
+
+impl UpstreamSettings {
+    /// Checks the mark (the durations were checked when parsed).
+    pub fn validate(self) -> Result<UpstreamConf, ConfigError> {
+        const KEY: &str = "tproxyd.upstream.mark";
+        let mark = match self.mark {
+            None => None,
+            Some(MarkRaw::Num(n)) => Some(n),
+            Some(MarkRaw::Text(t)) => {
+                let t = t.trim();
+                let parsed = match t.strip_prefix("0x").or_else(|| t.strip_prefix("0X")) {
+                    Some(hex) => u32::from_str_radix(hex, 16).ok(),
+                    None => t.parse().ok(),
+                };
+                Some(parsed.ok_or_else(|| {
+                    invalid(KEY, format!("{t:?} is not a number (e.g. 0x100 or 256)"))
+                })?)
+            }
+        };
+        if mark == Some(0) {
+            return Err(invalid(KEY, "0 means no mark; leave it out instead"));
+        }
+        Ok(UpstreamConf {
+            connect_timeout: self.connect_timeout.0,
+            read_timeout: self.read_timeout.0,
+            write_timeout: self.write_timeout.0,
+            idle_timeout: self.idle_timeout.0,
+            resolve_timeout: self.resolve_timeout.0,
+            mark,
+        })
+    }
+}
+
+impl Default for UpstreamConf {
+    fn default() -> Self {
+        UpstreamSettings::default()
+            .validate()
+            .expect("the defaults are valid")
+    }
+}
