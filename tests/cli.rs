@@ -101,17 +101,15 @@ fn a_listener_that_cannot_bind_stops_the_process() {
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    let status = loop {
-        if let Some(s) = child.try_wait().unwrap() {
-            break s;
-        }
-        if std::time::Instant::now() > deadline {
-            let _ = child.kill();
-            panic!("tproxyd kept running without its listener");
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    };
+    let mut status = None;
+    if !poll_until(Duration::from_secs(10), || {
+        status = child.try_wait().unwrap();
+        status.is_some()
+    }) {
+        let _ = child.kill();
+        panic!("tproxyd kept running without its listener");
+    }
+    let status = status.unwrap();
     let mut err = String::new();
     std::io::Read::read_to_string(child.stderr.as_mut().unwrap(), &mut err).unwrap();
     assert!(!status.success());

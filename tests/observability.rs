@@ -6,7 +6,7 @@ mod harness;
 use harness::*;
 use nix::sys::signal::Signal;
 use std::collections::HashSet;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// A lan-http listener sample, with `extra` labels (`key="value"`) if any.
 fn m(body: &str, name: &str, extra: &str) -> f64 {
@@ -66,17 +66,14 @@ fn metrics_count_a_known_mix_exactly() {
 
     let bytes = known_mix(&lab);
 
-    // Wait for the last request's logging phase, then compare exactly.
-    let deadline = Instant::now() + Duration::from_secs(5);
-    let body = loop {
-        let b = admin_get(&lab, "/metrics").body;
-        let done = m(&b, "tproxyd_request_duration_seconds_count", "") == 6.0
-            && m(&b, "tproxyd_downstream_connections_active", "") == 0.0;
-        if done || Instant::now() > deadline {
-            break b;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    };
+    // Wait for the last request's logging phase, then compare exactly (also
+    // when the wait timed out: the comparisons say what is off).
+    let mut body = String::new();
+    poll_until(Duration::from_secs(5), || {
+        body = admin_get(&lab, "/metrics").body;
+        m(&body, "tproxyd_request_duration_seconds_count", "") == 6.0
+            && m(&body, "tproxyd_downstream_connections_active", "") == 0.0
+    });
     let c = |name, extra| m(&body, name, extra);
     assert_eq!(c("tproxyd_requests_total", r#"status_class="2xx""#), 3.0);
     assert_eq!(c("tproxyd_requests_total", r#"status_class="4xx""#), 1.0);
@@ -131,7 +128,7 @@ fn open_connections_and_in_flight_requests_are_gauged() {
         return;
     }
     let lab = Lab::up();
-    let _origin = Origin::start(&lab, &[80]);
+    let origin = Origin::start(&lab, &[80]);
     let dir = TempDir::new("gauges");
     let _proxy = Proxy::start(&lab, &lab_config(&dir.0, ""), &[8888, 8889, 9187]);
     // Two idle keep-alive connections and one slow request in flight.
@@ -143,25 +140,20 @@ fn open_connections_and_in_flight_requests_are_gauged() {
     }
     let s = lab.client_connect(&format!("{SERVER_V4}:80")).unwrap();
     let slow = std::thread::spawn(move || Client::new(s).get("g.test", "/slow/20", &[]));
-    std::thread::sleep(Duration::from_millis(500));
+    // In flight for ~2 s from here on.
+    origin.wait_request("/slow/20");
     let body = admin_get(&lab, "/metrics").body;
     assert_eq!(m(&body, "tproxyd_downstream_connections_active", ""), 3.0);
     assert_eq!(m(&body, "tproxyd_requests_in_flight", ""), 1.0);
     assert_eq!(slow.join().unwrap().unwrap().status, 200);
     drop(idle);
-    let deadline = Instant::now() + Duration::from_secs(5);
-    loop {
-        let body = admin_get(&lab, "/metrics").body;
-        if m(&body, "tproxyd_downstream_connections_active", "") == 0.0 {
-            assert_eq!(m(&body, "tproxyd_requests_in_flight", ""), 0.0);
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "connections never closed:\n{body}"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    let mut body = String::new();
+    let closed = poll_until(Duration::from_secs(5), || {
+        body = admin_get(&lab, "/metrics").body;
+        m(&body, "tproxyd_downstream_connections_active", "") == 0.0
+    });
+    assert!(closed, "connections never closed:\n{body}");
+    assert_eq!(m(&body, "tproxyd_requests_in_flight", ""), 0.0);
 }
 
 fn json_lines(path: &std::path::Path) -> Vec<serde_json::Value> {
@@ -172,15 +164,23 @@ fn json_lines(path: &std::path::Path) -> Vec<serde_json::Value> {
         .collect()
 }
 
+/// Waits (up to 5 s) until `paths` hold at least `n` lines together, and
+/// returns them all (fewer if the wait timed out: the caller's assertions
+/// say what is off).
 fn wait_lines(paths: &[&std::path::Path], n: usize) -> Vec<serde_json::Value> {
-    let deadline = Instant::now() + Duration::from_secs(5);
-    loop {
-        let all: Vec<_> = paths.iter().flat_map(|p| json_lines(p)).collect();
-        if all.len() >= n || Instant::now() > deadline {
-            return all;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    let mut all = Vec::new();
+    poll_until(Duration::from_secs(5), || {
+        all = paths.iter().flat_map(|p| json_lines(p)).collect();
+        all.len() >= n
+    });
+    all
+}
+
+/// Whether the file at `path` holds at least one complete line.
+fn has_a_line(path: &std::path::Path) -> bool {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .contains('\n')
 }
 
 #[test]
@@ -300,7 +300,7 @@ fn sighup_reopens_the_log_file_without_losing_a_line() {
         return;
     }
     let lab = Lab::up();
-    let _origin = Origin::start(&lab, &[80]);
+    let origin = Origin::start(&lab, &[80]);
     let dir = TempDir::new("rotate");
     let log = dir.0.join("access.log");
     let rotated = dir.0.join("access.log.1");
@@ -312,11 +312,21 @@ fn sighup_reopens_the_log_file_without_losing_a_line() {
 
     // A steady stream of requests while the file is rotated underneath.
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let load = start_load(&lab, &format!("{SERVER_V4}:80"), 2, 1, stop.clone());
-    std::thread::sleep(Duration::from_millis(400));
+    let dst = format!("{SERVER_V4}:80");
+    let load = start_load(&lab, &dst, 2, 1, stop.clone());
+    wait_load_flowing(&origin, &dst, load.len());
+    wait_until(
+        "an access-log line in the file to be rotated",
+        Duration::from_secs(10),
+        || has_a_line(&log),
+    );
     std::fs::rename(&log, &rotated).unwrap();
     proxy.signal(Signal::SIGHUP);
-    std::thread::sleep(Duration::from_millis(600));
+    wait_until(
+        "the access log to be reopened and written to again",
+        Duration::from_secs(10),
+        || proxy.log_text().contains("access log reopened") && has_a_line(&log),
+    );
     stop.store(true, std::sync::atomic::Ordering::SeqCst);
     let report = finish_load(load);
     assert!(report.failures.is_empty(), "{:#?}", report.failures);

@@ -51,7 +51,9 @@ fn upgrade_under_load(test: &str, dsts: &[String], quit_first: bool) {
     for dst in dsts {
         loads.extend(start_load(&lab, dst, 3, 2, stop.clone()));
     }
-    std::thread::sleep(Duration::from_millis(700));
+    for dst in dsts {
+        wait_load_flowing(&origin, dst, 3 + 2);
+    }
     let before_upgrade = origin.count();
 
     let quit_at;
@@ -59,7 +61,13 @@ fn upgrade_under_load(test: &str, dsts: &[String], quit_first: bool) {
     if quit_first {
         quit_at = Instant::now();
         old.signal(Signal::SIGQUIT);
-        std::thread::sleep(Duration::from_millis(300));
+        // The old process is in its upgrade (and draining) before the new
+        // one exists: it keeps retrying the handover until it appears.
+        wait_until(
+            "the old process to start its upgrade",
+            Duration::from_secs(10),
+            || old.log_text().contains("GracefulUpgradeTransferringFds"),
+        );
         new = Proxy::spawn(
             &lab,
             &dir.0,
@@ -75,7 +83,7 @@ fn upgrade_under_load(test: &str, dsts: &[String], quit_first: bool) {
             &gen_config(&dir.0, "new", true),
             &["-u"],
         );
-        std::thread::sleep(Duration::from_millis(300));
+        new.wait_upgrade_socket(&dir.0);
         quit_at = Instant::now();
         old.signal(Signal::SIGQUIT);
     }
@@ -85,6 +93,8 @@ fn upgrade_under_load(test: &str, dsts: &[String], quit_first: bool) {
     let lingered = quit_at.elapsed();
     assert!(new.is_running(), "new process died:\n{}", new.log_text());
     let after_old_exit = origin.count();
+    // Deliberate pause, not a wait: the load runs on against the new
+    // process alone for a while.
     std::thread::sleep(Duration::from_millis(700));
     stop.store(true, std::sync::atomic::Ordering::SeqCst);
     let report = finish_load(loads);
@@ -167,7 +177,7 @@ fn slow_response_survives_upgrade_byte_exact() {
         return;
     }
     let lab = Lab::up();
-    let _origin = Origin::start(&lab, &[80]);
+    let origin = Origin::start(&lab, &[80]);
     let dir = TempDir::new("slow");
     let mut old = Proxy::spawn(&lab, &dir.0, "old", &gen_config(&dir.0, "old", true), &[]);
     old.wait_listening(&lab, &[8888, 8889]);
@@ -175,7 +185,7 @@ fn slow_response_survives_upgrade_byte_exact() {
     // 40 chunks, 100 ms apart: in flight for ~4 s, across the handover.
     let stream = lab.client_connect(&format!("{SERVER_V4}:80")).unwrap();
     let slow = std::thread::spawn(move || Client::new(stream).get("example.test", "/slow/40", &[]));
-    std::thread::sleep(Duration::from_millis(300));
+    origin.wait_request("/slow/40");
     let mut new = Proxy::spawn(
         &lab,
         &dir.0,
@@ -183,7 +193,7 @@ fn slow_response_survives_upgrade_byte_exact() {
         &gen_config(&dir.0, "new", true),
         &["-u"],
     );
-    std::thread::sleep(Duration::from_millis(200));
+    new.wait_upgrade_socket(&dir.0);
     old.signal(Signal::SIGQUIT);
 
     let resp = slow.join().unwrap().expect("slow response");
@@ -211,14 +221,17 @@ fn reload_changes_headers_binds_new_and_closes_removed_listeners() {
         "    - name: extra\n      address: \"0.0.0.0:8890\"\n      mode: tproxy\n  upstream:",
     );
     let stop = Arc::new(AtomicBool::new(false));
-    let load = start_load(&lab, &format!("{SERVER_V4}:80"), 2, 1, stop.clone());
-    std::thread::sleep(Duration::from_millis(300));
+    let dst = format!("{SERVER_V4}:80");
+    let load = start_load(&lab, &dst, 2, 1, stop.clone());
+    wait_load_flowing(&origin, &dst, load.len());
 
     let mut new = Proxy::spawn(&lab, &dir.0, "v2", &v2, &["-u"]);
-    std::thread::sleep(Duration::from_millis(200));
+    new.wait_upgrade_socket(&dir.0);
     old.signal(Signal::SIGQUIT);
     assert!(old.wait_exit(Duration::from_secs(20)).is_some());
     let mark = origin.count();
+    // Deliberate pause, not a wait: the load runs on against the new
+    // process alone for a while.
     std::thread::sleep(Duration::from_millis(300));
     stop.store(true, std::sync::atomic::Ordering::SeqCst);
     let report = finish_load(load);
@@ -250,7 +263,7 @@ fn sigterm_finishes_in_flight_requests_then_stops() {
         return;
     }
     let lab = Lab::up();
-    let _origin = Origin::start(&lab, &[80]);
+    let origin = Origin::start(&lab, &[80]);
     let dir = TempDir::new("term");
     // grace_period_seconds: 1, graceful_shutdown_timeout_seconds: 1 → the
     // in-flight response needs to finish within ~2s of SIGTERM.
@@ -261,12 +274,20 @@ fn sigterm_finishes_in_flight_requests_then_stops() {
 
     let stream = lab.client_connect(&format!("{SERVER_V4}:80")).unwrap();
     let slow = std::thread::spawn(move || Client::new(stream).get("example.test", "/slow/15", &[]));
-    std::thread::sleep(Duration::from_millis(300));
+    // In flight for ~1.5 s from here on.
+    origin.wait_request("/slow/15");
     let t = Instant::now();
     proxy.signal(Signal::SIGTERM);
-    std::thread::sleep(Duration::from_millis(300));
     // New connections are refused at once (the router resets them: the
     // listening socket is closed, nothing is left hanging in a backlog).
+    // "At once": within 1 s, while the response above is still in flight
+    // and well before the process may exit (>= 2.5 s), so a listener left
+    // open until exit still fails here.
+    wait_until(
+        "new connections to fail after SIGTERM",
+        Duration::from_secs(1),
+        || lab.client_connect(&format!("{SERVER_V4}:80")).is_err(),
+    );
     let err = lab.client_connect(&format!("{SERVER_V4}:80")).unwrap_err();
     assert_eq!(err.kind(), std::io::ErrorKind::ConnectionRefused, "{err}");
     let resp = slow.join().unwrap().expect("in-flight response completes");
@@ -350,24 +371,22 @@ fn daemon_mode_writes_pid_file_and_error_log_and_stops_on_sigterm() {
     let resp = get(&lab, &format!("{SERVER_V4}:80"), "example.test", "/daemon");
     assert_eq!(resp.status, 200);
     assert_eq!(origin.seen()[0].headers["x-proxy-gen"], "daemon");
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while !std::fs::read_to_string(&error_log)
-        .unwrap_or_default()
-        .contains("/daemon")
-    {
-        assert!(
-            Instant::now() < deadline,
-            "access line missing from error_log"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    wait_until(
+        "the access line in error_log",
+        Duration::from_secs(5),
+        || {
+            std::fs::read_to_string(&error_log)
+                .unwrap_or_default()
+                .contains("/daemon")
+        },
+    );
 
     nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), Signal::SIGTERM).unwrap();
-    let deadline = Instant::now() + Duration::from_secs(15);
-    while alive(pid) {
-        assert!(Instant::now() < deadline, "daemon did not stop on SIGTERM");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    wait_until(
+        "the daemon to stop on SIGTERM",
+        Duration::from_secs(15),
+        || !alive(pid),
+    );
 }
 
 #[test]
@@ -416,23 +435,22 @@ fn without_cap_net_admin_start_up_fails_clearly() {
     assert!(err.contains("CAP_NET_ADMIN"), "{err}");
 }
 
+/// Waits (up to 10 s) for the pid file at `path` to name a live process
+/// other than `not`, and returns its pid.
 fn read_pid(path: &std::path::Path, not: Option<i32>) -> i32 {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        if let Some(pid) = std::fs::read_to_string(path)
-            .ok()
-            .and_then(|p| p.trim().parse::<i32>().ok())
-            .filter(|p| Some(*p) != not && alive(*p))
-        {
-            return pid;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "no (new) pid in {}",
-            path.display()
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    let mut pid = None;
+    wait_until(
+        &format!("a (new) live pid in {}", path.display()),
+        Duration::from_secs(10),
+        || {
+            pid = std::fs::read_to_string(path)
+                .ok()
+                .and_then(|p| p.trim().parse::<i32>().ok())
+                .filter(|p| Some(*p) != not && alive(*p));
+            pid.is_some()
+        },
+    );
+    pid.unwrap()
 }
 
 /// What `systemctl reload` runs (conf/tproxyd.service): `-t`, SIGQUIT to
@@ -462,8 +480,9 @@ fn systemd_style_reload_of_a_daemon_under_load() {
     wait_port(&lab, 8888);
 
     let stop = Arc::new(AtomicBool::new(false));
-    let load = start_load(&lab, &format!("{SERVER_V4}:80"), 2, 1, stop.clone());
-    std::thread::sleep(Duration::from_millis(300));
+    let dst = format!("{SERVER_V4}:80");
+    let load = start_load(&lab, &dst, 2, 1, stop.clone());
+    wait_load_flowing(&origin, &dst, load.len());
 
     // ExecReload, step by step, with the changed config in place.
     let mut check = Proxy::spawn(&lab, &dir.0, "reload", &conf("two"), &["-t"]);
@@ -479,12 +498,12 @@ fn systemd_style_reload_of_a_daemon_under_load() {
     let new_pid = read_pid(&pid_file, Some(old_pid));
     let _new_guard = KillOnDrop(new_pid);
 
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while alive(old_pid) {
-        assert!(Instant::now() < deadline, "old daemon did not exit");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    wait_until("the old daemon to exit", Duration::from_secs(20), || {
+        !alive(old_pid)
+    });
     let mark = origin.count();
+    // Deliberate pause, not a wait: the load runs on against the new
+    // daemon alone for a while.
     std::thread::sleep(Duration::from_millis(300));
     stop.store(true, std::sync::atomic::Ordering::SeqCst);
     let report = finish_load(load);

@@ -331,6 +331,8 @@ fn a_client_hello_split_across_segments_and_records_still_parses() {
     s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
     for piece in framed.chunks(37) {
         s.write_all(piece).unwrap();
+        // Deliberate pause, not a wait: each piece goes out as a segment of
+        // its own, so the proxy has to reassemble the hello.
         std::thread::sleep(Duration::from_millis(20));
     }
     // The origin answers with a ServerHello: the proxy parsed and spliced.

@@ -174,19 +174,52 @@ pub fn spawn_in_netns<T: Send + 'static>(
     })
 }
 
+/// How often the `wait_*` helpers look again.
+pub const POLL_INTERVAL: Duration = Duration::from_millis(20);
+
+/// Calls `cond` every [`POLL_INTERVAL`] until it returns true or `limit`
+/// has passed, and returns whether it did. For waits whose failure message
+/// needs more than a name (a log, a metrics body); otherwise use
+/// [`wait_until`]. `cond` is always called at least once.
+pub fn poll_until(limit: Duration, mut cond: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + limit;
+    loop {
+        if cond() {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::sleep(POLL_INTERVAL);
+    }
+}
+
+/// Waits until `cond` returns true, polling every [`POLL_INTERVAL`]; panics
+/// naming `what` (what was awaited) once `limit` has passed. Use this
+/// instead of a fixed sleep whenever a test waits for something to happen.
+pub fn wait_until(what: &str, limit: Duration, cond: impl FnMut() -> bool) {
+    assert!(
+        poll_until(limit, cond),
+        "timed out after {limit:?} waiting for {what}"
+    );
+}
+
+/// Whether `port` accepts connections on 127.0.0.1 in the router namespace
+/// (a plain connect that sends nothing: proves the socket listens).
+fn router_port_open(lab: &Lab, port: u16) -> bool {
+    in_netns(&lab.router_ns(), move || {
+        TcpStream::connect(("127.0.0.1", port)).is_ok()
+    })
+}
+
 /// Waits (up to 10 s) until `port` accepts connections on 127.0.0.1 in
 /// the router namespace (a plain connect that sends nothing).
 pub fn wait_port(lab: &Lab, port: u16) {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !in_netns(&lab.router_ns(), move || {
-        TcpStream::connect(("127.0.0.1", port)).is_ok()
-    }) {
-        assert!(
-            Instant::now() < deadline,
-            "nothing listens on {port} in the router"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    wait_until(
+        &format!("something to listen on {port} in the router"),
+        Duration::from_secs(10),
+        || router_port_open(lab, port),
+    );
 }
 
 /// What the origin saw of one request.
@@ -274,6 +307,22 @@ impl Origin {
     pub fn count(&self) -> usize {
         self.seen.lock().unwrap().len()
     }
+
+    /// Waits (up to 10 s) until a request for `path` has reached the
+    /// origin, e.g. so that a slow response is known to be in flight
+    /// through the proxy; returns what the origin saw of it.
+    pub fn wait_request(&self, path: &str) -> Seen {
+        let mut found = None;
+        wait_until(
+            &format!("a request for {path} at the origin"),
+            Duration::from_secs(10),
+            || {
+                found = self.seen().into_iter().find(|s| s.path == path);
+                found.is_some()
+            },
+        );
+        found.unwrap()
+    }
 }
 
 fn serve_origin_conn(stream: TcpStream, conn: usize, seen: Arc<Mutex<Vec<Seen>>>) {
@@ -360,6 +409,7 @@ fn write_slow(out: &mut TcpStream, n: usize) -> std::io::Result<()> {
         let c = slow_chunk(i);
         out.write_all(format!("{:x}\r\n{c}\r\n", c.len()).as_bytes())?;
         out.flush()?;
+        // Deliberate pause, not a wait: being slow is this origin's job.
         std::thread::sleep(Duration::from_millis(100));
     }
     out.write_all(b"0\r\n\r\n")
@@ -605,30 +655,51 @@ impl Proxy {
         }
     }
 
-    /// Waits until each port accepts connections in the router namespace.
+    /// Waits (up to 15 s in all) until each port accepts connections in the
+    /// router namespace; panics at once if the process exits meanwhile.
     pub fn wait_listening(&mut self, lab: &Lab, ports: &[u16]) {
-        let proxy = self;
         let deadline = Instant::now() + Duration::from_secs(15);
         for &port in ports {
-            loop {
-                if let Ok(Some(status)) = proxy.child.try_wait() {
-                    panic!("tproxyd exited early ({status}):\n{}", proxy.log_text());
+            let child = &mut self.child;
+            let log = &self.log;
+            let up = poll_until(deadline.saturating_duration_since(Instant::now()), || {
+                if let Ok(Some(status)) = child.try_wait() {
+                    panic!(
+                        "tproxyd exited early ({status}):\n{}",
+                        std::fs::read_to_string(log).unwrap_or_default()
+                    );
                 }
-                let ok = in_netns(&lab.router_ns(), move || {
-                    // A plain connect that sends nothing: proves the socket listens.
-                    TcpStream::connect(("127.0.0.1", port)).is_ok()
-                });
-                if ok {
-                    break;
-                }
-                assert!(
-                    Instant::now() < deadline,
-                    "tproxyd did not listen on {port}:\n{}",
-                    proxy.log_text()
-                );
-                std::thread::sleep(Duration::from_millis(50));
-            }
+                router_port_open(lab, port)
+            });
+            assert!(up, "tproxyd did not listen on {port}:\n{}", self.log_text());
         }
+    }
+
+    /// Waits (up to 10 s) until this process, started with `-u` and the
+    /// [`lab_config`] of `dir`, listens on the upgrade socket, so that the
+    /// old process hands its listeners over as soon as it gets SIGQUIT.
+    /// Only looks for the socket file: a probe connection would be taken
+    /// for the old process's handover.
+    pub fn wait_upgrade_socket(&mut self, dir: &Path) {
+        use std::os::unix::fs::FileTypeExt;
+        let sock = dir.join("upgrade.sock");
+        let child = &mut self.child;
+        let log = &self.log;
+        let ready = poll_until(Duration::from_secs(10), || {
+            if let Ok(Some(status)) = child.try_wait() {
+                panic!(
+                    "tproxyd -u exited early ({status}):\n{}",
+                    std::fs::read_to_string(log).unwrap_or_default()
+                );
+            }
+            std::fs::metadata(&sock).is_ok_and(|m| m.file_type().is_socket())
+        });
+        assert!(
+            ready,
+            "tproxyd -u never created {}:\n{}",
+            sock.display(),
+            self.log_text()
+        );
     }
 
     pub fn pid(&self) -> u32 {
@@ -643,16 +714,12 @@ impl Proxy {
 
     /// Waits up to `limit` for the process to exit.
     pub fn wait_exit(&mut self, limit: Duration) -> Option<std::process::ExitStatus> {
-        let deadline = Instant::now() + limit;
-        loop {
-            if let Ok(Some(status)) = self.child.try_wait() {
-                return Some(status);
-            }
-            if Instant::now() > deadline {
-                return None;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        let mut status = None;
+        poll_until(limit, || {
+            status = self.child.try_wait().ok().flatten();
+            status.is_some()
+        });
+        status
     }
 
     pub fn is_running(&mut self) -> bool {
@@ -673,24 +740,22 @@ impl Proxy {
             .collect()
     }
 
-    /// Waits until an access-log line contains all of `needles`.
+    /// Waits (up to 5 s) until an access-log line contains all of `needles`.
     pub fn wait_access(&self, needles: &[&str]) -> String {
-        let deadline = Instant::now() + Duration::from_secs(5);
-        loop {
-            if let Some(l) = self
+        let mut line = None;
+        let found = poll_until(Duration::from_secs(5), || {
+            line = self
                 .access_lines()
                 .into_iter()
-                .find(|l| needles.iter().all(|n| l.contains(n)))
-            {
-                return l;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "no access-log line with {needles:?} in:\n{}",
-                self.log_text()
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
+                .find(|l| needles.iter().all(|n| l.contains(n)));
+            line.is_some()
+        });
+        assert!(
+            found,
+            "no access-log line with {needles:?} in:\n{}",
+            self.log_text()
+        );
+        line.unwrap()
     }
 }
 
@@ -780,12 +845,33 @@ pub fn start_load(
                         }
                     }
                 }
+                // Deliberate pause, not a wait: paces the load.
                 std::thread::sleep(Duration::from_millis(10));
             }
             report
         }));
     }
     handles
+}
+
+/// Waits (up to 10 s) until each of the `workers` that [`start_load`]
+/// started against `dst` has had a request reach `origin`: the load is
+/// flowing, and every keep-alive worker holds a connection through the
+/// proxy.
+pub fn wait_load_flowing(origin: &Origin, dst: &str, workers: usize) {
+    let dst: SocketAddr = dst.parse().expect("socket address");
+    wait_until(
+        &format!("all {workers} load workers against {dst} to reach the origin"),
+        Duration::from_secs(10),
+        || {
+            let seen = origin.seen();
+            (0..workers).all(|w| {
+                let prefix = format!("/load/{w}/");
+                seen.iter()
+                    .any(|s| s.local == dst && s.path.starts_with(&prefix))
+            })
+        },
+    );
 }
 
 /// Joins the load workers and sums their reports.
