@@ -242,10 +242,10 @@ fn reload_changes_headers_binds_new_and_closes_removed_listeners() {
         "{gens:?}"
     );
 
+    new.wait_listening(&lab, &[8890]);
     let log = new.log_text();
     assert!(log.contains("inherited [::]:8888"), "{log}");
     assert!(log.contains("bound 0.0.0.0:8890"), "{log}");
-    new.wait_listening(&lab, &[8890]);
     // The removed listener is closed, not left open without an acceptor.
     let open = in_netns(&lab.router_ns(), || {
         std::net::TcpStream::connect("127.0.0.1:8889").is_ok()

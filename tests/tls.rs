@@ -391,6 +391,10 @@ fn sni_check_denies_a_name_that_is_not_the_destination() {
         "tls=denied",
         "decision=sni_check:deny",
     ]);
+    // A connection is counted just before its record is written: once both
+    // records are there, both counts are.
+    t.proxy
+        .wait_access(&[&format!("-> {SERVER_V4}:443"), "tls=spliced"]);
     let metrics = admin_get(&t.lab, "/metrics").body;
     let spliced = metric(
         &metrics,

@@ -3,6 +3,7 @@
 //! connect, answer `200 Connection Established`, then relay bytes.
 
 use crate::addr::split_host_port;
+use crate::admission::forward::ForwardPolicy;
 use crate::admission::Target;
 use crate::destination::stream_client;
 use crate::filters::{FilterCtx, FlowInfo, LogSummary, RequestHeader};
@@ -17,6 +18,7 @@ use bytes::BytesMut;
 use log::debug;
 use pingora_core::protocols::{GetSocketDigest, Stream};
 use pingora_error::ErrorType;
+use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -71,11 +73,23 @@ impl Tunnel {
         let head = read_head(stream)
             .await
             .ok_or_else(|| Answer::failed(0, "BadRequest", ""))?;
+        let (dst, head_len) = self.admit(state, &head).await?;
+        self.relay(state, stream, dst, &head[head_len..]).await
+    }
+
+    /// Parses the head, applies the forward policy and admission, runs the
+    /// filters' request hooks. Returns the destination and the head's
+    /// length (bytes after it are the client's first tunnel bytes).
+    async fn admit(
+        &mut self,
+        state: &ListenerState,
+        head: &[u8],
+    ) -> Result<(SocketAddr, usize), Answer> {
         let mut headers = [httparse::EMPTY_HEADER; 64];
         let mut req = httparse::Request::new(&mut headers);
         let bad =
             |why: &str| Answer::failed(400, "BadRequest", format!("400 Bad Request: {why}\n"));
-        let head_len = match req.parse(&head) {
+        let head_len = match req.parse(head) {
             Ok(httparse::Status::Complete(n)) => n,
             _ => return Err(bad("malformed CONNECT request")),
         };
@@ -89,9 +103,7 @@ impl Tunnel {
         };
         let client = self.summary.client;
         if !policy.client_allowed(client) {
-            return Err(crate::admission::forward::ForwardPolicy::client_refused(
-                client,
-            ));
+            return Err(ForwardPolicy::client_refused(client));
         }
         let Some((host, Some(port))) = split_host_port(&self.authority) else {
             return Err(bad("CONNECT needs host:port"));
@@ -100,12 +112,12 @@ impl Tunnel {
         let header = connect_header(&self.authority, req.headers)
             .ok_or_else(|| bad("bad CONNECT target"))?;
         let addrs = policy.resolve(host, port).await?;
-        let dst = state.shared.admission.admit(
-            state.rules(),
-            client,
-            Target::Resolved(&addrs),
-            Some(&header),
-        )?;
+        let rules = state.rules();
+        let target = Target::Resolved(&addrs);
+        let dst = state
+            .shared
+            .admission
+            .admit(rules, client, target, Some(&header))?;
         self.summary.dst = Some(dst);
 
         // The filters see CONNECT like any request, with the same context.
@@ -114,18 +126,28 @@ impl Tunnel {
             .filter
             .insert(FilterCtx::new(flow, Some(self.authority.clone())));
         match state.shared.chain.request(fctx, &header).await {
-            Ok(None) => {}
-            Ok(Some(a)) => return Err(a),
+            Ok(None) => Ok((dst, head_len)),
+            Ok(Some(a)) => Err(a),
             Err(e) => {
                 debug!("CONNECT {}: {e}", self.authority);
-                return Err(Answer::failed(
+                Err(Answer::failed(
                     500,
                     "FilterError",
                     "500 Internal Server Error\n",
-                ));
+                ))
             }
         }
+    }
 
+    /// Connects, answers 200, sends `early` (bytes the client sent right
+    /// after its head) first, then relays both ways.
+    async fn relay(
+        &mut self,
+        state: &ListenerState,
+        stream: &mut Stream,
+        dst: SocketAddr,
+        early: &[u8],
+    ) -> Result<(), Answer> {
         let connect_start = Instant::now();
         let mut upstream = connect_raw(dst, None, &state.shared.upstream)
             .await
@@ -143,8 +165,6 @@ impl Tunnel {
         if stream.write_all(established).await.is_err() || stream.flush().await.is_err() {
             return Ok(());
         }
-        // Bytes the client sent right after its request head go first.
-        let early = &head[head_len..];
         if !early.is_empty() && upstream.write_all(early).await.is_err() {
             return Ok(());
         }
@@ -159,7 +179,7 @@ impl Tunnel {
 }
 
 /// The 502/504 for a failed connect.
-fn connect_failed(dst: std::net::SocketAddr, e: &pingora_error::Error) -> Answer {
+fn connect_failed(dst: SocketAddr, e: &pingora_error::Error) -> Answer {
     if e.etype() == &ErrorType::ConnectTimedout {
         return Answer::failed(
             504,
