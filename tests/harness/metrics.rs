@@ -1,0 +1,36 @@
+//! The admin listener and the Prometheus metrics it serves.
+
+use std::net::TcpStream;
+
+use super::{in_netns, Client, Lab, Response};
+
+/// GET `path` from the admin listener (127.0.0.1:9187 in the router).
+pub fn admin_get(lab: &Lab, path: &str) -> Response {
+    let path = path.to_string();
+    in_netns(&lab.router_ns(), move || {
+        let s = TcpStream::connect("127.0.0.1:9187").expect("admin listener");
+        Client::new(s)
+            .get("127.0.0.1:9187", &path, &[])
+            .expect("admin response")
+    })
+}
+
+/// The value of the sample of metric `name` whose labels include all of
+/// `labels` (each `key="value"`; Prometheus sorts label names, so order
+/// does not matter).
+pub fn metric(body: &str, name: &str, labels: &[&str]) -> Option<f64> {
+    body.lines().find_map(|l| {
+        let rest = l.strip_prefix(name)?;
+        let (set, value) = match rest.strip_prefix('{') {
+            Some(r) => {
+                let (set, v) = r.split_once("} ")?;
+                (set.split(',').collect::<Vec<_>>(), v)
+            }
+            None => (Vec::new(), rest.strip_prefix(' ')?),
+        };
+        if set.len() != labels.len() || !labels.iter().all(|want| set.contains(want)) {
+            return None;
+        }
+        value.trim().parse().ok()
+    })
+}
