@@ -24,13 +24,14 @@ use crate::admission::Admission;
 pub use crate::cli::Cli;
 use crate::config::{Config, ConfigError, TproxydConf};
 use crate::destination::LoopGuard;
+use crate::downstream::connections::ConnectionLimiter;
+use crate::downstream::gate::ConnectionGate;
 use crate::filters::{Filter, FilterChain, FilterRegistry};
 use crate::forward::ForwardApp;
 use crate::lifecycle::{DrainWatcher, Draining};
 use crate::listener::{Listener, ListenerKind};
-use crate::metrics::CountConnections;
 use crate::passthrough::PassthroughApp;
-use crate::proxy::TransparentProxy;
+use crate::proxy::{HttpConnections, TransparentProxy};
 use crate::shared::{ListenerState, Shared};
 use crate::transparent::{has_cap_net_admin, prebind, TransparentService};
 use crate::upstream::connector::mark_hook;
@@ -58,6 +59,7 @@ struct Assembly<'a> {
     tproxyd: &'a TproxydConf,
     readiness: Readiness,
     upgrading: bool,
+    limiter: Arc<ConnectionLimiter>,
 }
 
 impl Assembly<'_> {
@@ -77,11 +79,8 @@ impl Assembly<'_> {
         } else {
             Some(prebind(listener)?)
         };
-        let gauge = state.metrics.downstream_active.clone();
-        let mut service = Service::new(
-            format!("tproxyd {}", listener.name()),
-            CountConnections::new(app, gauge),
-        );
+        let gate = ConnectionGate::new(app, self.limiter.clone(), state.metrics.clone());
+        let mut service = Service::new(format!("tproxyd {}", listener.name()), gate);
         service.add_listener(self.tproxyd.downstream.endpoint(&listener.address));
         self.server.add_service(TransparentService::new(
             service,
@@ -100,7 +99,7 @@ impl Assembly<'_> {
             }
             ListenerKind::Http { .. } => {
                 let http = http_proxy(&self.server_conf, TransparentProxy::new(state.clone()));
-                self.add(http, &state)
+                self.add(HttpConnections::new(http, state.clone()), &state)
             }
             ListenerKind::Forward(policy) => {
                 if policy.allow_clients.is_empty() {
@@ -110,10 +109,40 @@ impl Assembly<'_> {
                     );
                 }
                 let http = http_proxy(&self.server_conf, TransparentProxy::new(state.clone()));
+                let http = HttpConnections::new(http, state.clone());
                 self.add(ForwardApp::new(http, state.clone()), &state)
             }
         }
     }
+}
+
+/// The process's connection caps, with `max_connections` lowered (and
+/// said so) when the open-file limit cannot hold that many proxied
+/// connections. The soft limit is raised to the hard one first.
+fn connection_limiter(t: &TproxydConf, server: &ServerConf) -> Arc<ConnectionLimiter> {
+    use nix::sys::resource::{getrlimit, setrlimit, Resource};
+    let nofile = match getrlimit(Resource::RLIMIT_NOFILE) {
+        Ok((soft, hard))
+            if soft < hard && setrlimit(Resource::RLIMIT_NOFILE, hard, hard).is_ok() =>
+        {
+            hard
+        }
+        Ok((soft, _)) => soft,
+        Err(_) => u64::MAX,
+    };
+    // Listeners, the admin and log files, and the pool of idle upstream
+    // connections Pingora keeps.
+    let reserved = 64 + t.listeners.len() as u64 + server.upstream_keepalive_pool_size as u64;
+    let d = &t.downstream;
+    let (max, lowered) = d.effective_max_connections(nofile, reserved);
+    if lowered {
+        log::warn!(
+            "downstream.max_connections {} lowered to {max}: the open-file limit is {nofile}, \
+             and a proxied connection can need two descriptors (raise LimitNOFILE to keep it)",
+            d.max_connections
+        );
+    }
+    ConnectionLimiter::new(max, d.max_connections_per_client)
 }
 
 impl Tproxyd {
@@ -167,6 +196,7 @@ impl Tproxyd {
             draining,
             access_log,
             mark_hook: t.upstream.mark.map(mark_hook),
+            downstream: t.downstream,
         };
         Ok((shared, log_writer))
     }
@@ -207,12 +237,14 @@ impl Tproxyd {
             server.add_service(service);
         }
         let server_conf = server.configuration.clone();
+        let limiter = connection_limiter(&t, &server_conf);
         let mut assembly = Assembly {
             server: &mut server,
             server_conf,
             tproxyd: &t,
             readiness,
             upgrading,
+            limiter,
         };
         for listener in &t.listeners {
             assembly.add_listener(ListenerState::new(listener.clone(), shared.clone()))?;

@@ -10,7 +10,7 @@
 
 use crate::access_log::AccessLogSettings;
 use crate::admin::AdminSettings;
-use crate::downstream::{Downstream, DEFAULT_READ_BUFFER};
+use crate::downstream::{Downstream, DownstreamSettings, DEFAULT_READ_BUFFER};
 use crate::error::invalid;
 pub use crate::error::{parse_duration, ConfigError};
 use crate::filters::forwarding::ForwardingRaw;
@@ -34,6 +34,7 @@ struct TproxydSettings {
     upstream: UpstreamSettings,
     admin: AdminSettings,
     access_log: AccessLogSettings,
+    downstream: DownstreamSettings,
     downstream_read_buffer: usize,
 }
 
@@ -47,6 +48,7 @@ impl Default for TproxydSettings {
             upstream: UpstreamSettings::default(),
             admin: AdminSettings::default(),
             access_log: AccessLogSettings::default(),
+            downstream: DownstreamSettings::default(),
             downstream_read_buffer: DEFAULT_READ_BUFFER,
         }
     }
@@ -64,7 +66,7 @@ impl TproxydSettings {
         self.access_log.validate()?;
         Ok(TproxydConf {
             filters: FilterSettings::validate(self.request_headers, self.forwarding, self.filters)?,
-            downstream: Downstream::validate(self.downstream_read_buffer)?,
+            downstream: Downstream::validate(self.downstream, self.downstream_read_buffer)?,
             listeners,
             upstream,
             admin,
@@ -86,7 +88,7 @@ pub struct TproxydConf {
     pub admin: Option<String>,
     /// The access log (by default: text lines on stderr).
     pub access_log: AccessLogSettings,
-    /// Client-side buffers.
+    /// Client-side limits and buffers.
     pub downstream: Downstream,
 }
 
@@ -361,6 +363,13 @@ tproxyd:
             ("tproxyd:\n  filters:\n    - { acl: {}, headers: {} }\n", &["tproxyd.filters[0]", "exactly one key"]),
             ("tproxyd:\n  filters:\n    - acl\n", &["tproxyd.filters[0]"]),
             ("tproxyd:\n  downstream_read_buffer: 10\n", &["tproxyd.downstream_read_buffer"]),
+            ("tproxyd:\n  downstream: { header_timeout: slow }\n", &["tproxyd.downstream.header_timeout", "bad duration"]),
+            ("tproxyd:\n  downstream: { keepalive_timeout: 0s }\n", &["tproxyd.downstream.keepalive_timeout", "greater than zero"]),
+            ("tproxyd:\n  downstream: { max_header_bytes: 100 }\n", &["tproxyd.downstream.max_header_bytes", "between"]),
+            ("tproxyd:\n  downstream: { max_header_bytes: 2000000 }\n", &["tproxyd.downstream.max_header_bytes"]),
+            ("tproxyd:\n  downstream: { max_connections: 0 }\n", &["tproxyd.downstream.max_connections", "at least 1"]),
+            ("tproxyd:\n  downstream: { max_connections_per_client: -1 }\n", &["tproxyd.downstream.max_connections_per_client"]),
+            ("tproxyd:\n  downstream: { max_conns: 5 }\n", &["tproxyd.downstream", "unknown field `max_conns`"]),
             ("- a\n- b\n", &["must be a YAML mapping"]),
         ];
         let mut failures = Vec::new();

@@ -67,7 +67,13 @@ pub fn stream_destination(
     let local = inet(digest.local_addr())?;
     match source {
         DestinationSource::Tproxy => Some(local),
-        DestinationSource::Redirect => so_original_dst(stream.id(), local),
+        // The same per-connection cache the HTTP path reads.
+        DestinationSource::Redirect => inet(
+            digest
+                .original_dst
+                .get_or_init(|| so_original_dst(stream.id(), local).map(PSocketAddr::Inet))
+                .as_ref(),
+        ),
     }
 }
 

@@ -137,17 +137,26 @@ pub enum Refusal {
     Filter,
     /// A TLS passthrough policy (SNI rules, missing SNI, non-TLS, SNI check).
     TlsPolicy,
+    /// The `rate_limit` filter (429).
+    RateLimit,
+    /// The request head took longer than `downstream.header_timeout` (408).
+    HeaderTimeout,
+    /// The request head was larger than `downstream.max_header_bytes` (431).
+    HeaderTooLarge,
 }
 
 impl Refusal {
     /// Every reason, in label order.
-    pub const ALL: [Refusal; 6] = [
+    pub const ALL: [Refusal; 9] = [
         Refusal::Acl,
         Refusal::Loop,
         Refusal::HostMismatch,
         Refusal::ForwardNotAllowed,
         Refusal::Filter,
         Refusal::TlsPolicy,
+        Refusal::RateLimit,
+        Refusal::HeaderTimeout,
+        Refusal::HeaderTooLarge,
     ];
 
     /// The metric label and access-log value.
@@ -159,6 +168,9 @@ impl Refusal {
             Refusal::ForwardNotAllowed => "forward-not-allowed",
             Refusal::Filter => "filter",
             Refusal::TlsPolicy => "tls-policy",
+            Refusal::RateLimit => "rate-limit",
+            Refusal::HeaderTimeout => "header-timeout",
+            Refusal::HeaderTooLarge => "header-too-large",
         }
     }
 
@@ -171,6 +183,9 @@ impl Refusal {
             Refusal::ForwardNotAllowed => 3,
             Refusal::Filter => 4,
             Refusal::TlsPolicy => 5,
+            Refusal::RateLimit => 6,
+            Refusal::HeaderTimeout => 7,
+            Refusal::HeaderTooLarge => 8,
         }
     }
 }
@@ -189,6 +204,8 @@ pub struct Answer {
     pub refusal: Option<Refusal>,
     /// The error kind for the log, when something failed.
     pub error: Option<&'static str>,
+    /// Extra response headers, e.g. `Retry-After` on a 429.
+    pub headers: Vec<(http::HeaderName, http::HeaderValue)>,
 }
 
 impl Answer {
@@ -199,7 +216,14 @@ impl Answer {
             body: body.into(),
             refusal: Some(refusal),
             error: None,
+            headers: Vec::new(),
         }
+    }
+
+    /// The same answer with one more response header.
+    pub fn with_header(mut self, name: http::HeaderName, value: http::HeaderValue) -> Answer {
+        self.headers.push((name, value));
+        self
     }
 
     /// A failure (bad request, unreachable destination, …).
@@ -209,6 +233,55 @@ impl Answer {
             body: body.into(),
             refusal: None,
             error: Some(error),
+            headers: Vec::new(),
+        }
+    }
+}
+
+/// A client-side limit (`tproxyd.downstream`) that fired.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DownstreamLimit {
+    /// A request head not complete within `header_timeout` (408, close).
+    HeaderTimeout,
+    /// No next request within `keepalive_timeout` (close).
+    KeepaliveTimeout,
+    /// A request head over `max_header_bytes` (431, close).
+    HeaderTooLarge,
+    /// The process already holds `max_connections` (refused).
+    MaxConnections,
+    /// The client already holds `max_connections_per_client` (refused).
+    PerClient,
+}
+
+impl DownstreamLimit {
+    /// Every limit, in label order.
+    pub const ALL: [DownstreamLimit; 5] = [
+        DownstreamLimit::HeaderTimeout,
+        DownstreamLimit::KeepaliveTimeout,
+        DownstreamLimit::HeaderTooLarge,
+        DownstreamLimit::MaxConnections,
+        DownstreamLimit::PerClient,
+    ];
+
+    /// The metric label (`tproxyd_downstream_limit_total{limit}`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DownstreamLimit::HeaderTimeout => "header_timeout",
+            DownstreamLimit::KeepaliveTimeout => "keepalive_timeout",
+            DownstreamLimit::HeaderTooLarge => "header_too_large",
+            DownstreamLimit::MaxConnections => "max_connections",
+            DownstreamLimit::PerClient => "per_client",
+        }
+    }
+
+    /// Position in [`DownstreamLimit::ALL`].
+    pub fn index(self) -> usize {
+        match self {
+            DownstreamLimit::HeaderTimeout => 0,
+            DownstreamLimit::KeepaliveTimeout => 1,
+            DownstreamLimit::HeaderTooLarge => 2,
+            DownstreamLimit::MaxConnections => 3,
+            DownstreamLimit::PerClient => 4,
         }
     }
 }
@@ -273,6 +346,9 @@ mod tests {
         }
         for (i, o) in TlsOutcome::ALL.iter().enumerate() {
             assert_eq!(o.index(), i, "{o:?}");
+        }
+        for (i, l) in DownstreamLimit::ALL.iter().enumerate() {
+            assert_eq!(l.index(), i, "{l:?}");
         }
     }
 

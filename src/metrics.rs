@@ -8,7 +8,7 @@
 //! sets once at start-up ([`ListenerMetrics`]), so the request path only
 //! bumps atomics.
 
-use crate::flow::{ListenerId, Mode, Refusal, TlsOutcome};
+use crate::flow::{DownstreamLimit, ListenerId, Mode, Refusal, TlsOutcome};
 use pingora_prometheus::prometheus::{
     exponential_buckets, register_gauge, register_histogram_vec, register_int_counter_vec,
     register_int_gauge_vec, Gauge, Histogram, HistogramVec, IntCounter, IntCounterVec, IntGauge,
@@ -34,7 +34,7 @@ static REQUESTS: LazyLock<IntCounterVec> = counter_vec!(
 );
 static REFUSED: LazyLock<IntCounterVec> = counter_vec!(
     "tproxyd_requests_refused_total",
-    "Requests (and TLS passthrough connections) the proxy answered or closed itself instead of forwarding, by reason (acl, loop, host-mismatch, forward-not-allowed, filter, tls-policy).",
+    "Requests (and TLS passthrough connections) the proxy answered or closed itself instead of forwarding, by reason (acl, loop, host-mismatch, forward-not-allowed, filter, tls-policy, rate-limit, header-timeout, header-too-large).",
     ["reason"]
 );
 static CONNECT_FAILURES: LazyLock<IntCounterVec> = counter_vec!(
@@ -92,6 +92,11 @@ static CONNECT_TIME: LazyLock<HistogramVec> = LazyLock::new(|| {
     )
     .expect("metric registers once")
 });
+static DOWNSTREAM_LIMITS: LazyLock<IntCounterVec> = counter_vec!(
+    "tproxyd_downstream_limit_total",
+    "Client-side limits that fired, by limit (header_timeout, keepalive_timeout, header_too_large, max_connections, per_client).",
+    ["limit"]
+);
 static TLS_CONNS: LazyLock<IntCounterVec> = counter_vec!(
     "tproxyd_tls_connections_total",
     "TLS passthrough connections, by outcome (spliced, denied, non_tls, bad_hello, connect_failed).",
@@ -191,7 +196,8 @@ impl TimeoutPhase {
 #[derive(Clone)]
 pub struct ListenerMetrics {
     status: [IntCounter; 6],
-    refused: [IntCounter; 6],
+    refused: [IntCounter; 9],
+    limits: [IntCounter; 5],
     connect_failures: [IntCounter; 4],
     timeouts: [IntCounter; 3],
     conn_new: IntCounter,
@@ -215,11 +221,13 @@ impl ListenerMetrics {
         let with = |v: &IntCounterVec, extra: &str| v.with_label_values(&[l[0], l[1], extra]);
         let status = ["1xx", "2xx", "3xx", "4xx", "5xx", "none"].map(|c| with(&REQUESTS, c));
         let refused = Refusal::ALL.map(|r| with(&REFUSED, r.as_str()));
+        let limits = DownstreamLimit::ALL.map(|l| with(&DOWNSTREAM_LIMITS, l.as_str()));
         let connect_failures = ConnectFailure::LABELS.map(|r| with(&CONNECT_FAILURES, r));
         let timeouts = TimeoutPhase::LABELS.map(|p| with(&TIMEOUTS, p));
         ListenerMetrics {
             status,
             refused,
+            limits,
             connect_failures,
             timeouts,
             conn_new: with(&UPSTREAM_CONNS, "new"),
@@ -261,6 +269,11 @@ impl ListenerMetrics {
         self.rx.inc_by(rx as u64);
         self.tx.inc_by(tx as u64);
         self.duration.observe(seconds);
+    }
+
+    /// A client-side limit fired.
+    pub fn limit(&self, which: DownstreamLimit) {
+        self.limits[which.index()].inc();
     }
 
     /// A request the proxy answered itself.
@@ -308,41 +321,5 @@ impl ConnectionGuard {
 impl Drop for ConnectionGuard {
     fn drop(&mut self) {
         self.0.dec();
-    }
-}
-
-/// Wraps a Pingora app to keep `tproxyd_downstream_connections_active`:
-/// Pingora hands each client connection to `process_new` (again for each
-/// keep-alive request), so a guard around it counts open connections.
-pub struct CountConnections<A> {
-    inner: std::sync::Arc<A>,
-    gauge: IntGauge,
-}
-
-impl<A> CountConnections<A> {
-    /// Counts `inner`'s connections in `gauge`.
-    pub fn new(inner: A, gauge: IntGauge) -> Self {
-        CountConnections {
-            inner: std::sync::Arc::new(inner),
-            gauge,
-        }
-    }
-}
-
-#[async_trait::async_trait]
-impl<A: pingora_core::apps::ServerApp + Send + Sync + 'static> pingora_core::apps::ServerApp
-    for CountConnections<A>
-{
-    async fn process_new(
-        self: &std::sync::Arc<Self>,
-        session: pingora_core::protocols::Stream,
-        shutdown: &pingora_core::server::ShutdownWatch,
-    ) -> Option<pingora_core::protocols::Stream> {
-        let _open = ConnectionGuard::new(&self.gauge);
-        self.inner.process_new(session, shutdown).await
-    }
-
-    async fn cleanup(&self) {
-        self.inner.cleanup().await
     }
 }

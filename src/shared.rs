@@ -4,6 +4,7 @@
 
 use crate::access_log::AccessLog;
 use crate::admission::{Admission, Rules};
+use crate::downstream::Downstream;
 use crate::filters::FilterChain;
 use crate::lifecycle::Draining;
 use crate::listener::{Listener, ListenerKind};
@@ -27,6 +28,8 @@ pub struct Shared {
     pub access_log: Option<AccessLog>,
     /// Sets `SO_MARK` on Pingora's upstream sockets (`upstream.mark`).
     pub mark_hook: Option<SockHook>,
+    /// Client-side limits.
+    pub downstream: Downstream,
 }
 
 /// One listener's view: its settings, its metrics, the shared state.

@@ -6,12 +6,16 @@
 //! header points; the Host header is passed through as is. Admission runs
 //! first, then the filters; every request ends in one [`Summary`].
 
+mod connection;
 mod failure;
+
+pub use connection::HttpConnections;
 
 use crate::addr::split_host_port;
 use crate::admission::forward::ForwardPolicy;
 use crate::admission::Target;
 use crate::destination::{client_address, original_destination};
+use crate::downstream::head::HeadToken;
 use crate::filters::{FilterCtx, FlowInfo, LogSummary};
 use crate::flow::Answer;
 use crate::listener::ListenerKind;
@@ -174,6 +178,18 @@ impl ProxyHttp for TransparentProxy {
         match self.state.shared.chain.request(fctx, req).await? {
             None => Ok(false),
             Some(a) => self.answer(session, ctx, a).await,
+        }
+    }
+
+    /// Right after Pingora parsed the head: the head limits stop here.
+    fn on_connection_reuse(
+        &self,
+        _session: &mut Session,
+        _ctx: &mut RequestCtx,
+        token: Box<dyn std::any::Any + Send + Sync>,
+    ) {
+        if let Some(HeadToken(watch)) = token.downcast_ref::<HeadToken>() {
+            watch.disarm();
         }
     }
 

@@ -1,0 +1,65 @@
+//! The first thing every client connection meets: the connection caps.
+//! Wraps a listener's Pingora app; a connection over a cap is reset at once
+//! (counted, never queued), the others are counted as open while they live.
+
+use super::connections::ConnectionLimiter;
+use crate::metrics::{ConnectionGuard, ListenerMetrics};
+use async_trait::async_trait;
+use pingora_core::apps::ServerApp;
+use pingora_core::protocols::Stream;
+use pingora_core::server::ShutdownWatch;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// A listener's app behind the connection caps.
+pub struct ConnectionGate<A> {
+    inner: Arc<A>,
+    limiter: Arc<ConnectionLimiter>,
+    metrics: ListenerMetrics,
+}
+
+impl<A> ConnectionGate<A> {
+    /// `inner` serves the connections `limiter` lets in; `metrics` counts
+    /// open ones and refusals.
+    pub fn new(inner: A, limiter: Arc<ConnectionLimiter>, metrics: ListenerMetrics) -> Self {
+        ConnectionGate {
+            inner: Arc::new(inner),
+            limiter,
+            metrics,
+        }
+    }
+}
+
+/// Closes `stream` with a TCP reset: the cheapest refusal, and the client
+/// learns at once instead of waiting.
+fn reset(stream: Stream) {
+    // SAFETY: the fd is the live client stream's, closed right after.
+    let fd = unsafe { std::os::fd::BorrowedFd::borrow_raw(stream.id()) };
+    let _ = socket2::SockRef::from(&fd).set_linger(Some(Duration::ZERO));
+    drop(stream);
+}
+
+#[async_trait]
+impl<A: ServerApp + Send + Sync + 'static> ServerApp for ConnectionGate<A> {
+    async fn process_new(
+        self: &Arc<Self>,
+        stream: Stream,
+        shutdown: &ShutdownWatch,
+    ) -> Option<Stream> {
+        let client = crate::destination::stream_client(&stream).map(|c| c.ip());
+        let _permit = match self.limiter.try_acquire(client) {
+            Ok(p) => p,
+            Err(limit) => {
+                self.metrics.limit(limit);
+                reset(stream);
+                return None;
+            }
+        };
+        let _open = ConnectionGuard::new(&self.metrics.downstream_active);
+        self.inner.process_new(stream, shutdown).await
+    }
+
+    async fn cleanup(&self) {
+        self.inner.cleanup().await
+    }
+}

@@ -1,0 +1,160 @@
+//! The client side of a connection, and what one client may hold of the
+//! proxy: time for a request head, idle time between requests, bytes of a
+//! request head, connections (`tproxyd.downstream`), plus the read buffer
+//! per connection (`tproxyd.downstream_read_buffer`).
+//!
+//! tproxyd sits inline for a whole LAN and its ruleset fails closed: these
+//! limits are on by default so that no client, buggy or hostile, can take
+//! more than a bounded share of the proxy's memory, descriptors and time.
+//! [`head`] enforces the request-head limits on the client stream,
+//! [`connections`] counts connections and [`gate`] refuses those over a cap.
+
+pub mod connections;
+pub mod gate;
+pub mod head;
+
+use crate::error::{invalid, ConfigError, Timeout};
+use pingora_core::listeners::{L4BufferSettings, ListenerConfig};
+use serde::Deserialize;
+use std::time::Duration;
+
+/// Pingora's own default is 64 KiB, allocated for every connection (idle
+/// ones included); for a plain-HTTP proxy with many idle keep-alive clients
+/// that is most of its memory (BENCHMARKS.md).
+pub const DEFAULT_READ_BUFFER: usize = 8 * 1024;
+
+/// `tproxyd.downstream` as written.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DownstreamSettings {
+    /// First byte of a request head to its end, for every request.
+    header_timeout: Timeout,
+    /// Idle time before a request (between requests, and before the first).
+    keepalive_timeout: Timeout,
+    /// The whole request head, request line included.
+    max_header_bytes: usize,
+    /// All client connections of the process.
+    max_connections: usize,
+    /// Per client address (IPv6: per /64).
+    max_connections_per_client: usize,
+}
+
+impl Default for DownstreamSettings {
+    fn default() -> Self {
+        DownstreamSettings {
+            header_timeout: Timeout::secs(15),
+            keepalive_timeout: Timeout::secs(60),
+            max_header_bytes: 32 * 1024,
+            max_connections: 10_000,
+            max_connections_per_client: 1024,
+        }
+    }
+}
+
+/// Validated client-side settings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Downstream {
+    /// Bytes of read buffer per client connection.
+    pub read_buffer: usize,
+    /// A request head must be complete this long after its first byte.
+    pub header_timeout: Duration,
+    /// A connection idle this long before a request is closed.
+    pub keepalive_timeout: Duration,
+    /// The largest request head accepted.
+    pub max_header_bytes: usize,
+    /// Client connections of the process, as configured (see
+    /// [`Downstream::effective_max_connections`]).
+    pub max_connections: usize,
+    /// Client connections per client address (IPv6: per /64).
+    pub max_connections_per_client: usize,
+}
+
+impl Default for Downstream {
+    fn default() -> Self {
+        Downstream::validate(DownstreamSettings::default(), DEFAULT_READ_BUFFER)
+            .expect("the defaults are valid")
+    }
+}
+
+/// Pingora's fixed upper bound on a request head.
+const PINGORA_MAX_HEAD: usize = 1024 * 1024 - 1;
+
+impl Downstream {
+    /// Checks `tproxyd.downstream` and `tproxyd.downstream_read_buffer`.
+    pub fn validate(s: DownstreamSettings, read_buffer: usize) -> Result<Downstream, ConfigError> {
+        if !(1024..=1024 * 1024).contains(&read_buffer) {
+            return Err(invalid(
+                "tproxyd.downstream_read_buffer",
+                "must be between 1024 and 1048576 bytes",
+            ));
+        }
+        if !(1024..=PINGORA_MAX_HEAD).contains(&s.max_header_bytes) {
+            return Err(invalid(
+                "tproxyd.downstream.max_header_bytes",
+                format!("must be between 1024 and {PINGORA_MAX_HEAD} bytes"),
+            ));
+        }
+        if s.max_connections == 0 {
+            return Err(invalid(
+                "tproxyd.downstream.max_connections",
+                "must be at least 1",
+            ));
+        }
+        if s.max_connections_per_client == 0 {
+            return Err(invalid(
+                "tproxyd.downstream.max_connections_per_client",
+                "must be at least 1",
+            ));
+        }
+        Ok(Downstream {
+            read_buffer,
+            header_timeout: s.header_timeout.0,
+            keepalive_timeout: s.keepalive_timeout.0,
+            max_header_bytes: s.max_header_bytes,
+            max_connections: s.max_connections,
+            max_connections_per_client: s.max_connections_per_client,
+        })
+    }
+
+    /// `max_connections`, lowered when the process's open-file limit
+    /// (`nofile`) cannot hold that many: a proxied connection can need two
+    /// descriptors (client and upstream), and `reserved` are kept for
+    /// listeners, pooled upstream connections, logs. `Some` when lowered.
+    pub fn effective_max_connections(&self, nofile: u64, reserved: u64) -> (usize, bool) {
+        let fits = (nofile.saturating_sub(reserved) / 2).max(1);
+        let fits = usize::try_from(fits).unwrap_or(usize::MAX);
+        if fits < self.max_connections {
+            (fits, true)
+        } else {
+            (self.max_connections, false)
+        }
+    }
+
+    /// Pingora's listening endpoint for `address` with these settings.
+    pub fn endpoint(&self, address: &str) -> ListenerConfig {
+        ListenerConfig::tcp(address).l4_buffer(L4BufferSettings::default().read(self.read_buffer))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_and_the_open_file_limit() {
+        let d = Downstream::default();
+        assert_eq!(d.header_timeout, Duration::from_secs(15));
+        assert_eq!(d.keepalive_timeout, Duration::from_secs(60));
+        assert_eq!(d.max_header_bytes, 32768);
+        assert_eq!(
+            (d.max_connections, d.max_connections_per_client),
+            (10_000, 1024)
+        );
+        assert_eq!(
+            d.effective_max_connections(1_048_576, 1024),
+            (10_000, false)
+        );
+        assert_eq!(d.effective_max_connections(20_000, 1024), (9_488, true));
+        assert_eq!(d.effective_max_connections(100, 1024), (1, true));
+    }
+}
