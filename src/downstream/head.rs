@@ -1,34 +1,122 @@
-//! Request-head limits on the client stream: a total deadline for each
-//! request head (from its first byte to its end), an idle deadline before
-//! each request, and a cap on the head's size.
+//! Reading a request head with the client-side limits: an idle deadline
+//! before it, a total deadline from its first byte to its end, and a cap on
+//! its size.
 //!
 //! Pingora's HTTP/1 server bounds each *read* of a head, not the head (a
 //! client trickling a byte at a time is never cut off), and only caps it at
-//! a fixed 1 MiB, growing its buffer toward that. So the client stream is
-//! wrapped in a [`HeadGuard`]: armed by the connection loop before each
-//! request (see `crate::proxy`), disarmed once Pingora has parsed the head.
-//! While armed it hands Pingora at most `max_header_bytes + 1` bytes, so
-//! Pingora's head buffer stays within about that; a read attempt beyond it,
-//! or past a deadline, is answered here (431 / 408, `Connection: close`)
-//! and the stream reports an error, which ends the connection.
+//! a fixed 1 MiB, doubling its buffer toward that. So the connection loop
+//! (`crate::proxy`) reads each head here first and hands the bytes to
+//! Pingora as the session's "pipelined prefix", which Pingora parses
+//! without reading again. While a connection waits for a request it holds
+//! only a small stack buffer, not Pingora's request future; while a head
+//! arrives its buffer grows to at most `max_header_bytes + 1` bytes.
 
 use super::Downstream;
 use crate::flow::DownstreamLimit;
-use async_trait::async_trait;
-use pingora_core::protocols::raw_connect::ProxyDigest;
-use pingora_core::protocols::{
-    GetProxyDigest, GetSocketDigest, GetTimingDigest, Peek, Shutdown, SocketDigest, Ssl, Stream,
-    TimingDigest, UniqueID, UniqueIDType,
-};
-use std::future::Future;
-use std::io;
-use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU8, Ordering};
-use std::sync::{Arc, LazyLock};
-use std::task::{ready, Context, Poll};
-use std::time::Duration;
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::time::{Instant, Sleep};
+use bytes::{BufMut, Bytes, BytesMut};
+use pingora_core::protocols::Stream;
+use pingora_core::server::ShutdownWatch;
+use std::sync::LazyLock;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::time::{timeout, timeout_at, Instant};
+
+/// The first read of a head goes into a stack buffer this large, so that
+/// an idle connection holds no heap buffer; most request heads fit.
+const FIRST_READ: usize = 2048;
+/// The smallest heap buffer a head gets.
+const MIN_HEAD_BUF: usize = 4096;
+
+/// What reading the next head gave.
+#[derive(Debug)]
+pub enum Head {
+    /// A complete head, and any bytes read after it (body, more requests).
+    Ready(BytesMut),
+    /// The client closed (or reset) the connection, or the process is
+    /// shutting down: close quietly.
+    Closed,
+    /// A limit ended the connection; [`answer_limit`] says what to send.
+    Limit(DownstreamLimit),
+}
+
+/// Finds the end of a request head (an empty line after some content; bare
+/// LF line ends count, as in Pingora's parser), resuming where it stopped.
+#[derive(Debug, Default)]
+struct EndScan {
+    pos: usize,
+    content: bool,
+    newline: bool,
+}
+
+impl EndScan {
+    fn complete(&mut self, buf: &[u8]) -> bool {
+        for &b in &buf[self.pos..] {
+            self.pos += 1;
+            match b {
+                b'\n' if self.content && self.newline => return true,
+                b'\n' => self.newline = true,
+                b'\r' => {}
+                _ => {
+                    self.content = true;
+                    self.newline = false;
+                }
+            }
+        }
+        false
+    }
+}
+
+/// Reads the next request head from `stream`, starting with `prefix` (bytes
+/// of it already read). Waits at most `keepalive_timeout` for a first byte
+/// (and gives up at once when `shutdown` is signalled meanwhile), then at
+/// most `header_timeout` for the rest, and never buffers more than
+/// `max_header_bytes + 1` bytes.
+pub async fn read_head(
+    stream: &mut Stream,
+    prefix: Option<BytesMut>,
+    limits: &Downstream,
+    shutdown: &mut ShutdownWatch,
+) -> Head {
+    let mut buf: Vec<u8> = prefix.map(Vec::from).unwrap_or_default();
+    let mut scan = EndScan::default();
+    if scan.complete(&buf) {
+        return Head::Ready(BytesMut::from(Bytes::from(buf)));
+    }
+    let max = limits.max_header_bytes;
+    if buf.is_empty() {
+        let mut first = [0u8; FIRST_READ];
+        let n = tokio::select! {
+            r = timeout(limits.keepalive_timeout, stream.read(&mut first)) => match r {
+                Ok(Ok(n)) if n > 0 => n,
+                Ok(_) => return Head::Closed,
+                Err(_) => return Head::Limit(DownstreamLimit::KeepaliveTimeout),
+            },
+            _ = shutdown.changed() => return Head::Closed,
+        };
+        buf.reserve_exact((2 * n).max(MIN_HEAD_BUF).min(max + 1).max(n));
+        buf.extend_from_slice(&first[..n]);
+    }
+    let deadline = Instant::now() + limits.header_timeout;
+    loop {
+        if scan.complete(&buf) {
+            return Head::Ready(BytesMut::from(Bytes::from(buf)));
+        }
+        if buf.len() > max {
+            return Head::Limit(DownstreamLimit::HeaderTooLarge);
+        }
+        // Grow by doubling, but never past the cap (plus one byte to tell).
+        let room = max + 1 - buf.len();
+        if buf.capacity() == buf.len() {
+            buf.reserve_exact(buf.capacity().max(MIN_HEAD_BUF).min(room));
+        }
+        let spare = (buf.capacity() - buf.len()).min(room);
+        let mut limited = (&mut buf).limit(spare);
+        match timeout_at(deadline, stream.read_buf(&mut limited)).await {
+            Ok(Ok(n)) if n > 0 => {}
+            Ok(_) => return Head::Closed,
+            Err(_) => return Head::Limit(DownstreamLimit::HeaderTimeout),
+        }
+    }
+}
 
 /// A complete close-delimited answer, made once.
 fn reply(status: &str, body: &str) -> Vec<u8> {
@@ -52,277 +140,29 @@ static REPLY_431: LazyLock<Vec<u8>> = LazyLock::new(|| {
     )
 });
 
-/// Shared between a connection's loop (which arms it before each request
-/// and reads what fired) and its [`HeadGuard`].
-#[derive(Debug, Default)]
-pub struct HeadWatch {
-    generation: AtomicU32,
-    armed: AtomicBool,
-    fired: AtomicU8,
-}
-
-impl HeadWatch {
-    /// A new watch, disarmed.
-    pub fn new() -> Arc<HeadWatch> {
-        Arc::new(HeadWatch::default())
-    }
-
-    /// A new request may start: the idle deadline runs from the next read.
-    pub fn arm(&self) {
-        self.fired.store(0, Ordering::Relaxed);
-        self.armed.store(true, Ordering::Release);
-        self.generation.fetch_add(1, Ordering::AcqRel);
-    }
-
-    /// The head is complete: the rest is body and responses.
-    pub fn disarm(&self) {
-        self.armed.store(false, Ordering::Release);
-    }
-
-    /// The limit that ended the connection, if one did.
-    pub fn fired(&self) -> Option<DownstreamLimit> {
-        match self.fired.load(Ordering::Acquire) {
-            0 => None,
-            n => DownstreamLimit::ALL.get(usize::from(n) - 1).copied(),
-        }
-    }
-
-    fn fire(&self, limit: DownstreamLimit) {
-        self.fired.store(limit.index() as u8 + 1, Ordering::Release);
-    }
-}
-
-/// Handed to Pingora as the connection's user context with each request,
-/// so the proxy can disarm the guard as soon as the head is parsed (Pingora
-/// passes it to `ProxyHttp::on_connection_reuse` right after reading the
-/// head, before any body byte is read).
-pub struct HeadToken(pub Arc<HeadWatch>);
-
-/// Where a guarded stream is in the current request's head.
-#[derive(Debug)]
-enum Phase {
-    /// Not armed: bytes pass untouched.
-    Pass,
-    /// Armed, nothing of the head yet: the idle deadline runs.
-    Idle,
-    /// Reading a head: the head deadline runs, bytes are counted.
-    Head,
-    /// A limit fired: sending its answer (`written` bytes so far).
-    Replying(&'static [u8], usize),
-    /// A limit fired and was answered: every read fails.
-    Closed,
-}
-
-/// A client stream with request-head limits; see the module docs.
-#[derive(Debug)]
-pub struct HeadGuard {
-    inner: Stream,
-    watch: Arc<HeadWatch>,
-    seen: u32,
-    phase: Phase,
-    count: usize,
-    deadline: Pin<Box<Sleep>>,
-    limits: Downstream,
-}
-
-impl HeadGuard {
-    /// Wraps `inner`; `watch` arms and disarms it.
-    pub fn wrap(inner: Stream, watch: Arc<HeadWatch>, limits: Downstream) -> Stream {
-        Box::new(HeadGuard {
-            inner,
-            seen: watch.generation.load(Ordering::Acquire),
-            watch,
-            phase: Phase::Pass,
-            count: 0,
-            deadline: Box::pin(tokio::time::sleep(Duration::ZERO)),
-            limits,
-        })
-    }
-
-    /// Follows arm / disarm of the watch.
-    fn sync(&mut self) {
-        let generation = self.watch.generation.load(Ordering::Acquire);
-        if generation != self.seen {
-            self.seen = generation;
-            self.phase = Phase::Idle;
-            self.count = 0;
-            let idle = self.limits.keepalive_timeout;
-            self.deadline.as_mut().reset(Instant::now() + idle);
-        }
-        if matches!(self.phase, Phase::Idle | Phase::Head)
-            && !self.watch.armed.load(Ordering::Acquire)
-        {
-            self.phase = Phase::Pass;
-        }
-    }
-
-    fn fire(&mut self, limit: DownstreamLimit) {
-        self.watch.fire(limit);
-        self.phase = match limit {
-            DownstreamLimit::HeaderTimeout => Phase::Replying(&REPLY_408, 0),
-            DownstreamLimit::HeaderTooLarge => Phase::Replying(&REPLY_431, 0),
-            _ => Phase::Closed,
-        };
-    }
-
-    /// Writes the pending answer; ready once it is out (or cannot be).
-    fn poll_reply(&mut self, cx: &mut Context<'_>) -> Poll<()> {
-        while let Phase::Replying(reply, written) = self.phase {
-            if written == reply.len() {
-                let _ = ready!(Pin::new(&mut self.inner).poll_flush(cx));
-                self.phase = Phase::Closed;
-                break;
-            }
-            match ready!(Pin::new(&mut self.inner).poll_write(cx, &reply[written..])) {
-                Ok(n) if n > 0 => self.phase = Phase::Replying(reply, written + n),
-                _ => self.phase = Phase::Closed,
-            }
-        }
-        Poll::Ready(())
-    }
-}
-
-fn closed() -> io::Error {
-    io::Error::new(io::ErrorKind::TimedOut, "request head limit reached")
-}
-
-impl AsyncRead for HeadGuard {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        let this = self.get_mut();
-        this.sync();
-        loop {
-            match this.phase {
-                Phase::Pass => return Pin::new(&mut this.inner).poll_read(cx, buf),
-                Phase::Closed => return Poll::Ready(Err(closed())),
-                Phase::Replying(..) => ready!(this.poll_reply(cx)),
-                Phase::Idle | Phase::Head => {
-                    if this.deadline.as_mut().poll(cx).is_ready() {
-                        let limit = match this.phase {
-                            Phase::Idle => DownstreamLimit::KeepaliveTimeout,
-                            _ => DownstreamLimit::HeaderTimeout,
-                        };
-                        this.fire(limit);
-                        continue;
-                    }
-                    // More than max bytes were handed over and Pingora still
-                    // wants more: the head is too large.
-                    let max = this.limits.max_header_bytes;
-                    if this.count > max {
-                        this.fire(DownstreamLimit::HeaderTooLarge);
-                        continue;
-                    }
-                    let n = {
-                        let mut limited = buf.take(max + 1 - this.count);
-                        ready!(Pin::new(&mut this.inner).poll_read(cx, &mut limited))?;
-                        limited.filled().len()
-                    };
-                    // SAFETY: the inner stream initialised and filled these
-                    // `n` bytes of `buf`'s unfilled part (as in tokio's Take).
-                    unsafe { buf.assume_init(n) };
-                    buf.advance(n);
-                    if n > 0 && matches!(this.phase, Phase::Idle) {
-                        this.phase = Phase::Head;
-                        let head = this.limits.header_timeout;
-                        this.deadline.as_mut().reset(Instant::now() + head);
-                    }
-                    this.count += n;
-                    return Poll::Ready(Ok(()));
-                }
-            }
-        }
-    }
-}
-
-impl AsyncWrite for HeadGuard {
-    fn poll_write(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write(cx, buf)
-    }
-
-    fn poll_write_vectored(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[io::IoSlice<'_>],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        self.inner.is_write_vectored()
-    }
-
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_flush(cx)
-    }
-
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_shutdown(cx)
-    }
-}
-
-#[async_trait]
-impl Shutdown for HeadGuard {
-    async fn shutdown(&mut self) {
-        self.inner.shutdown().await
-    }
-}
-
-impl UniqueID for HeadGuard {
-    fn id(&self) -> UniqueIDType {
-        self.inner.id()
-    }
-}
-
-impl Ssl for HeadGuard {}
-
-impl GetTimingDigest for HeadGuard {
-    fn get_timing_digest(&self) -> Vec<Option<TimingDigest>> {
-        self.inner.get_timing_digest()
-    }
-    fn get_read_pending_time(&self) -> Duration {
-        self.inner.get_read_pending_time()
-    }
-    fn get_write_pending_time(&self) -> Duration {
-        self.inner.get_write_pending_time()
-    }
-}
-
-impl GetProxyDigest for HeadGuard {
-    fn get_proxy_digest(&self) -> Option<Arc<ProxyDigest>> {
-        self.inner.get_proxy_digest()
-    }
-    fn set_proxy_digest(&mut self, digest: ProxyDigest) {
-        self.inner.set_proxy_digest(digest)
-    }
-}
-
-impl GetSocketDigest for HeadGuard {
-    fn get_socket_digest(&self) -> Option<Arc<SocketDigest>> {
-        self.inner.get_socket_digest()
-    }
-    fn set_socket_digest(&mut self, digest: SocketDigest) {
-        self.inner.set_socket_digest(digest)
-    }
-}
-
-#[async_trait]
-impl Peek for HeadGuard {
-    async fn try_peek(&mut self, buf: &mut [u8]) -> io::Result<bool> {
-        self.inner.try_peek(buf).await
+/// What the client is told when `limit` ends its connection: 408 or 431
+/// (then close); nothing for an idle connection. Returns the status sent.
+pub async fn answer_limit(stream: &mut Stream, limit: DownstreamLimit) -> u16 {
+    let (status, reply): (u16, &[u8]) = match limit {
+        DownstreamLimit::HeaderTimeout => (408, &REPLY_408),
+        DownstreamLimit::HeaderTooLarge => (431, &REPLY_431),
+        _ => return 0,
+    };
+    let sent = async {
+        stream.write_all(reply).await?;
+        stream.flush().await
+    };
+    // A client that does not read its answer does not hold us either.
+    match timeout(std::time::Duration::from_secs(1), sent).await {
+        Ok(Ok(())) => status,
+        _ => 0,
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use std::time::Duration;
 
     fn limits(head_ms: u64, idle_ms: u64, max: usize) -> Downstream {
         Downstream {
@@ -340,87 +180,124 @@ mod tests {
             .unwrap()
     }
 
-    #[test]
-    fn a_trickled_head_gets_408_at_the_deadline() {
-        rt().block_on(async {
-            let (mut client, server) = tokio::io::duplex(4096);
-            let watch = HeadWatch::new();
-            let mut guarded =
-                HeadGuard::wrap(Box::new(server), watch.clone(), limits(200, 5000, 1024));
-            watch.arm();
-            client.write_all(b"GET / HT").await.unwrap();
-            let mut buf = [0u8; 64];
-            let started = Instant::now();
-            assert_eq!(guarded.read(&mut buf).await.unwrap(), 8);
-            let e = guarded.read(&mut buf).await.unwrap_err();
-            assert_eq!(e.kind(), io::ErrorKind::TimedOut);
-            assert!(started.elapsed() >= Duration::from_millis(190));
-            assert_eq!(watch.fired(), Some(DownstreamLimit::HeaderTimeout));
-            let mut reply = Vec::new();
-            drop(guarded);
-            client.read_to_end(&mut reply).await.unwrap();
-            assert!(reply.starts_with(b"HTTP/1.1 408 "), "{reply:?}");
-            let text = String::from_utf8(reply).unwrap();
-            let (head, body) = text.split_once("\r\n\r\n").unwrap();
-            assert!(
-                head.contains(&format!("Content-Length: {}", body.len())),
-                "{text}"
-            );
-        });
+    fn watch() -> (tokio::sync::watch::Sender<bool>, ShutdownWatch) {
+        tokio::sync::watch::channel(false)
     }
 
     #[test]
-    fn a_head_over_the_cap_gets_431_and_no_more_than_cap_plus_one_bytes() {
+    fn heads_end_at_an_empty_line_after_content() {
+        let cases: &[(&[u8], bool)] = &[
+            (b"GET / HTTP/1.1\r\nHost: a\r\n\r\n", true),
+            (b"GET / HTTP/1.1\nHost: a\n\n", true),
+            (b"GET / HTTP/1.1\r\nHost: a\r\n", false),
+            (b"\r\n\r\n\r\n", false),
+            (b"\r\nGET / HTTP/1.0\r\n\r\n", true),
+            (b"GET / HTTP/1.1\r\nX: a\r\n \r\n", false),
+        ];
+        for (bytes, want) in cases {
+            assert_eq!(EndScan::default().complete(bytes), *want, "{bytes:?}");
+        }
+        // Resumable across reads, also inside the terminator.
+        let mut s = EndScan::default();
+        assert!(!s.complete(b"GET / HTTP/1.1\r\n\r"));
+        assert!(s.complete(b"GET / HTTP/1.1\r\n\r\n"));
+    }
+
+    #[test]
+    fn a_head_and_what_follows_it_is_handed_over() {
         rt().block_on(async {
-            let (mut client, server) = tokio::io::duplex(8192);
-            let watch = HeadWatch::new();
-            let mut guarded =
-                HeadGuard::wrap(Box::new(server), watch.clone(), limits(5000, 5000, 1024));
-            watch.arm();
-            client.write_all(&[b'a'; 4000]).await.unwrap();
-            let mut got = 0;
-            let mut buf = [0u8; 512];
-            let e = loop {
-                match guarded.read(&mut buf).await {
-                    Ok(n) => got += n,
-                    Err(e) => break e,
-                }
+            let (mut client, server) = tokio::io::duplex(4096);
+            let mut stream: Stream = Box::new(server);
+            client
+                .write_all(b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 2\r\n\r\nhi")
+                .await
+                .unwrap();
+            let (_tx, mut w) = watch();
+            let head = read_head(&mut stream, None, &limits(1000, 1000, 1024), &mut w).await;
+            let Head::Ready(bytes) = head else {
+                panic!("{head:?}")
             };
-            assert_eq!(got, 1025);
-            assert_eq!(e.kind(), io::ErrorKind::TimedOut);
-            assert_eq!(watch.fired(), Some(DownstreamLimit::HeaderTooLarge));
-            drop(guarded);
-            let mut reply = Vec::new();
-            client.read_to_end(&mut reply).await.unwrap();
-            let text = String::from_utf8(reply).unwrap();
-            assert!(text.starts_with("HTTP/1.1 431 "), "{text}");
-            let (head, body) = text.split_once("\r\n\r\n").unwrap();
+            assert!(bytes.ends_with(b"\r\n\r\nhi"));
+            // A complete head in the prefix needs no read at all.
+            let prefix = BytesMut::from(&b"GET /next HTTP/1.1\r\nHost: a\r\n\r\n"[..]);
+            let head = read_head(&mut stream, Some(prefix), &limits(1, 1, 1024), &mut w).await;
+            assert!(matches!(head, Head::Ready(_)), "{head:?}");
+        });
+    }
+
+    #[test]
+    fn a_trickled_head_hits_the_deadline() {
+        rt().block_on(async {
+            let (mut client, server) = tokio::io::duplex(4096);
+            let mut stream: Stream = Box::new(server);
+            client.write_all(b"GET / HT").await.unwrap();
+            let (_tx, mut w) = watch();
+            let started = Instant::now();
+            let head = read_head(&mut stream, None, &limits(200, 5000, 1024), &mut w).await;
+            assert!(
+                matches!(head, Head::Limit(DownstreamLimit::HeaderTimeout)),
+                "{head:?}"
+            );
+            assert!(started.elapsed() >= Duration::from_millis(190));
+            assert_eq!(
+                answer_limit(&mut stream, DownstreamLimit::HeaderTimeout).await,
+                408
+            );
+            drop(stream);
+            let mut reply = String::new();
+            client.read_to_string(&mut reply).await.unwrap();
+            let (head, body) = reply.split_once("\r\n\r\n").unwrap();
+            assert!(head.starts_with("HTTP/1.1 408 "), "{reply}");
             assert!(
                 head.contains(&format!("Content-Length: {}", body.len())),
-                "{text}"
+                "{reply}"
             );
         });
     }
 
     #[test]
-    fn idle_before_a_request_closes_quietly_and_disarmed_streams_pass() {
+    fn a_head_over_the_cap_is_refused_holding_at_most_cap_plus_one_bytes() {
         rt().block_on(async {
-            let (mut client, server) = tokio::io::duplex(4096);
-            let watch = HeadWatch::new();
-            let mut guarded =
-                HeadGuard::wrap(Box::new(server), watch.clone(), limits(5000, 100, 16));
-            // Disarmed: no limits at all.
-            client.write_all(&[b'x'; 100]).await.unwrap();
-            let mut buf = [0u8; 200];
-            assert_eq!(guarded.read(&mut buf).await.unwrap(), 100);
-            watch.arm();
-            let e = guarded.read(&mut buf).await.unwrap_err();
-            assert_eq!(e.kind(), io::ErrorKind::TimedOut);
-            assert_eq!(watch.fired(), Some(DownstreamLimit::KeepaliveTimeout));
-            drop(guarded);
-            let mut reply = Vec::new();
-            client.read_to_end(&mut reply).await.unwrap();
-            assert!(reply.is_empty(), "an idle close says nothing");
+            let (mut client, server) = tokio::io::duplex(64 * 1024);
+            let mut stream: Stream = Box::new(server);
+            client.write_all(&[b'a'; 40_000]).await.unwrap();
+            let (_tx, mut w) = watch();
+            let head = read_head(&mut stream, None, &limits(5000, 5000, 10_000), &mut w).await;
+            assert!(
+                matches!(head, Head::Limit(DownstreamLimit::HeaderTooLarge)),
+                "{head:?}"
+            );
+            // What is left unread is what was never buffered.
+            drop(client.write_all(b"").await);
+            let mut rest = vec![0u8; 40_000];
+            let left = stream.read(&mut rest).await.unwrap();
+            assert_eq!(left, 40_000 - 10_001);
+        });
+    }
+
+    #[test]
+    fn idle_and_shutdown_close_quietly() {
+        rt().block_on(async {
+            let (_client, server) = tokio::io::duplex(4096);
+            let mut stream: Stream = Box::new(server);
+            let (tx, mut w) = watch();
+            let long = limits(5000, 5000, 1024);
+            let head = read_head(&mut stream, None, &limits(5000, 100, 1024), &mut w).await;
+            assert!(
+                matches!(head, Head::Limit(DownstreamLimit::KeepaliveTimeout)),
+                "{head:?}"
+            );
+            assert_eq!(
+                answer_limit(&mut stream, DownstreamLimit::KeepaliveTimeout).await,
+                0
+            );
+            let waiting = read_head(&mut stream, None, &long, &mut w);
+            let stop = async {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                tx.send(true).unwrap();
+            };
+            let (head, ()) = tokio::join!(waiting, stop);
+            assert!(matches!(head, Head::Closed), "{head:?}");
         });
     }
 }

@@ -6,7 +6,7 @@
 //! tproxyd sits inline for a whole LAN and its ruleset fails closed: these
 //! limits are on by default so that no client, buggy or hostile, can take
 //! more than a bounded share of the proxy's memory, descriptors and time.
-//! [`head`] enforces the request-head limits on the client stream,
+//! [`head`] reads request heads within their limits,
 //! [`connections`] counts connections and [`gate`] refuses those over a cap.
 
 pub mod connections;
@@ -21,7 +21,11 @@ use std::time::Duration;
 /// Pingora's own default is 64 KiB, allocated for every connection (idle
 /// ones included); for a plain-HTTP proxy with many idle keep-alive clients
 /// that is most of its memory (BENCHMARKS.md).
-pub const DEFAULT_READ_BUFFER: usize = 8 * 1024;
+/// tproxyd reads request heads itself into buffers of their own size, and
+/// Pingora reads bodies into its own body buffers, so by default client
+/// connections get no read buffer at all (0): nothing is held per idle
+/// connection and nothing is copied twice.
+pub const DEFAULT_READ_BUFFER: usize = 0;
 
 /// `tproxyd.downstream` as written.
 #[derive(Debug, Clone, Deserialize)]
@@ -82,10 +86,10 @@ const PINGORA_MAX_HEAD: usize = 1024 * 1024 - 1;
 impl Downstream {
     /// Checks `tproxyd.downstream` and `tproxyd.downstream_read_buffer`.
     pub fn validate(s: DownstreamSettings, read_buffer: usize) -> Result<Downstream, ConfigError> {
-        if !(1024..=1024 * 1024).contains(&read_buffer) {
+        if read_buffer != 0 && !(1024..=1024 * 1024).contains(&read_buffer) {
             return Err(invalid(
                 "tproxyd.downstream_read_buffer",
-                "must be between 1024 and 1048576 bytes",
+                "must be 0 (no read buffer) or between 1024 and 1048576 bytes",
             ));
         }
         if !(1024..=PINGORA_MAX_HEAD).contains(&s.max_header_bytes) {

@@ -67,6 +67,9 @@ impl Default for ForwardingRaw {
 pub struct Forwarding {
     via: HeaderMode,
     via_value: HeaderValue,
+    /// The same entry for requests received as HTTP/1.0 (RFC 9110 §7.6.3:
+    /// Via names the protocol the request was received with).
+    via_value_10: HeaderValue,
     via_token: String,
     x_forwarded_for: HeaderMode,
     forwarded: HeaderMode,
@@ -120,9 +123,16 @@ impl Forwarding {
                 format!("{via_value:?} is not a valid header value"),
             )
         })?;
+        let via_value_10 = match via_value.to_str().ok().and_then(|v| v.strip_prefix("1.1 ")) {
+            Some(rest) => {
+                HeaderValue::from_str(&format!("1.0 {rest}")).unwrap_or(via_value.clone())
+            }
+            None => via_value.clone(),
+        };
         Ok(Forwarding {
             via: raw.via,
             via_value,
+            via_value_10,
             via_token: via_token.to_ascii_lowercase(),
             x_forwarded_for: raw.x_forwarded_for,
             forwarded: raw.forwarded,
@@ -192,7 +202,12 @@ impl Filter for Forwarding {
     }
 
     async fn upstream_request(&self, ctx: &mut FilterCtx, req: &mut RequestHeader) -> Result<()> {
-        apply(req, VIA, self.via, || self.via_value.clone())?;
+        let ours = if ctx.version == http::Version::HTTP_10 {
+            &self.via_value_10
+        } else {
+            &self.via_value
+        };
+        apply(req, VIA, self.via, || ours.clone())?;
         let client = ctx.flow.client.ip();
         apply(req, X_FORWARDED_FOR, self.x_forwarded_for, || {
             HeaderValue::from_str(&client.to_string()).expect("an IP is a header value")
@@ -298,6 +313,17 @@ mod tests {
         assert_eq!(all(&r, "via"), ["1.1 gw7"]);
         assert_eq!(all(&r, "x-forwarded-for"), ["2001:db8:1::10"]);
         assert_eq!(f.via_token(), "gw7");
+    }
+
+    #[test]
+    fn via_names_the_received_protocol() {
+        let f = fwd("{}");
+        let mut r = req(&[]);
+        let mut c = ctx();
+        c.version = http::Version::HTTP_10;
+        futures::executor::block_on(f.upstream_request(&mut c, &mut r)).unwrap();
+        assert_eq!(all(&r, "via"), ["1.0 tproxyd"]);
+        assert!(f.is_looping(&r));
     }
 
     #[test]

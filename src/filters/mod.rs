@@ -26,7 +26,7 @@
 //! governed by their own `tls:` policy (whose `acl` has the same rules, with
 //! the SNI as host).
 //!
-//! Built-ins: [`headers`], [`acl`], [`host_check`]; plus [`forwarding`]
+//! Built-ins: [`headers`], [`acl`], [`host_check`], [`rate_limit`]; plus [`forwarding`]
 //! (Via / X-Forwarded-For / Forwarded and the Via loop token), configured
 //! under `tproxyd.forwarding`.
 
@@ -35,6 +35,7 @@ mod chain;
 pub mod forwarding;
 pub mod headers;
 pub mod host_check;
+pub mod rate_limit;
 mod registry;
 mod settings;
 pub mod template;
@@ -60,6 +61,8 @@ pub struct FilterCtx {
     /// The request's Host header (without changes), if any; for forward
     /// requests and CONNECT the URI's authority.
     pub host: Option<String>,
+    /// The HTTP version the request was received with (Via names it).
+    pub version: http::Version,
     /// Per-request state: a filter may store values of its own types here
     /// in one hook and read them in a later one (types must be `Clone +
     /// Send + Sync + 'static`).
@@ -73,6 +76,7 @@ impl FilterCtx {
         FilterCtx {
             flow,
             host,
+            version: http::Version::HTTP_11,
             state: http::Extensions::new(),
             decision: None,
         }

@@ -76,7 +76,7 @@ pub struct FilterRegistry {
 }
 
 impl Default for FilterRegistry {
-    /// The built-ins: `headers`, `acl`, `host_check`.
+    /// The built-ins: `headers`, `acl`, `host_check`, `rate_limit`.
     fn default() -> Self {
         let mut r = FilterRegistry {
             factories: HashMap::new(),
@@ -86,6 +86,9 @@ impl Default for FilterRegistry {
         });
         r.insert("acl", |v, key| {
             Ok(Arc::new(super::acl::AclFilter::from_yaml(v, key)?) as Arc<dyn Filter>)
+        });
+        r.insert("rate_limit", |v, key| {
+            Ok(Arc::new(super::rate_limit::RateLimitFilter::from_yaml(v, key)?) as Arc<dyn Filter>)
         });
         r.insert("host_check", |v, key| {
             Ok(Arc::new(host_check::HostCheckFilter::from_yaml(v, key)?) as Arc<dyn Filter>)

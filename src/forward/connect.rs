@@ -7,7 +7,7 @@ use crate::admission::forward::ForwardPolicy;
 use crate::admission::Target;
 use crate::destination::stream_client;
 use crate::filters::{FilterCtx, FlowInfo, LogSummary, RequestHeader};
-use crate::flow::Answer;
+use crate::flow::{Answer, DownstreamLimit, Refusal};
 use crate::listener::ListenerKind;
 use crate::metrics::ConnectionGuard;
 use crate::relay::relay;
@@ -22,10 +22,6 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-/// The longest CONNECT request head we read.
-const MAX_HEAD: usize = 8 * 1024;
-/// The whole head must arrive within this.
-const HEAD_TIMEOUT: Duration = Duration::from_secs(10);
 /// A tunnel quiet both ways this long is closed.
 const TUNNEL_IDLE: Duration = Duration::from_secs(3600);
 
@@ -40,7 +36,7 @@ pub(super) async fn tunnel(state: &ListenerState, mut stream: Stream) {
     if let Err(a) = t.run(state, &mut stream).await {
         t.summary.answered(&a);
         if a.status > 0 {
-            respond(&mut stream, a.status, &a.body).await;
+            respond(&mut stream, &a).await;
         }
     }
     let line = RequestLine {
@@ -70,9 +66,15 @@ impl Tunnel {
     /// Everything up to the end of the relay; an early end is the answer
     /// to send (status 0: just close).
     async fn run(&mut self, state: &ListenerState, stream: &mut Stream) -> Result<(), Answer> {
-        let head = read_head(stream)
-            .await
-            .ok_or_else(|| Answer::failed(0, "BadRequest", ""))?;
+        let limits = state.shared.downstream;
+        let head = match read_head(stream, limits.max_header_bytes, limits.header_timeout).await {
+            Ok(head) => head,
+            Err(Some(limit)) => {
+                state.metrics.limit(limit);
+                return Err(limit_answer(limit));
+            }
+            Err(None) => return Err(Answer::failed(0, "BadRequest", "")),
+        };
         let (dst, head_len) = self.admit(state, &head).await?;
         self.relay(state, stream, dst, &head[head_len..]).await
     }
@@ -205,21 +207,53 @@ fn connect_header(authority: &str, headers: &[httparse::Header<'_>]) -> Option<R
     Some(header)
 }
 
-async fn read_head(stream: &mut Stream) -> Option<BytesMut> {
+/// The 408 or 431 for a CONNECT head over a limit.
+fn limit_answer(limit: DownstreamLimit) -> Answer {
+    match limit {
+        DownstreamLimit::HeaderTooLarge => Answer::refused(
+            Refusal::HeaderTooLarge,
+            431,
+            "431 Request Header Fields Too Large: the request head is too big\n",
+        ),
+        _ => Answer::refused(
+            Refusal::HeaderTimeout,
+            408,
+            "408 Request Timeout: the request head took too long\n",
+        ),
+    }
+}
+
+/// Reads a CONNECT head, at most `max` bytes within `deadline`; `Err`
+/// with the limit that was hit, or `None` when the client went away.
+async fn read_head(
+    stream: &mut Stream,
+    max: usize,
+    deadline: Duration,
+) -> Result<BytesMut, Option<DownstreamLimit>> {
     let mut buf = BytesMut::with_capacity(1024);
     let read = async {
+        let mut scanned: usize = 0;
         loop {
-            if buf.windows(4).any(|w| w == b"\r\n\r\n") {
-                return true;
+            let from = scanned.saturating_sub(3);
+            if buf[from..].windows(4).any(|w| w == b"\r\n\r\n") {
+                return Ok(());
             }
-            if buf.len() >= MAX_HEAD || !matches!(stream.read_buf(&mut buf).await, Ok(n) if n > 0) {
-                return false;
+            scanned = buf.len();
+            if buf.len() > max {
+                return Err(Some(DownstreamLimit::HeaderTooLarge));
+            }
+            // Never buffer more than the cap (plus one byte to tell).
+            let room = max + 1 - buf.len();
+            let n = (&mut *stream).take(room as u64).read_buf(&mut buf).await;
+            if !matches!(n, Ok(n) if n > 0) {
+                return Err(None);
             }
         }
     };
-    match tokio::time::timeout(HEAD_TIMEOUT, read).await {
-        Ok(true) => Some(buf),
-        _ => None,
+    match tokio::time::timeout(deadline, read).await {
+        Ok(Ok(())) => Ok(buf),
+        Ok(Err(e)) => Err(e),
+        Err(_) => Err(Some(DownstreamLimit::HeaderTimeout)),
     }
 }
 
@@ -230,11 +264,19 @@ fn reason(code: u16) -> &'static str {
         .unwrap_or("Error")
 }
 
-async fn respond(stream: &mut Stream, code: u16, body: &str) {
+async fn respond(stream: &mut Stream, a: &Answer) {
+    let mut extra = String::new();
+    for (name, value) in &a.headers {
+        if let Ok(v) = value.to_str() {
+            extra.push_str(&format!("{name}: {v}\r\n"));
+        }
+    }
     let resp = format!(
-        "HTTP/1.1 {code} {}\r\nContent-Type: text/plain\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        reason(code),
-        body.len()
+        "HTTP/1.1 {} {}\r\nContent-Type: text/plain\r\nContent-Length: {}\r\n{extra}Connection: close\r\n\r\n{}",
+        a.status,
+        reason(a.status),
+        a.body.len(),
+        a.body
     );
     let _ = stream.write_all(resp.as_bytes()).await;
     let _ = stream.flush().await;

@@ -13,7 +13,6 @@ use pingora_core::apps::ServerApp;
 use pingora_core::protocols::Stream;
 use pingora_core::server::ShutdownWatch;
 use std::sync::Arc;
-use std::time::Duration;
 
 /// Wraps a forward listener's HTTP app: connections whose next request is
 /// `CONNECT` are tunnelled here, everything else goes to the inner app.
@@ -32,9 +31,6 @@ impl<A> ForwardApp<A> {
     }
 }
 
-/// How long a client connection may sit idle before its next request.
-const IDLE: Duration = Duration::from_secs(60);
-
 #[async_trait]
 impl<A: ServerApp + Send + Sync + 'static> ServerApp for ForwardApp<A> {
     async fn process_new(
@@ -44,8 +40,10 @@ impl<A: ServerApp + Send + Sync + 'static> ServerApp for ForwardApp<A> {
     ) -> Option<Stream> {
         let mut first = [0u8; 8];
         let mut down = shutdown.clone();
+        // Idle before the first request: the keep-alive bound applies.
+        let idle = self.state.shared.downstream.keepalive_timeout;
         let peeked = tokio::select! {
-            r = tokio::time::timeout(IDLE, stream.try_peek(&mut first)) => r,
+            r = tokio::time::timeout(idle, stream.try_peek(&mut first)) => r,
             _ = down.changed() => return None,
         };
         match peeked {

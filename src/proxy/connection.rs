@@ -4,13 +4,14 @@
 //! Pingora's own loop (its `ServerApp` for HTTP apps) is replaced by this
 //! one, which does the same for HTTP/1 (a session per request, persistent
 //! settings carried over, keep-alive off while shutting down) and adds:
-//! the stream is wrapped in a [`HeadGuard`] armed before each request; the
-//! idle time between requests is `downstream.keepalive_timeout`; pipelined
-//! requests are kept (Pingora's pipelining switch) and answered in order;
-//! a limit that ends the connection is counted and, for 408/431, logged.
+//! each request head is read first by [`read_head`] (idle deadline, head
+//! deadline, size cap) and handed to Pingora as the session's prefix;
+//! pipelined requests are kept (Pingora's pipelining switch, and the
+//! carried-over bytes come back to [`read_head`]) and answered in order; a
+//! limit that ends the connection is counted and, for 408/431, logged.
 
 use crate::destination::{stream_client, stream_destination};
-use crate::downstream::head::{HeadGuard, HeadToken, HeadWatch};
+use crate::downstream::head::{answer_limit, read_head, Head};
 use crate::flow::{DownstreamLimit, Refusal};
 use crate::listener::ListenerKind;
 use crate::shared::ListenerState;
@@ -37,20 +38,18 @@ impl<P> HttpConnections<P> {
             state,
         }
     }
-}
 
-impl<P> HttpConnections<P> {
-    /// Counts a limit that ended a connection; a 408 or 431 (which the
-    /// client was sent) also gets its access-log record.
-    fn record(&self, limit: DownstreamLimit, client: Option<SocketAddr>, dst: Option<SocketAddr>) {
+    /// Counts a limit that ended a connection; a 408 or 431 that the client
+    /// was sent also gets its access-log record.
+    fn record(&self, limit: DownstreamLimit, status: u16, stream: &Stream) {
         self.state.metrics.limit(limit);
-        let (status, refusal) = match limit {
-            DownstreamLimit::HeaderTimeout => (408, Refusal::HeaderTimeout),
-            DownstreamLimit::HeaderTooLarge => (431, Refusal::HeaderTooLarge),
+        let refusal = match limit {
+            DownstreamLimit::HeaderTimeout => Refusal::HeaderTimeout,
+            DownstreamLimit::HeaderTooLarge => Refusal::HeaderTooLarge,
             _ => return,
         };
-        let mut summary = Summary::new(client);
-        summary.dst = dst;
+        let mut summary = Summary::new(stream_client(stream));
+        summary.dst = self.destination(stream);
         summary.status = status;
         summary.refused = Some(refusal);
         let line = RequestLine {
@@ -61,43 +60,52 @@ impl<P> HttpConnections<P> {
         };
         summary.finish(self.state.outputs(), line, Kind::Request);
     }
+
+    /// The connection's original destination (none on forward listeners,
+    /// where each request names its own).
+    fn destination(&self, stream: &Stream) -> Option<SocketAddr> {
+        match &self.state.listener.kind {
+            ListenerKind::Http { source, .. } => stream_destination(stream, *source),
+            _ => None,
+        }
+    }
 }
 
 #[async_trait]
 impl<P: HttpServerApp + Send + Sync + 'static> ServerApp for HttpConnections<P> {
     async fn process_new(
         self: &Arc<Self>,
-        stream: Stream,
+        mut stream: Stream,
         shutdown: &ShutdownWatch,
     ) -> Option<Stream> {
         let limits = self.state.shared.downstream;
-        let client = stream_client(&stream);
-        let dst = match &self.state.listener.kind {
-            ListenerKind::Http { source, .. } => stream_destination(&stream, *source),
-            _ => None,
-        };
-        let watch = HeadWatch::new();
-        let mut stream = HeadGuard::wrap(stream, watch.clone(), limits);
+        let mut watch = shutdown.clone();
         let mut persistent: Option<HttpPersistentSettings> = None;
-        // Pingora's own idle bound per read, kept just above ours so that
-        // ours (which counts) is the one that fires.
+        // Pingora's own idle bound per read, kept above ours: it only
+        // matters if Pingora ever reads a head itself.
         let keepalive = limits.keepalive_timeout.as_secs() + 1;
         loop {
+            let prefix = persistent.as_mut().and_then(|p| p.take_pipelined_prefix());
+            let head = match read_head(&mut stream, prefix, &limits, &mut watch).await {
+                Head::Ready(head) => head,
+                Head::Closed => break,
+                Head::Limit(limit) => {
+                    let status = answer_limit(&mut stream, limit).await;
+                    self.record(limit, status, &stream);
+                    break;
+                }
+            };
             let mut session = ServerSession::new_http1(stream);
             if let Some(p) = persistent.take() {
                 p.apply_to_session(&mut session);
             }
             session.set_keepalive((!*shutdown.borrow()).then_some(keepalive));
             session.set_pipelining_enabled(true);
-            session.set_connection_user_context(Some(Box::new(HeadToken(watch.clone()))));
-            watch.arm();
+            session.set_pipelined_prefix(head);
             match self.proxy.process_new_http(session, shutdown).await {
                 Some(reused) => (stream, persistent) = reused.consume(),
                 None => break,
             }
-        }
-        if let Some(limit) = watch.fired() {
-            self.record(limit, client, dst);
         }
         None
     }

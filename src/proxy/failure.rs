@@ -2,8 +2,29 @@
 //! toward the origin, 502 for other origin failures, 400 for malformed
 //! requests, each with a one-line body naming the destination.
 
-use pingora_error::{Error, ErrorSource, ErrorType};
+use crate::flow::Answer;
+use bytes::Bytes;
+use pingora_error::{Error, ErrorSource, ErrorType, Result};
+use pingora_http::ResponseHeader;
+use pingora_proxy::Session;
 use std::net::SocketAddr;
+
+/// Sends an answer tproxyd makes itself: plain text, not cached, the
+/// connection closed after it, its extra headers (e.g. `Retry-After`), and
+/// no `Server` header (the gateway does not announce itself).
+pub async fn respond(session: &mut Session, a: &Answer) -> Result<()> {
+    let mut resp = ResponseHeader::build(a.status, Some(3 + a.headers.len()))?;
+    resp.insert_header(http::header::CONTENT_TYPE, "text/plain; charset=utf-8")?;
+    resp.insert_header(http::header::CACHE_CONTROL, "private, no-store")?;
+    resp.set_content_length(a.body.len())?;
+    for (name, value) in &a.headers {
+        resp.append_header(name.clone(), value.clone())?;
+    }
+    session
+        .as_downstream_mut()
+        .write_error_response(resp, Bytes::from(a.body.clone()))
+        .await
+}
 
 /// A short, human-readable phrase for an upstream failure.
 pub fn upstream_reason(e: &Error) -> &'static str {

@@ -15,7 +15,6 @@ use crate::addr::split_host_port;
 use crate::admission::forward::ForwardPolicy;
 use crate::admission::Target;
 use crate::destination::{client_address, original_destination};
-use crate::downstream::head::HeadToken;
 use crate::filters::{FilterCtx, FlowInfo, LogSummary};
 use crate::flow::Answer;
 use crate::listener::ListenerKind;
@@ -24,8 +23,7 @@ use crate::shared::ListenerState;
 use crate::summary::{Kind, RequestLine, Summary, UpstreamUse};
 use crate::upstream::connector::{pool_group, SpoofConnect};
 use async_trait::async_trait;
-use bytes::Bytes;
-use failure::{failure_body, status_for};
+use failure::{failure_body, respond, status_for};
 use log::warn;
 use pingora_core::upstreams::peer::HttpPeer;
 use pingora_error::{Error, ErrorSource, ErrorType, Result};
@@ -122,10 +120,25 @@ impl TransparentProxy {
     /// Sends tproxyd's own answer and records it.
     async fn answer(&self, session: &mut Session, ctx: &mut RequestCtx, a: Answer) -> Result<bool> {
         ctx.summary.answered(&a);
-        session
-            .respond_error_with_body(a.status, Bytes::from(a.body))
-            .await?;
+        respond(session, &a).await?;
         Ok(true)
+    }
+
+    /// The Host for a request that came without one: a forward request's
+    /// authority, else the original destination (port only when not 80).
+    fn host_for(&self, ctx: &RequestCtx) -> Option<String> {
+        if self.is_forward() {
+            return ctx.filter.as_ref().and_then(|f| f.host.clone());
+        }
+        let dst = ctx.summary.dst?;
+        let ip = match dst.ip() {
+            std::net::IpAddr::V6(v6) => format!("[{v6}]"),
+            v4 => v4.to_string(),
+        };
+        Some(match dst.port() {
+            80 => ip,
+            port => format!("{ip}:{port}"),
+        })
     }
 
     fn is_forward(&self) -> bool {
@@ -154,6 +167,21 @@ impl ProxyHttp for TransparentProxy {
         }
         let client = client_address(session);
         ctx.summary.client = client;
+        let version = session.req_header().version;
+        if version == http::Version::HTTP_11
+            && !session
+                .req_header()
+                .headers
+                .contains_key(http::header::HOST)
+        {
+            // RFC 9112 §3.2: a server must answer 400.
+            let a = Answer::failed(
+                400,
+                "MissingHost",
+                "400 Bad Request: an HTTP/1.1 request needs a Host header\n",
+            );
+            return self.answer(session, ctx, a).await;
+        }
         let dst = match self.admitted_destination(session, client).await {
             Ok(dst) => dst,
             Err(a) => return self.answer(session, ctx, a).await,
@@ -175,21 +203,10 @@ impl ProxyHttp for TransparentProxy {
         let id = &self.state.listener.id;
         let flow = FlowInfo::new(id, client, dst, ctx.summary.request_id);
         let fctx = ctx.filter.insert(FilterCtx::new(flow, host));
+        fctx.version = version;
         match self.state.shared.chain.request(fctx, req).await? {
             None => Ok(false),
             Some(a) => self.answer(session, ctx, a).await,
-        }
-    }
-
-    /// Right after Pingora parsed the head: the head limits stop here.
-    fn on_connection_reuse(
-        &self,
-        _session: &mut Session,
-        _ctx: &mut RequestCtx,
-        token: Box<dyn std::any::Any + Send + Sync>,
-    ) {
-        if let Some(HeadToken(watch)) = token.downcast_ref::<HeadToken>() {
-            watch.disarm();
         }
     }
 
@@ -238,6 +255,13 @@ impl ProxyHttp for TransparentProxy {
     ) -> Result<()> {
         if self.is_forward() {
             to_origin_form(upstream_request);
+        }
+        if !upstream_request.headers.contains_key(http::header::HOST) {
+            // An HTTP/1.0 request may come without Host; the origin gets
+            // the authority it was really sent to.
+            if let Some(host) = self.host_for(ctx) {
+                upstream_request.insert_header(http::header::HOST, host)?;
+            }
         }
         match ctx.filter.as_mut() {
             Some(f) => {
@@ -319,11 +343,8 @@ impl ProxyHttp for TransparentProxy {
             }
         }
         if code > 0 {
-            let body = failure_body(code, ctx.summary.dst, e);
-            if let Err(we) = session
-                .respond_error_with_body(code, Bytes::from(body))
-                .await
-            {
+            let answer = Answer::failed(code, "", failure_body(code, ctx.summary.dst, e));
+            if let Err(we) = respond(session, &answer).await {
                 warn!(
                     "cannot send error response to {:?}: {we}",
                     ctx.summary.client

@@ -66,6 +66,12 @@ impl Client {
         self.send_raw(req.as_bytes())
     }
 
+    /// Sends raw bytes without reading anything (e.g. pipelined requests,
+    /// whose responses are then read one by one).
+    pub fn send_raw_only(&mut self, bytes: &[u8]) {
+        self.stream.write_all(bytes).expect("send");
+    }
+
     /// Sends raw bytes and reads one response.
     pub fn send_raw(&mut self, bytes: &[u8]) -> std::io::Result<Response> {
         self.stream.write_all(bytes)?;

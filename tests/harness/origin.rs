@@ -2,7 +2,7 @@
 //! what it sees of each request, a TCP echo server, and slow bodies.
 
 use std::collections::HashMap;
-use std::io::{BufReader, Read, Write};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -22,6 +22,8 @@ pub struct Seen {
     pub path: String,
     /// Header names lower-cased; repeated headers joined with ", ".
     pub headers: HashMap<String, String>,
+    /// The request body (Content-Length or chunked), lossily as text.
+    pub body: String,
 }
 
 /// An HTTP/1.1 origin in the server namespace, listening dual-stack on the
@@ -114,6 +116,22 @@ impl Origin {
     }
 }
 
+/// A chunked request body (no trailers), or `None` if malformed.
+fn read_chunked(r: &mut impl BufRead) -> Option<Vec<u8>> {
+    let mut body = Vec::new();
+    loop {
+        let mut line = String::new();
+        r.read_line(&mut line).ok()?;
+        let size = usize::from_str_radix(line.trim(), 16).ok()?;
+        let mut chunk = vec![0; size + 2];
+        r.read_exact(&mut chunk).ok()?;
+        if size == 0 {
+            return Some(body);
+        }
+        body.extend_from_slice(&chunk[..size]);
+    }
+}
+
 fn serve_origin_conn(stream: TcpStream, conn: usize, seen: Arc<Mutex<Vec<Seen>>>) {
     let peer = canonical(stream.peer_addr().unwrap());
     let local = canonical(stream.local_addr().unwrap());
@@ -138,14 +156,25 @@ fn serve_origin_conn(stream: TcpStream, conn: usize, seen: Arc<Mutex<Vec<Seen>>>
                 })
                 .or_insert(v);
         }
-        let len: usize = map
-            .get("content-length")
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(0);
-        let mut body = vec![0; len];
-        if reader.read_exact(&mut body).is_err() {
-            return;
-        }
+        let chunked = map
+            .get("transfer-encoding")
+            .is_some_and(|v| v.eq_ignore_ascii_case("chunked"));
+        let body = if chunked {
+            match read_chunked(&mut reader) {
+                Some(b) => b,
+                None => return,
+            }
+        } else {
+            let len: usize = map
+                .get("content-length")
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(0);
+            let mut body = vec![0; len];
+            if reader.read_exact(&mut body).is_err() {
+                return;
+            }
+            body
+        };
         let method = req.method.unwrap_or("").to_string();
         let path = req.path.unwrap_or("").to_string();
         seen.lock().unwrap().push(Seen {
@@ -155,6 +184,7 @@ fn serve_origin_conn(stream: TcpStream, conn: usize, seen: Arc<Mutex<Vec<Seen>>>
             method: method.clone(),
             path: path.clone(),
             headers: map,
+            body: String::from_utf8_lossy(&body).into_owned(),
         });
         if let Some(n) = path
             .strip_prefix("/slow/")
