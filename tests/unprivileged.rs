@@ -68,6 +68,18 @@ struct Unprivileged(Child);
 
 impl Unprivileged {
     fn start(dir: &TempDir, port: u16, origin_port: u16) -> Unprivileged {
+        Unprivileged::start_with(dir, port, origin_port, None, Stdio::null())
+    }
+
+    /// With the open-file limit set to `nofile` (soft and hard) if given,
+    /// and stderr (the operational log) to `stderr`.
+    fn start_with(
+        dir: &TempDir,
+        port: u16,
+        origin_port: u16,
+        nofile: Option<u64>,
+        stderr: Stdio,
+    ) -> Unprivileged {
         let conf = dir.0.join("forward.yaml");
         std::fs::write(
             &conf,
@@ -97,11 +109,16 @@ tproxyd:
             // No capabilities at all: what an ordinary user has.
             cmd.uid(65534).gid(65534);
         }
-        let child = cmd
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
+        if let Some(n) = nofile {
+            // SAFETY: only an async-signal-safe setrlimit between fork and exec.
+            unsafe {
+                cmd.pre_exec(move || {
+                    nix::sys::resource::setrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE, n, n)
+                        .map_err(std::io::Error::from)
+                });
+            }
+        }
+        let child = cmd.stdout(Stdio::null()).stderr(stderr).spawn().unwrap();
         let mut proxy = Unprivileged(child);
         wait_until("the forward listener", Duration::from_secs(10), || {
             if let Ok(Some(status)) = proxy.0.try_wait() {
@@ -171,5 +188,25 @@ fn a_forward_listener_runs_without_cap_net_admin() {
     assert!(
         !head.to_ascii_lowercase().contains("via:"),
         "a tunnel carries the client's bytes untouched: {head}"
+    );
+}
+
+#[test]
+fn max_connections_is_lowered_to_what_the_open_file_limit_holds() {
+    let dir = TempDir::new("nofile");
+    let (origin_port, _seen) = origin();
+    let port = free_port();
+    let log = dir.0.join("stderr.log");
+    let file = std::fs::File::create(&log).unwrap();
+    let _proxy = Unprivileged::start_with(&dir, port, origin_port, Some(1000), file.into());
+    let mut text = String::new();
+    wait_until("the start-up warning", Duration::from_secs(5), || {
+        text = std::fs::read_to_string(&log).unwrap_or_default();
+        text.contains("lowered to")
+    });
+    // (1000 - 64 reserved - 1 listener - 128 pooled upstreams) / 2
+    assert!(
+        text.contains("downstream.max_connections 10000 lowered to 403"),
+        "{text}"
     );
 }
