@@ -143,11 +143,13 @@ pub enum Refusal {
     HeaderTimeout,
     /// The request head was larger than `downstream.max_header_bytes` (431).
     HeaderTooLarge,
+    /// Not HTTP on an HTTP listener with `unsupported_protocol: reject`.
+    UnsupportedProtocol,
 }
 
 impl Refusal {
     /// Every reason, in label order.
-    pub const ALL: [Refusal; 9] = [
+    pub const ALL: [Refusal; 10] = [
         Refusal::Acl,
         Refusal::Loop,
         Refusal::HostMismatch,
@@ -157,6 +159,7 @@ impl Refusal {
         Refusal::RateLimit,
         Refusal::HeaderTimeout,
         Refusal::HeaderTooLarge,
+        Refusal::UnsupportedProtocol,
     ];
 
     /// The metric label and access-log value.
@@ -171,6 +174,7 @@ impl Refusal {
             Refusal::RateLimit => "rate-limit",
             Refusal::HeaderTimeout => "header-timeout",
             Refusal::HeaderTooLarge => "header-too-large",
+            Refusal::UnsupportedProtocol => "unsupported-protocol",
         }
     }
 
@@ -186,6 +190,7 @@ impl Refusal {
             Refusal::RateLimit => 6,
             Refusal::HeaderTimeout => 7,
             Refusal::HeaderTooLarge => 8,
+            Refusal::UnsupportedProtocol => 9,
         }
     }
 }
@@ -286,6 +291,50 @@ impl DownstreamLimit {
     }
 }
 
+/// What the first bytes of a connection on an HTTP listener were, when
+/// they were not HTTP/1.x (the connection is then tunnelled or refused).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Protocol {
+    /// A TLS ClientHello.
+    Tls,
+    /// HTTP/2 with prior knowledge (the `PRI * HTTP/2.0` preface).
+    H2PriorKnowledge,
+    /// Anything else.
+    Unknown,
+    /// Nothing: the client waited for the server to speak first.
+    ServerFirst,
+}
+
+impl Protocol {
+    /// Every class, in label order.
+    pub const ALL: [Protocol; 4] = [
+        Protocol::Tls,
+        Protocol::H2PriorKnowledge,
+        Protocol::Unknown,
+        Protocol::ServerFirst,
+    ];
+
+    /// The metric label and access-log value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Protocol::Tls => "tls",
+            Protocol::H2PriorKnowledge => "h2-prior-knowledge",
+            Protocol::Unknown => "unknown",
+            Protocol::ServerFirst => "server-first",
+        }
+    }
+
+    /// Position in [`Protocol::ALL`].
+    pub fn index(self) -> usize {
+        match self {
+            Protocol::Tls => 0,
+            Protocol::H2PriorKnowledge => 1,
+            Protocol::Unknown => 2,
+            Protocol::ServerFirst => 3,
+        }
+    }
+}
+
 /// What became of a TLS passthrough connection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum TlsOutcome {
@@ -349,6 +398,9 @@ mod tests {
         }
         for (i, l) in DownstreamLimit::ALL.iter().enumerate() {
             assert_eq!(l.index(), i, "{l:?}");
+        }
+        for (i, p) in Protocol::ALL.iter().enumerate() {
+            assert_eq!(p.index(), i, "{p:?}");
         }
     }
 

@@ -4,7 +4,7 @@
 //! settings, cannot be represented.
 
 use crate::admission::forward::{ForwardPolicy, ForwardSettings};
-use crate::error::{invalid, ConfigError};
+use crate::error::{invalid, parse_duration, ConfigError};
 use crate::flow::{DestinationSource, ListenerId, Mode};
 use crate::tls::policy::TlsPolicy;
 use serde::Deserialize;
@@ -41,9 +41,76 @@ pub struct ListenerSettings {
     /// TLS passthrough policy.
     #[serde(default)]
     pub tls: Option<serde_yaml::Value>,
+    /// tproxy/redirect: what to do with connections that are not HTTP/1.x.
+    #[serde(default)]
+    pub unsupported_protocol: Option<UnsupportedProtocol>,
+    /// tproxy/redirect: `off`, or how long a silent client waits before its
+    /// connection is spliced (for protocols where the server speaks first).
+    #[serde(default)]
+    pub server_first_after: Option<String>,
+}
+
+/// What an HTTP listener does with a connection whose first bytes are not
+/// an HTTP/1.x request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum UnsupportedProtocol {
+    /// Splice it, byte for byte, to the original destination.
+    Tunnel,
+    /// Reset it; nothing reaches the origin.
+    Reject,
 }
 
 impl ListenerSettings {
+    /// Keys set for a mode they do not apply to are errors that say so.
+    fn check_mode_keys(&self, key: &str) -> Result<(), ConfigError> {
+        let (forward, tls, http) = (
+            self.mode == Mode::Forward,
+            self.mode == Mode::TlsPassthrough,
+            matches!(self.mode, Mode::Tproxy | Mode::Redirect),
+        );
+        let misplaced = [
+            (
+                "allow_clients",
+                self.allow_clients.is_some() && !forward,
+                "forward",
+            ),
+            (
+                "connect_ports",
+                self.connect_ports.is_some() && !forward,
+                "forward",
+            ),
+            (
+                "allow_local_destinations",
+                self.allow_local_destinations.is_some() && !forward,
+                "forward",
+            ),
+            (
+                "destination",
+                self.destination.is_some() && !tls,
+                "tls-passthrough",
+            ),
+            ("tls", self.tls.is_some() && !tls, "tls-passthrough"),
+            (
+                "unsupported_protocol",
+                self.unsupported_protocol.is_some() && !http,
+                "tproxy or redirect",
+            ),
+            (
+                "server_first_after",
+                self.server_first_after.is_some() && !http,
+                "tproxy or redirect",
+            ),
+        ];
+        match misplaced.iter().find(|(_, wrong, _)| *wrong) {
+            Some((k, _, mode)) => Err(invalid(
+                format!("{key}.{k}"),
+                format!("only applies to mode: {mode}"),
+            )),
+            None => Ok(()),
+        }
+    }
+
     /// What an operator who configures no listener gets: TPROXY on
     /// `[::]:8888`.
     pub fn default_list() -> Vec<ListenerSettings> {
@@ -57,6 +124,8 @@ impl ListenerSettings {
             allow_local_destinations: None,
             destination: None,
             tls: None,
+            unsupported_protocol: None,
+            server_first_after: None,
         }]
     }
 }
@@ -70,6 +139,11 @@ pub enum ListenerKind {
         source: DestinationSource,
         /// Connect upstream from the client's address.
         spoof_source: bool,
+        /// What happens to connections that are not HTTP/1.x.
+        unsupported_protocol: UnsupportedProtocol,
+        /// A client silent this long gets its connection spliced (`None`:
+        /// never; it is closed after `downstream.keepalive_timeout`).
+        server_first_after: Option<Duration>,
     },
     /// `forward`: an explicit proxy, never an open one.
     Forward(ForwardPolicy),
@@ -132,28 +206,16 @@ impl Listener {
         if socket_addr.port() == 0 {
             return Err(invalid(format!("{key}.address"), "port must not be 0"));
         }
-        let only = |set: Option<&str>, mode: &str| match set {
-            Some(k) => Err(invalid(
-                format!("{key}.{k}"),
-                format!("only applies to mode: {mode}"),
-            )),
-            None => Ok(()),
-        };
+        l.check_mode_keys(&key)?;
         let forward = ForwardSettings {
             allow_clients: l.allow_clients,
             connect_ports: l.connect_ports,
             allow_local_destinations: l.allow_local_destinations,
         };
-        if l.mode != Mode::Forward {
-            only(forward.set_keys().next(), "forward")?;
-        }
-        if l.mode != Mode::TlsPassthrough {
-            only(
-                l.destination.is_some().then_some("destination"),
-                "tls-passthrough",
-            )?;
-            only(l.tls.is_some().then_some("tls"), "tls-passthrough")?;
-        }
+        let server_first_after = match l.server_first_after.as_deref().map(str::trim) {
+            None | Some("off") => None,
+            Some(d) => Some(parse_duration(&format!("{key}.server_first_after"), d)?),
+        };
         let kind = match l.mode {
             Mode::Tproxy | Mode::Redirect => ListenerKind::Http {
                 source: if l.mode == Mode::Tproxy {
@@ -162,6 +224,10 @@ impl Listener {
                     DestinationSource::Redirect
                 },
                 spoof_source: l.spoof_source,
+                unsupported_protocol: l
+                    .unsupported_protocol
+                    .unwrap_or(UnsupportedProtocol::Tunnel),
+                server_first_after,
             },
             Mode::Forward if l.spoof_source => {
                 return Err(invalid(

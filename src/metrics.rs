@@ -8,7 +8,7 @@
 //! sets once at start-up ([`ListenerMetrics`]), so the request path only
 //! bumps atomics.
 
-use crate::flow::{DownstreamLimit, ListenerId, Mode, Refusal, TlsOutcome};
+use crate::flow::{DownstreamLimit, ListenerId, Mode, Protocol, Refusal, TlsOutcome};
 use pingora_prometheus::prometheus::{
     exponential_buckets, register_gauge, register_histogram_vec, register_int_counter_vec,
     register_int_gauge_vec, Gauge, Histogram, HistogramVec, IntCounter, IntCounterVec, IntGauge,
@@ -34,7 +34,7 @@ static REQUESTS: LazyLock<IntCounterVec> = counter_vec!(
 );
 static REFUSED: LazyLock<IntCounterVec> = counter_vec!(
     "tproxyd_requests_refused_total",
-    "Requests (and TLS passthrough connections) the proxy answered or closed itself instead of forwarding, by reason (acl, loop, host-mismatch, forward-not-allowed, filter, tls-policy, rate-limit, header-timeout, header-too-large).",
+    "Requests (and TLS passthrough connections, tunnels) the proxy answered or closed itself instead of forwarding, by reason (acl, loop, host-mismatch, forward-not-allowed, filter, tls-policy, rate-limit, header-timeout, header-too-large, unsupported-protocol).",
     ["reason"]
 );
 static CONNECT_FAILURES: LazyLock<IntCounterVec> = counter_vec!(
@@ -96,6 +96,11 @@ static DOWNSTREAM_LIMITS: LazyLock<IntCounterVec> = counter_vec!(
     "tproxyd_downstream_limit_total",
     "Client-side limits that fired, by limit (header_timeout, keepalive_timeout, header_too_large, max_connections, per_client).",
     ["limit"]
+);
+static TUNNELS: LazyLock<IntCounterVec> = counter_vec!(
+    "tproxyd_tunnels_total",
+    "Connections on HTTP listeners that were not HTTP and were tunnelled to their original destination, by what they were (tls, h2-prior-knowledge, unknown, server-first).",
+    ["reason"]
 );
 static TLS_CONNS: LazyLock<IntCounterVec> = counter_vec!(
     "tproxyd_tls_connections_total",
@@ -196,7 +201,8 @@ impl TimeoutPhase {
 #[derive(Clone)]
 pub struct ListenerMetrics {
     status: [IntCounter; 6],
-    refused: [IntCounter; 9],
+    refused: [IntCounter; 10],
+    tunnels: [IntCounter; 4],
     limits: [IntCounter; 5],
     connect_failures: [IntCounter; 4],
     timeouts: [IntCounter; 3],
@@ -222,12 +228,14 @@ impl ListenerMetrics {
         let status = ["1xx", "2xx", "3xx", "4xx", "5xx", "none"].map(|c| with(&REQUESTS, c));
         let refused = Refusal::ALL.map(|r| with(&REFUSED, r.as_str()));
         let limits = DownstreamLimit::ALL.map(|l| with(&DOWNSTREAM_LIMITS, l.as_str()));
+        let tunnels = Protocol::ALL.map(|p| with(&TUNNELS, p.as_str()));
         let connect_failures = ConnectFailure::LABELS.map(|r| with(&CONNECT_FAILURES, r));
         let timeouts = TimeoutPhase::LABELS.map(|p| with(&TIMEOUTS, p));
         ListenerMetrics {
             status,
             refused,
             limits,
+            tunnels,
             connect_failures,
             timeouts,
             conn_new: with(&UPSTREAM_CONNS, "new"),
@@ -269,6 +277,11 @@ impl ListenerMetrics {
         self.rx.inc_by(rx as u64);
         self.tx.inc_by(tx as u64);
         self.duration.observe(seconds);
+    }
+
+    /// A connection that was not HTTP, tunnelled.
+    pub fn tunnel(&self, what: Protocol) {
+        self.tunnels[what.index()].inc();
     }
 
     /// A client-side limit fired.

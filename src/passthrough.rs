@@ -207,6 +207,7 @@ impl PassthroughApp {
             sni,
             alpn: hello.map(|h| h.alpn.as_slice()).unwrap_or_default(),
             versions: &versions,
+            ech: hello.is_some_and(|h| h.ech),
         };
         let line = RequestLine {
             method: "TLS",

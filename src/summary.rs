@@ -5,7 +5,7 @@
 //! [`Summary::finish`].
 
 use crate::access_log::{AccessLog, Record, TlsLog};
-use crate::flow::{Answer, ListenerId, Refusal, RequestId, TlsOutcome};
+use crate::flow::{Answer, ListenerId, Protocol, Refusal, RequestId, TlsOutcome};
 use crate::metrics::ListenerMetrics;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -66,6 +66,9 @@ pub enum Kind<'a> {
     Request,
     /// A TLS passthrough connection: counted by outcome.
     Tls(TlsOutcome, TlsLog<'a>),
+    /// Not HTTP on an HTTP listener, tunnelled (or refused): counted by
+    /// what it was; a TLS ClientHello's SNI is logged.
+    Tunnel(Protocol, Option<TlsLog<'a>>),
 }
 
 /// Where a finished summary goes.
@@ -114,6 +117,12 @@ impl Summary {
                 m.tls_connection(outcome);
                 m.transfer(rx, tx, duration.as_secs_f64());
             }
+            Kind::Tunnel(protocol, _) => {
+                if self.refused.is_none() {
+                    m.tunnel(protocol);
+                }
+                m.transfer(rx, tx, duration.as_secs_f64());
+            }
         }
         if let Some(why) = self.refused {
             m.refused(why);
@@ -145,7 +154,18 @@ impl Summary {
             error: self.error,
             tls: match kind {
                 Kind::Tls(_, t) => Some(t),
+                Kind::Tunnel(_, t) => t,
                 Kind::Request => None,
+            },
+            kind: match kind {
+                Kind::Request if line.method == "CONNECT" => "connect",
+                Kind::Request => "http",
+                Kind::Tls(..) => "tls",
+                Kind::Tunnel(..) => "tunnel",
+            },
+            protocol: match kind {
+                Kind::Tunnel(p, _) => Some(p.as_str()),
+                _ => None,
             },
         });
     }

@@ -419,3 +419,63 @@ fn sni_check_denies_a_name_that_is_not_the_destination() {
     // refused as a loop, and counts as denied too.
     assert!(denied.unwrap_or(0.0) >= 1.0);
 }
+
+/// Sends `hello` in two segments and returns the first bytes that come
+/// back (a ServerHello or an alert), or none when the connection just ends.
+fn send_hello_in_two_segments(t: &TlsLab, hello: &[u8]) -> Vec<u8> {
+    let mut s = t.lab.client_connect(&format!("{SERVER_V4}:443")).unwrap();
+    s.set_nodelay(true).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let (a, b) = hello.split_at(1000);
+    s.write_all(a).unwrap();
+    // Deliberate pause, not a wait: the second segment comes later.
+    std::thread::sleep(Duration::from_millis(50));
+    s.write_all(b).unwrap();
+    let mut first = [0u8; 7];
+    match s.read_exact(&mut first) {
+        Ok(()) => first.to_vec(),
+        Err(_) => Vec::new(),
+    }
+}
+
+/// The fatal `access_denied` alert tproxyd sends for a denied ClientHello.
+const ACCESS_DENIED: [u8; 7] = [0x15, 0x03, 0x03, 0x00, 0x02, 0x02, 0x31];
+
+#[test]
+fn post_quantum_sized_and_ech_client_hellos_are_decided_as_configured() {
+    use tproxyd::tls::synthetic::{client_hello_with, extension, post_quantum_key_share};
+    let tls = format!("{DEFAULT_TLS}        ech: deny\n");
+    let Some(t) = setup("tls_pq_ech", &tls) else {
+        return;
+    };
+    // About 1.9 KB: two TCP segments, reassembled and decided by SNI.
+    let pq = post_quantum_key_share();
+    let allowed = client_hello_with(Some("www.lab.test"), &pq);
+    assert!(allowed.len() > 1700);
+    // The origin answers it (with an alert of its own: the key shares are
+    // not real); the proxy does not refuse it.
+    let back = send_hello_in_two_segments(&t, &allowed);
+    assert!(back != ACCESS_DENIED, "refused by the proxy: {back:?}");
+    t.proxy.wait_access(&[
+        "TLS www.lab.test",
+        "tls=spliced",
+        "decision=acl:allow:default",
+    ]);
+    let denied = client_hello_with(Some("other.lab.test"), &pq);
+    let back = send_hello_in_two_segments(&t, &denied);
+    assert_eq!(back, ACCESS_DENIED);
+    t.proxy.wait_access(&[
+        "TLS other.lab.test",
+        "tls=denied",
+        "decision=acl:deny:no-other",
+    ]);
+    // Encrypted Client Hello: the outer name would be allowed, `ech: deny`
+    // refuses it; the log marks it.
+    let mut ext = pq.clone();
+    ext.extend_from_slice(&extension(0xfe0d, &[0x11; 200]));
+    let ech = client_hello_with(Some("www.lab.test"), &ext);
+    let back = send_hello_in_two_segments(&t, &ech);
+    assert_eq!(back, ACCESS_DENIED);
+    let line = t.proxy.wait_access(&["tls=denied", "decision=ech:deny"]);
+    assert!(line.contains(" ech"), "{line}");
+}

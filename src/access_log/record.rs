@@ -47,6 +47,12 @@ pub struct Record<'a> {
     pub error: Option<&'a str>,
     /// For TLS passthrough connections: what the ClientHello said.
     pub tls: Option<TlsLog<'a>>,
+    /// `http`, `connect`, `tls` (passthrough) or `tunnel` (not HTTP on an
+    /// HTTP listener).
+    pub kind: &'a str,
+    /// For tunnels: what the first bytes were (`tls`, `h2-prior-knowledge`,
+    /// `unknown`, `server-first`).
+    pub protocol: Option<&'a str>,
 }
 
 /// The TLS part of a passthrough connection's record.
@@ -60,6 +66,8 @@ pub struct TlsLog<'a> {
     pub alpn: &'a [String],
     /// TLS versions offered (`1.3`, `1.2`, …).
     pub versions: &'a [String],
+    /// Encrypted Client Hello offered (`sni` is the outer name).
+    pub ech: bool,
 }
 
 /// The JSON form of a [`Record`]; its field names are a stable interface.
@@ -90,6 +98,9 @@ struct JsonRecord<'a> {
     sni: Option<&'a str>,
     alpn: Option<&'a [String]>,
     tls_versions: Option<&'a [String]>,
+    ech: Option<bool>,
+    kind: &'a str,
+    protocol: Option<&'a str>,
 }
 
 fn ms(d: Duration) -> f64 {
@@ -124,6 +135,9 @@ impl Record<'_> {
             sni: self.tls.and_then(|t| t.sni),
             alpn: self.tls.map(|t| t.alpn),
             tls_versions: self.tls.map(|t| t.versions),
+            ech: self.tls.map(|t| t.ech),
+            kind: self.kind,
+            protocol: self.protocol,
         };
         serde_json::to_string(&rec).unwrap_or_else(|e| format!("{{\"log_error\":\"{e}\"}}"))
     }
@@ -160,6 +174,9 @@ impl Record<'_> {
         if let Some(l) = self.upstream_local {
             let _ = write!(line, " via={l}");
         }
+        if let Some(p) = self.protocol {
+            let _ = write!(line, " tunnel={p}");
+        }
         if let Some(t) = self.tls {
             let _ = write!(
                 line,
@@ -168,6 +185,9 @@ impl Record<'_> {
                 t.alpn.join(","),
                 t.versions.join(",")
             );
+            if t.ech {
+                line.push_str(" ech");
+            }
         }
         if let Some(r) = self.upstream_reused {
             line.push_str(if r { " reused" } else { " new" });
@@ -210,6 +230,8 @@ mod tests {
             refused: None,
             error: None,
             tls: None,
+            kind: "http",
+            protocol: None,
         }
     }
 
@@ -230,7 +252,9 @@ mod tests {
         assert_eq!(v["upstream_reused"], false);
         assert!(v["error"].is_null());
         assert!(v["sni"].is_null() && v["tls_versions"].is_null());
-        assert_eq!(v.as_object().unwrap().len(), 25);
+        assert_eq!(v["kind"], "http");
+        assert!(v["protocol"].is_null() && v["ech"].is_null());
+        assert_eq!(v.as_object().unwrap().len(), 28);
     }
 
     #[test]

@@ -29,20 +29,6 @@ pub struct ForwardSettings {
 }
 
 impl ForwardSettings {
-    /// The keys that are set, for "only applies to mode: forward" errors.
-    pub fn set_keys(&self) -> impl Iterator<Item = &'static str> {
-        [
-            ("allow_clients", self.allow_clients.is_some()),
-            ("connect_ports", self.connect_ports.is_some()),
-            (
-                "allow_local_destinations",
-                self.allow_local_destinations.is_some(),
-            ),
-        ]
-        .into_iter()
-        .filter_map(|(k, set)| set.then_some(k))
-    }
-
     /// Validates the listener at dotted path `key`; names are resolved
     /// within `resolve_timeout` (`tproxyd.upstream.resolve_timeout`).
     pub fn validate(

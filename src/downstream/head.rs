@@ -66,55 +66,91 @@ impl EndScan {
 }
 
 /// Reads the next request head from `stream`, starting with `prefix` (bytes
-/// of it already read). Waits at most `keepalive_timeout` for a first byte
+/// of it already read, since `started` when known). Waits at most `keepalive_timeout` for a first byte
 /// (and gives up at once when `shutdown` is signalled meanwhile), then at
 /// most `header_timeout` for the rest, and never buffers more than
 /// `max_header_bytes + 1` bytes.
 pub async fn read_head(
     stream: &mut Stream,
     prefix: Option<BytesMut>,
+    started: Option<Instant>,
     limits: &Downstream,
     shutdown: &mut ShutdownWatch,
 ) -> Head {
     let mut buf: Vec<u8> = prefix.map(Vec::from).unwrap_or_default();
     let mut scan = EndScan::default();
-    if scan.complete(&buf) {
-        return Head::Ready(BytesMut::from(Bytes::from(buf)));
-    }
-    let max = limits.max_header_bytes;
     if buf.is_empty() {
-        let mut first = [0u8; FIRST_READ];
-        let n = tokio::select! {
-            r = timeout(limits.keepalive_timeout, stream.read(&mut first)) => match r {
-                Ok(Ok(n)) if n > 0 => n,
-                Ok(_) => return Head::Closed,
-                Err(_) => return Head::Limit(DownstreamLimit::KeepaliveTimeout),
-            },
-            _ = shutdown.changed() => return Head::Closed,
-        };
-        buf.reserve_exact((2 * n).max(MIN_HEAD_BUF).min(max + 1).max(n));
-        buf.extend_from_slice(&first[..n]);
+        match first_bytes(stream, limits.keepalive_timeout, limits, shutdown).await {
+            Ok(first) => buf = first,
+            Err(FirstRead::Closed) => return Head::Closed,
+            Err(FirstRead::Silent) => return Head::Limit(DownstreamLimit::KeepaliveTimeout),
+        }
     }
-    let deadline = Instant::now() + limits.header_timeout;
+    let deadline = started.unwrap_or_else(Instant::now) + limits.header_timeout;
     loop {
         if scan.complete(&buf) {
             return Head::Ready(BytesMut::from(Bytes::from(buf)));
         }
-        if buf.len() > max {
-            return Head::Limit(DownstreamLimit::HeaderTooLarge);
+        if let Err(head) = read_more(stream, &mut buf, deadline, limits.max_header_bytes).await {
+            return head;
         }
-        // Grow by doubling, but never past the cap (plus one byte to tell).
-        let room = max + 1 - buf.len();
-        if buf.capacity() == buf.len() {
-            buf.reserve_exact(buf.capacity().max(MIN_HEAD_BUF).min(room));
-        }
-        let spare = (buf.capacity() - buf.len()).min(room);
-        let mut limited = (&mut buf).limit(spare);
-        match timeout_at(deadline, stream.read_buf(&mut limited)).await {
-            Ok(Ok(n)) if n > 0 => {}
-            Ok(_) => return Head::Closed,
-            Err(_) => return Head::Limit(DownstreamLimit::HeaderTimeout),
-        }
+    }
+}
+
+/// Why no first byte came.
+#[derive(Debug, PartialEq, Eq)]
+pub(super) enum FirstRead {
+    /// The client closed, or the process is shutting down.
+    Closed,
+    /// Nothing arrived within the wait.
+    Silent,
+}
+
+/// Waits at most `wait` for the first bytes of a request (giving up when
+/// `shutdown` is signalled) and returns them in a buffer sized for a head.
+pub(super) async fn first_bytes(
+    stream: &mut Stream,
+    wait: std::time::Duration,
+    limits: &Downstream,
+    shutdown: &mut ShutdownWatch,
+) -> Result<Vec<u8>, FirstRead> {
+    let mut first = [0u8; FIRST_READ];
+    let n = tokio::select! {
+        r = timeout(wait, stream.read(&mut first)) => match r {
+            Ok(Ok(n)) if n > 0 => n,
+            Ok(_) => return Err(FirstRead::Closed),
+            Err(_) => return Err(FirstRead::Silent),
+        },
+        _ = shutdown.changed() => return Err(FirstRead::Closed),
+    };
+    let max = limits.max_header_bytes;
+    let mut buf = Vec::with_capacity((2 * n).max(MIN_HEAD_BUF).min(max + 1).max(n));
+    buf.extend_from_slice(&first[..n]);
+    Ok(buf)
+}
+
+/// Reads more of a head into `buf` by `deadline`, never past `max + 1`
+/// bytes; `Err` with how the head ended otherwise.
+pub(super) async fn read_more(
+    stream: &mut Stream,
+    buf: &mut Vec<u8>,
+    deadline: Instant,
+    max: usize,
+) -> Result<(), Head> {
+    if buf.len() > max {
+        return Err(Head::Limit(DownstreamLimit::HeaderTooLarge));
+    }
+    // Grow by doubling, but never past the cap (plus one byte to tell).
+    let room = max + 1 - buf.len();
+    if buf.capacity() == buf.len() {
+        buf.reserve_exact(buf.capacity().max(MIN_HEAD_BUF).min(room));
+    }
+    let spare = (buf.capacity() - buf.len()).min(room);
+    let mut limited = buf.limit(spare);
+    match timeout_at(deadline, stream.read_buf(&mut limited)).await {
+        Ok(Ok(n)) if n > 0 => Ok(()),
+        Ok(_) => Err(Head::Closed),
+        Err(_) => Err(Head::Limit(DownstreamLimit::HeaderTimeout)),
     }
 }
 
@@ -213,14 +249,15 @@ mod tests {
                 .await
                 .unwrap();
             let (_tx, mut w) = watch();
-            let head = read_head(&mut stream, None, &limits(1000, 1000, 1024), &mut w).await;
+            let head = read_head(&mut stream, None, None, &limits(1000, 1000, 1024), &mut w).await;
             let Head::Ready(bytes) = head else {
                 panic!("{head:?}")
             };
             assert!(bytes.ends_with(b"\r\n\r\nhi"));
             // A complete head in the prefix needs no read at all.
             let prefix = BytesMut::from(&b"GET /next HTTP/1.1\r\nHost: a\r\n\r\n"[..]);
-            let head = read_head(&mut stream, Some(prefix), &limits(1, 1, 1024), &mut w).await;
+            let head =
+                read_head(&mut stream, Some(prefix), None, &limits(1, 1, 1024), &mut w).await;
             assert!(matches!(head, Head::Ready(_)), "{head:?}");
         });
     }
@@ -233,7 +270,7 @@ mod tests {
             client.write_all(b"GET / HT").await.unwrap();
             let (_tx, mut w) = watch();
             let started = Instant::now();
-            let head = read_head(&mut stream, None, &limits(200, 5000, 1024), &mut w).await;
+            let head = read_head(&mut stream, None, None, &limits(200, 5000, 1024), &mut w).await;
             assert!(
                 matches!(head, Head::Limit(DownstreamLimit::HeaderTimeout)),
                 "{head:?}"
@@ -262,7 +299,8 @@ mod tests {
             let mut stream: Stream = Box::new(server);
             client.write_all(&[b'a'; 40_000]).await.unwrap();
             let (_tx, mut w) = watch();
-            let head = read_head(&mut stream, None, &limits(5000, 5000, 10_000), &mut w).await;
+            let head =
+                read_head(&mut stream, None, None, &limits(5000, 5000, 10_000), &mut w).await;
             assert!(
                 matches!(head, Head::Limit(DownstreamLimit::HeaderTooLarge)),
                 "{head:?}"
@@ -282,7 +320,7 @@ mod tests {
             let mut stream: Stream = Box::new(server);
             let (tx, mut w) = watch();
             let long = limits(5000, 5000, 1024);
-            let head = read_head(&mut stream, None, &limits(5000, 100, 1024), &mut w).await;
+            let head = read_head(&mut stream, None, None, &limits(5000, 100, 1024), &mut w).await;
             assert!(
                 matches!(head, Head::Limit(DownstreamLimit::KeepaliveTimeout)),
                 "{head:?}"
@@ -291,7 +329,7 @@ mod tests {
                 answer_limit(&mut stream, DownstreamLimit::KeepaliveTimeout).await,
                 0
             );
-            let waiting = read_head(&mut stream, None, &long, &mut w);
+            let waiting = read_head(&mut stream, None, None, &long, &mut w);
             let stop = async {
                 tokio::time::sleep(Duration::from_millis(50)).await;
                 tx.send(true).unwrap();

@@ -7,11 +7,13 @@
 //! limits are on by default so that no client, buggy or hostile, can take
 //! more than a bounded share of the proxy's memory, descriptors and time.
 //! [`head`] reads request heads within their limits,
-//! [`connections`] counts connections and [`gate`] refuses those over a cap.
+//! [`connections`] counts connections and [`gate`] refuses those over a cap;
+//! [`sniff`] tells HTTP from what an HTTP listener tunnels instead.
 
 pub mod connections;
 pub mod gate;
 pub mod head;
+pub mod sniff;
 
 use crate::error::{invalid, ConfigError, Timeout};
 use pingora_core::listeners::{L4BufferSettings, ListenerConfig};

@@ -114,6 +114,7 @@ impl Tunnel {
         let header = connect_header(&self.authority, req.headers)
             .ok_or_else(|| bad("bad CONNECT target"))?;
         let addrs = policy.resolve(host, port).await?;
+        self.summary.dst = addrs.first().copied();
         let rules = state.rules();
         let target = Target::Resolved(&addrs);
         let dst = state

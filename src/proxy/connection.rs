@@ -10,19 +10,23 @@
 //! carried-over bytes come back to [`read_head`]) and answered in order; a
 //! limit that ends the connection is counted and, for 408/431, logged.
 
+use super::tunnel::{tunnel, Opening};
 use crate::destination::{stream_client, stream_destination};
 use crate::downstream::head::{answer_limit, read_head, Head};
-use crate::flow::{DownstreamLimit, Refusal};
+use crate::downstream::sniff::{sniff, Sniff};
+use crate::flow::{DownstreamLimit, Protocol, Refusal};
 use crate::listener::ListenerKind;
 use crate::shared::ListenerState;
 use crate::summary::{Kind, RequestLine, Summary};
 use async_trait::async_trait;
+use bytes::BytesMut;
 use pingora_core::apps::{HttpPersistentSettings, HttpServerApp, ServerApp};
 use pingora_core::protocols::http::ServerSession;
 use pingora_core::protocols::Stream;
 use pingora_core::server::ShutdownWatch;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use tokio::time::Instant;
 
 /// An HTTP listener's app: Pingora's proxy `P` behind the head limits.
 pub struct HttpConnections<P> {
@@ -61,6 +65,41 @@ impl<P> HttpConnections<P> {
         summary.finish(self.state.outputs(), line, Kind::Request);
     }
 
+    /// How the connection starts, on listeners that tunnel what is not
+    /// HTTP: `Ok` with the first bytes of an HTTP request (none where there
+    /// is nothing to tell), `Err` with what to tunnel, or `Err(None)` when
+    /// the connection is over (closed, or a limit fired and was handled).
+    async fn first_request(
+        &self,
+        stream: &mut Stream,
+        watch: &mut ShutdownWatch,
+    ) -> Result<Option<(BytesMut, Instant)>, Option<Opening>> {
+        let ListenerKind::Http {
+            server_first_after, ..
+        } = &self.state.listener.kind
+        else {
+            return Ok(None);
+        };
+        let limits = self.state.shared.downstream;
+        let (protocol, first, hello) =
+            match sniff(stream, &limits, *server_first_after, watch).await {
+                Sniff::Http(head, started) => return Ok(Some((head, started))),
+                Sniff::Other(p, first, hello) => (p, first, hello),
+                Sniff::Silent => (Protocol::ServerFirst, Vec::new(), None),
+                Sniff::Closed => return Err(None),
+                Sniff::Limit(limit) => {
+                    let status = answer_limit(stream, limit).await;
+                    self.record(limit, status, stream);
+                    return Err(None);
+                }
+            };
+        Err(Some(Opening {
+            protocol,
+            first,
+            hello,
+        }))
+    }
+
     /// The connection's original destination (none on forward listeners,
     /// where each request names its own).
     fn destination(&self, stream: &Stream) -> Option<SocketAddr> {
@@ -81,12 +120,26 @@ impl<P: HttpServerApp + Send + Sync + 'static> ServerApp for HttpConnections<P> 
         let limits = self.state.shared.downstream;
         let mut watch = shutdown.clone();
         let mut persistent: Option<HttpPersistentSettings> = None;
+        let mut first = match self.first_request(&mut stream, &mut watch).await {
+            Ok(prefix) => prefix,
+            Err(Some(opening)) => {
+                tunnel(&self.state, stream, opening).await;
+                return None;
+            }
+            Err(None) => return None,
+        };
         // Pingora's own idle bound per read, kept above ours: it only
         // matters if Pingora ever reads a head itself.
         let keepalive = limits.keepalive_timeout.as_secs() + 1;
         loop {
-            let prefix = persistent.as_mut().and_then(|p| p.take_pipelined_prefix());
-            let head = match read_head(&mut stream, prefix, &limits, &mut watch).await {
+            let (prefix, started) = match first.take() {
+                Some((head, started)) => (Some(head), Some(started)),
+                None => (
+                    persistent.as_mut().and_then(|p| p.take_pipelined_prefix()),
+                    None,
+                ),
+            };
+            let head = match read_head(&mut stream, prefix, started, &limits, &mut watch).await {
                 Head::Ready(head) => head,
                 Head::Closed => break,
                 Head::Limit(limit) => {

@@ -8,6 +8,7 @@
 
 mod connection;
 mod failure;
+mod tunnel;
 
 pub use connection::HttpConnections;
 
@@ -80,16 +81,20 @@ fn to_origin_form(req: &mut RequestHeader) {
 
 impl TransparentProxy {
     /// Where this request goes, if admission lets it.
+    /// The destination is noted in `summary` as soon as it is known, so a
+    /// refusal is logged with it.
     async fn admitted_destination(
         &self,
         session: &Session,
-        client: Option<SocketAddr>,
+        summary: &mut Summary,
     ) -> std::result::Result<SocketAddr, Answer> {
         let shared = &self.state.shared;
         let req = session.req_header();
+        let client = summary.client;
         let target = match &self.state.listener.kind {
             ListenerKind::Http { source, .. } => {
-                Target::Original(original_destination(session, *source))
+                summary.dst = original_destination(session, *source);
+                Target::Original(summary.dst)
             }
             ListenerKind::Forward(policy) => {
                 if !policy.client_allowed(client) {
@@ -103,6 +108,7 @@ impl TransparentProxy {
                     ));
                 };
                 let addrs = policy.resolve(&host, port).await?;
+                summary.dst = addrs.first().copied();
                 return shared.admission.admit(
                     self.state.rules(),
                     client,
@@ -182,7 +188,7 @@ impl ProxyHttp for TransparentProxy {
             );
             return self.answer(session, ctx, a).await;
         }
-        let dst = match self.admitted_destination(session, client).await {
+        let dst = match self.admitted_destination(session, &mut ctx.summary).await {
             Ok(dst) => dst,
             Err(a) => return self.answer(session, ctx, a).await,
         };

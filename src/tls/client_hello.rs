@@ -27,7 +27,13 @@ pub struct ClientHello {
     /// TLS versions offered: the `supported_versions` extension, or the
     /// legacy version field when there is none.
     pub versions: Vec<TlsVersion>,
+    /// An Encrypted Client Hello (`encrypted_client_hello`, 0xfe0d) is
+    /// offered: `sni` is then the outer, public name.
+    pub ech: bool,
 }
+
+/// The `encrypted_client_hello` extension type (RFC 9849).
+const EXT_ECH: u16 = 0xfe0d;
 
 /// A TLS protocol version as offered, e.g. `0x0304` (TLS 1.3).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -152,6 +158,7 @@ fn parse(message: &[u8]) -> Peeked {
                 TlsExtension::SupportedVersions(v) => {
                     supported = Some(v.iter().map(|v| TlsVersion(v.0)).collect::<Vec<_>>());
                 }
+                TlsExtension::Unknown(t, _) if t.0 == EXT_ECH => out.ech = true,
                 _ => {}
             }
         }
@@ -164,61 +171,33 @@ fn parse(message: &[u8]) -> Peeked {
 mod tests {
     use super::*;
 
-    /// A ClientHello with SNI `www.lab.test`, ALPN h2+http/1.1 and
-    /// supported_versions 1.3/1.2, built by hand.
-    pub(crate) fn client_hello(sni: Option<&str>) -> Vec<u8> {
-        let mut ext = Vec::new();
-        if let Some(name) = sni {
-            let n = name.as_bytes();
-            let list_len = 3 + n.len();
-            ext.extend_from_slice(&[0x00, 0x00]);
-            ext.extend_from_slice(&((list_len + 2) as u16).to_be_bytes());
-            ext.extend_from_slice(&(list_len as u16).to_be_bytes());
-            ext.push(0);
-            ext.extend_from_slice(&(n.len() as u16).to_be_bytes());
-            ext.extend_from_slice(n);
-        }
-        // ALPN
-        let protos: &[&[u8]] = &[b"h2", b"http/1.1"];
-        let plen: usize = protos.iter().map(|p| p.len() + 1).sum();
-        ext.extend_from_slice(&[0x00, 0x10]);
-        ext.extend_from_slice(&((plen + 2) as u16).to_be_bytes());
-        ext.extend_from_slice(&(plen as u16).to_be_bytes());
-        for p in protos {
-            ext.push(p.len() as u8);
-            ext.extend_from_slice(p);
-        }
-        // supported_versions: 1.3, 1.2
-        ext.extend_from_slice(&[0x00, 0x2b, 0x00, 0x05, 0x04, 0x03, 0x04, 0x03, 0x03]);
-        let mut body = vec![0x03, 0x03];
-        body.extend_from_slice(&[7u8; 32]);
-        body.push(0);
-        body.extend_from_slice(&[0x00, 0x02, 0x13, 0x01]);
-        body.extend_from_slice(&[0x01, 0x00]);
-        body.extend_from_slice(&(ext.len() as u16).to_be_bytes());
-        body.extend_from_slice(&ext);
-        let mut hs = vec![0x01];
-        hs.extend_from_slice(&(body.len() as u32).to_be_bytes()[1..]);
-        hs.extend_from_slice(&body);
-        records(&hs, 16384)
-    }
-
-    /// Frames a handshake message into TLS records of at most `max` bytes.
-    pub(crate) fn records(hs: &[u8], max: usize) -> Vec<u8> {
-        let mut out = Vec::new();
-        for chunk in hs.chunks(max) {
-            out.extend_from_slice(&[0x16, 0x03, 0x01]);
-            out.extend_from_slice(&(chunk.len() as u16).to_be_bytes());
-            out.extend_from_slice(chunk);
-        }
-        out
-    }
+    use crate::tls::synthetic::{
+        client_hello, client_hello_with, extension, post_quantum_key_share, records,
+    };
 
     fn hello(p: Peeked) -> ClientHello {
         match p {
             Peeked::Hello(h) => h,
             other => panic!("expected a ClientHello, got {other:?}"),
         }
+    }
+
+    #[test]
+    fn post_quantum_sized_and_ech_hellos() {
+        let pq = client_hello_with(Some("big.lab.test"), &post_quantum_key_share());
+        assert!((1700..2100).contains(&pq.len()), "{}", pq.len());
+        // Arriving in two segments, and as two records.
+        assert_eq!(peek_client_hello(&pq[..1000]), Peeked::NeedMore);
+        let h = hello(peek_client_hello(&pq));
+        assert_eq!((h.sni.as_deref(), h.ech), (Some("big.lab.test"), false));
+        let split = records(&pq[5..], 1000);
+        assert_eq!(
+            hello(peek_client_hello(&split)).sni.as_deref(),
+            Some("big.lab.test")
+        );
+        let ech = client_hello_with(Some("public.lab.test"), &extension(0xfe0d, &[0; 200]));
+        let h = hello(peek_client_hello(&ech));
+        assert_eq!((h.sni.as_deref(), h.ech), (Some("public.lab.test"), true));
     }
 
     #[test]

@@ -3,5 +3,6 @@
 
 pub mod client_hello;
 pub mod policy;
+pub mod synthetic;
 
 pub use client_hello::{peek_client_hello, ClientHello, Peeked, TlsVersion, MAX_CLIENT_HELLO};

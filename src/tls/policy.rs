@@ -9,6 +9,7 @@
 //!   non_tls: deny              # allow | deny: first bytes that are not TLS
 //!   deny_action: alert         # alert (TLS access_denied) | reset
 //!   sni_check: off             # off | log | deny: SNI must resolve to the destination
+//!   ech: allow                 # allow | deny: hellos offering Encrypted Client Hello
 //!   acl: { rules: [...] }      # the acl filter's rules; host/sni patterns match the SNI
 //! ```
 
@@ -69,6 +70,8 @@ struct TlsSettings {
     deny_action: DenyAction,
     #[serde(default = "off")]
     sni_check: CheckMode,
+    #[serde(default = "allow")]
+    ech: Policy,
     #[serde(default)]
     acl: Option<serde_yaml::Value>,
 }
@@ -109,6 +112,9 @@ pub struct TlsPolicy {
     pub sni_check: Option<Arc<HostCheckFilter>>,
     /// Allow/deny rules; `host`/`sni` patterns match the SNI.
     pub acl: Option<Arc<AclFilter>>,
+    /// ClientHellos offering Encrypted Client Hello (whose SNI is only the
+    /// outer, public name).
+    pub ech: Policy,
 }
 
 impl std::fmt::Debug for TlsPolicy {
@@ -158,6 +164,7 @@ impl TlsPolicy {
                 ))
             }),
             acl,
+            ech: raw.ech,
         })
     }
 
@@ -173,6 +180,12 @@ impl TlsPolicy {
     /// (the SNI is the host), SNI check.
     pub async fn decide(&self, hello: &ClientHello, flow: &FlowInfo) -> Decision {
         let dst = flow.destination;
+        if hello.ech && self.ech == Policy::Deny {
+            return Decision {
+                allowed: false,
+                decision: Some("ech:deny".into()),
+            };
+        }
         let Some(sni) = hello.sni.as_deref() else {
             return Decision {
                 allowed: self.missing_sni == Policy::Allow,
@@ -266,6 +279,29 @@ mod tests {
             open.decide_non_tls().decision.as_deref(),
             Some("non_tls:allow")
         );
+    }
+
+    #[test]
+    fn ech_is_decided_by_its_own_key_and_its_outer_name_by_the_rules() {
+        let ctx = crate::filters::test_ctx("192.0.2.10:1", "198.51.100.10:443", None);
+        let ech = ClientHello {
+            sni: Some("public.lab.test".into()),
+            ech: true,
+            ..Default::default()
+        };
+        let allow = policy("{acl: {rules: [{name: pub, action: deny, sni: [public.lab.test]}]}}");
+        let d = futures::executor::block_on(allow.decide(&ech, &ctx.flow));
+        assert_eq!(
+            (d.allowed, d.decision.as_deref()),
+            (false, Some("acl:deny:pub"))
+        );
+        let deny = policy("{ech: deny}");
+        let d = futures::executor::block_on(deny.decide(&ech, &ctx.flow));
+        assert_eq!(
+            (d.allowed, d.decision.as_deref()),
+            (false, Some("ech:deny"))
+        );
+        assert!(decide(&deny, Some("www.lab.test")).allowed);
     }
 
     #[test]

@@ -1,0 +1,220 @@
+//! Telling an HTTP/1.x request from everything else at the start of a
+//! connection on an HTTP listener. A gateway intercepts ports, not
+//! protocols: VPNs, games, TLS and HTTP/2 with prior knowledge also use
+//! port 80, and a server-first protocol (SMTP, FTP, MySQL…) sends nothing
+//! until the server speaks. What is not HTTP/1.x is tunnelled (or refused),
+//! never answered with a 400.
+//!
+//! The bytes are read, not peeked, into the same bounded buffer a head
+//! uses; they go on to Pingora as the head, or to the origin first thing in
+//! the tunnel. Deciding costs no extra read: a request arriving one byte at
+//! a time is still HTTP as soon as its request line says so.
+
+use super::head::{first_bytes, read_more, FirstRead, Head};
+use super::Downstream;
+use crate::flow::{DownstreamLimit, Protocol};
+use crate::tls::{peek_client_hello, ClientHello, Peeked};
+use bytes::{Bytes, BytesMut};
+use pingora_core::protocols::Stream;
+use pingora_core::server::ShutdownWatch;
+use std::time::Duration;
+use tokio::time::Instant;
+
+/// The longest method token taken for HTTP (the registered ones are far
+/// shorter).
+const MAX_METHOD: usize = 32;
+
+/// What the first bytes of a connection are, as far as they go.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Class {
+    /// An HTTP/1.x request line (at least up to `HTTP/1.` and a digit).
+    Http,
+    /// Not decided yet: so far a valid start of a request line.
+    NeedMore,
+    /// Something else.
+    Other(Protocol),
+}
+
+fn is_tchar(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
+}
+
+/// Classifies the first bytes of a connection (RFC 9112 §3: method SP
+/// target SP `HTTP/1.x`; empty lines before it are allowed).
+pub fn classify(buf: &[u8]) -> Class {
+    let start = buf.iter().position(|b| !matches!(b, b'\r' | b'\n'));
+    let Some(start) = start else {
+        return Class::NeedMore;
+    };
+    let line = &buf[start..];
+    if line[0] == 0x16 {
+        return Class::Other(Protocol::Tls);
+    }
+    let method = line.iter().take_while(|b| is_tchar(**b)).count();
+    if method > MAX_METHOD {
+        return Class::Other(Protocol::Unknown);
+    }
+    let rest = &line[method..];
+    match rest.first() {
+        None => return Class::NeedMore,
+        Some(b' ') if method > 0 => {}
+        Some(_) => return Class::Other(Protocol::Unknown),
+    }
+    let rest = &rest[1..];
+    let target = rest
+        .iter()
+        .take_while(|b| **b > b' ' && **b != 0x7f)
+        .count();
+    let rest = &rest[target..];
+    match rest.first() {
+        None => return Class::NeedMore,
+        Some(b' ') if target > 0 => {}
+        Some(_) => return Class::Other(Protocol::Unknown),
+    }
+    let version = &rest[1..];
+    for (expected, other) in [
+        (&b"HTTP/1."[..], Protocol::Unknown),
+        (b"HTTP/2.0", Protocol::H2PriorKnowledge),
+    ] {
+        let n = version.len().min(expected.len());
+        if version[..n] != expected[..n] {
+            continue;
+        }
+        if n < expected.len() {
+            return Class::NeedMore;
+        }
+        return match (other, version.get(n)) {
+            (Protocol::H2PriorKnowledge, _) => Class::Other(Protocol::H2PriorKnowledge),
+            (_, None) => Class::NeedMore,
+            (_, Some(d)) if d.is_ascii_digit() => Class::Http,
+            _ => Class::Other(Protocol::Unknown),
+        };
+    }
+    Class::Other(Protocol::Unknown)
+}
+
+/// How a new connection on an HTTP listener began.
+#[derive(Debug)]
+pub enum Sniff {
+    /// An HTTP/1.x request: these bytes start its head, which began then.
+    Http(BytesMut, Instant),
+    /// Something else, with the bytes read so far (to be sent on first)
+    /// and, for TLS, the ClientHello.
+    Other(Protocol, Vec<u8>, Option<ClientHello>),
+    /// The client stayed silent for `server_first_after`.
+    Silent,
+    /// The client left, or the process is shutting down.
+    Closed,
+    /// A limit fired while it was still undecided.
+    Limit(DownstreamLimit),
+}
+
+/// Reads the first bytes of a new connection until they are known to be
+/// HTTP/1.x or not: within `server_first_after` (when set, silence then
+/// means a server-first protocol) or else `keepalive_timeout` for the first
+/// byte, then `header_timeout` and `max_header_bytes` as for any head. A TLS
+/// ClientHello is read to its end (it is small) so its SNI can be logged.
+pub async fn sniff(
+    stream: &mut Stream,
+    limits: &Downstream,
+    server_first_after: Option<Duration>,
+    shutdown: &mut ShutdownWatch,
+) -> Sniff {
+    let wait = server_first_after.unwrap_or(limits.keepalive_timeout);
+    let mut buf = match first_bytes(stream, wait, limits, shutdown).await {
+        Ok(b) => b,
+        Err(FirstRead::Closed) => return Sniff::Closed,
+        Err(FirstRead::Silent) if server_first_after.is_some() => return Sniff::Silent,
+        Err(FirstRead::Silent) => return Sniff::Limit(DownstreamLimit::KeepaliveTimeout),
+    };
+    let started = Instant::now();
+    let deadline = started + limits.header_timeout;
+    loop {
+        match classify(&buf) {
+            Class::Http => return Sniff::Http(BytesMut::from(Bytes::from(buf)), started),
+            Class::Other(Protocol::Tls) => {
+                let hello = read_hello(stream, &mut buf, deadline).await;
+                return Sniff::Other(Protocol::Tls, buf, hello);
+            }
+            Class::Other(p) => return Sniff::Other(p, buf, None),
+            Class::NeedMore => {}
+        }
+        match read_more(stream, &mut buf, deadline, limits.max_header_bytes).await {
+            Ok(()) => {}
+            Err(Head::Limit(l)) => return Sniff::Limit(l),
+            Err(_) => return Sniff::Closed,
+        }
+    }
+}
+
+/// Reads the rest of a ClientHello (bounded by its own cap and the head
+/// deadline); `None` when it is not a valid one, which is tunnelled too.
+async fn read_hello(
+    stream: &mut Stream,
+    buf: &mut Vec<u8>,
+    deadline: Instant,
+) -> Option<ClientHello> {
+    let max = crate::tls::MAX_CLIENT_HELLO + 1024;
+    loop {
+        match peek_client_hello(buf) {
+            Peeked::Hello(h) => return Some(h),
+            Peeked::NeedMore => {}
+            Peeked::NotTls | Peeked::Invalid(_) => return None,
+        }
+        if read_more(stream, buf, deadline, max).await.is_err() {
+            return None;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn classes() {
+        let cases: &[(&[u8], Class)] = &[
+            (b"GET / HTTP/1.1\r\n", Class::Http),
+            (b"\r\nPOST /a?b HTTP/1.0\r\n", Class::Http),
+            (b"M-SEARCH * HTTP/1.1", Class::Http),
+            (b"G", Class::NeedMore),
+            (b"GET /very/long/path", Class::NeedMore),
+            (b"GET / HTTP/", Class::NeedMore),
+            (b"GET / HTTP/1.", Class::NeedMore),
+            (b"", Class::NeedMore),
+            (b"\r\n", Class::NeedMore),
+            (
+                b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n",
+                Class::Other(Protocol::H2PriorKnowledge),
+            ),
+            (b"\x16\x03\x01\x02\x00", Class::Other(Protocol::Tls)),
+            (b"\x00\x01binary", Class::Other(Protocol::Unknown)),
+            (b"SSH-2.0-OpenSSH_9.6\r\n", Class::Other(Protocol::Unknown)),
+            (b"GET /\r\n", Class::Other(Protocol::Unknown)),
+            (b"GET / FTP/1.0\r\n", Class::Other(Protocol::Unknown)),
+            (b"GET / HTTP/1.x", Class::Other(Protocol::Unknown)),
+            (b" GET / HTTP/1.1", Class::Other(Protocol::Unknown)),
+            (b"GET  / HTTP/1.1", Class::Other(Protocol::Unknown)),
+        ];
+        for (bytes, want) in cases {
+            assert_eq!(
+                classify(bytes),
+                *want,
+                "{:?}",
+                String::from_utf8_lossy(bytes)
+            );
+        }
+        let long = [b'A'; 40];
+        assert_eq!(classify(&long), Class::Other(Protocol::Unknown));
+    }
+
+    #[test]
+    fn one_byte_at_a_time_is_still_http() {
+        let line = b"GET /slow HTTP/1.1\r\n";
+        for i in 1..line.len() {
+            let c = classify(&line[..i]);
+            let done = i >= b"GET /slow HTTP/1.1".len();
+            assert_eq!(c, if done { Class::Http } else { Class::NeedMore }, "{i}");
+        }
+    }
+}
