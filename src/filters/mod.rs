@@ -20,9 +20,12 @@
 //! | absolute-form requests on `forward` listeners | yes | yes | yes | yes |
 //! | `CONNECT` on `forward` listeners (the request head is all there is) | yes | no | no | yes |
 //! | `tls-passthrough` connections (no HTTP at all) | no | no | no | no |
+//! | tunnels of what is not HTTP on `tproxy`/`redirect` listeners | yes | no | no | yes |
 //!
 //! For CONNECT the request is the `CONNECT host:port` head with its header
-//! lines; Host in the context is the authority. Passthrough listeners are
+//! lines; Host in the context is the authority. A tunnel is seen as
+//! `CONNECT <destination>` without headers and without Host, so only rules
+//! on client, destination and port can match it. Passthrough listeners are
 //! governed by their own `tls:` policy (whose `acl` has the same rules, with
 //! the SNI as host).
 //!
