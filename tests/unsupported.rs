@@ -90,9 +90,11 @@ fn round_trip(mut s: TcpStream, data: &[u8]) -> Vec<u8> {
     s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
     let mut writer = s.try_clone().unwrap();
     let data = data.to_vec();
+    // A refused connection may be reset before all is written: the bytes
+    // that come back are what the test looks at.
     let sender = std::thread::spawn(move || {
-        writer.write_all(&data).unwrap();
-        writer.shutdown(std::net::Shutdown::Write).unwrap();
+        let _ = writer.write_all(&data);
+        let _ = writer.shutdown(std::net::Shutdown::Write);
     });
     let mut back = Vec::new();
     let _ = s.read_to_end(&mut back);
