@@ -25,7 +25,7 @@ use async_trait::async_trait;
 use bytes::BytesMut;
 use log::debug;
 use pingora_core::apps::ServerApp;
-use pingora_core::protocols::{GetSocketDigest, Stream};
+use pingora_core::protocols::Stream;
 use pingora_core::server::ShutdownWatch;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -173,14 +173,7 @@ impl PassthroughApp {
                 return;
             }
         };
-        conn.summary.upstream = Some(UpstreamUse {
-            local: upstream
-                .get_socket_digest()
-                .and_then(|d| d.local_addr().and_then(|a| a.as_inet()).copied())
-                .map(crate::addr::canonical),
-            reused: false,
-            connect_time: Some(connect_start.elapsed()),
-        });
+        conn.summary.upstream = Some(UpstreamUse::opened(&upstream, connect_start));
         if conn.outcome != TlsOutcome::NonTls {
             conn.outcome = TlsOutcome::Spliced;
         }

@@ -7,6 +7,7 @@
 use crate::access_log::{AccessLog, Record, TlsLog};
 use crate::flow::{Answer, ListenerId, Protocol, Refusal, RequestId, TlsOutcome};
 use crate::metrics::ListenerMetrics;
+use pingora_core::protocols::GetSocketDigest;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
@@ -19,6 +20,21 @@ pub struct UpstreamUse {
     pub reused: bool,
     /// Time to open it; none when reused.
     pub connect_time: Option<Duration>,
+}
+
+impl UpstreamUse {
+    /// A connection just opened by one of tproxyd's own connectors (raw
+    /// tunnels, passthrough), `started` when the connect began.
+    pub fn opened(upstream: &impl GetSocketDigest, started: Instant) -> UpstreamUse {
+        UpstreamUse {
+            local: upstream
+                .get_socket_digest()
+                .and_then(|d| d.local_addr().and_then(|a| a.as_inet()).copied())
+                .map(crate::addr::canonical),
+            reused: false,
+            connect_time: Some(started.elapsed()),
+        }
+    }
 }
 
 /// What is known about a flow while it runs.

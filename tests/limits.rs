@@ -27,14 +27,11 @@ fn dst80() -> String {
 
 /// One counter of `tproxyd_downstream_limit_total` on the tproxy listener.
 fn limit_count(lab: &Lab, limit: &str) -> f64 {
-    let body = admin_get(lab, "/metrics").body;
-    let l = format!("limit=\"{limit}\"");
-    metric(
-        &body,
+    lan_http_counter(
+        lab,
         "tproxyd_downstream_limit_total",
-        &[r#"listener="lan-http""#, r#"mode="tproxy""#, &l],
+        &format!("limit=\"{limit}\""),
     )
-    .unwrap_or(0.0)
 }
 
 /// Reads until EOF or error (a reset), returning what arrived.

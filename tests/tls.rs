@@ -7,35 +7,16 @@ mod harness;
 
 use harness::*;
 use std::io::{Read, Write};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 /// The TLS origin process; killed on drop.
-struct TlsOrigin(Child);
-
-impl Drop for TlsOrigin {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 struct TlsLab {
     lab: Lab,
     dir: TempDir,
     _origin: TlsOrigin,
     proxy: Proxy,
     sha256: String,
-}
-
-fn sh(cmd: &mut Command) -> std::process::Output {
-    let out = cmd.output().expect("run command");
-    assert!(
-        out.status.success(),
-        "{cmd:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out
 }
 
 fn tls_config(dir: &std::path::Path, tls: &str) -> String {
@@ -69,28 +50,8 @@ fn setup(test: &str, tls: &str) -> Option<TlsLab> {
     let lab = Lab::up();
     let dir = TempDir::new("tls");
     let d = &dir.0;
-    sh(Command::new("openssl")
-        .args([
-            "req",
-            "-x509",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:prime256v1",
-            "-nodes",
-            "-days",
-            "1",
-            "-subj",
-            "/CN=www.lab.test",
-        ])
-        .arg("-addext")
-        .arg(format!(
-            "subjectAltName=DNS:www.lab.test,DNS:other.lab.test,IP:{SERVER_V4}"
-        ))
-        .arg("-keyout")
-        .arg(d.join("key.pem"))
-        .arg("-out")
-        .arg(d.join("cert.pem")));
+    let san = format!("DNS:www.lab.test,DNS:other.lab.test,IP:{SERVER_V4}");
+    self_signed_cert(d, &san);
     let www = d.join("www");
     std::fs::create_dir_all(&www).unwrap();
     // 8 MiB of incompressible bytes, and their checksum.
@@ -105,31 +66,13 @@ fn setup(test: &str, tls: &str) -> Option<TlsLab> {
         .collect();
     std::fs::write(www.join("big.bin"), &big).unwrap();
     std::fs::write(www.join("hello.txt"), "hello over TLS\n").unwrap();
-    let sum = sh(Command::new("sha256sum").arg(www.join("big.bin")));
+    let sum = run_ok(Command::new("sha256sum").arg(www.join("big.bin")));
     let sha256 = String::from_utf8_lossy(&sum.stdout)
         .split_whitespace()
         .next()
         .unwrap()
         .to_string();
-    let mut child = Command::new("ip")
-        .args(["netns", "exec", &lab.server_ns(), "python3"])
-        .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/tls_origin.py"))
-        .arg("443,4443")
-        .arg(d.join("cert.pem"))
-        .arg(d.join("key.pem"))
-        .arg(&www)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start the TLS origin");
-    let mut ready = [0u8; 5];
-    child
-        .stdout
-        .as_mut()
-        .unwrap()
-        .read_exact(&mut ready)
-        .expect("TLS origin ready");
-    let origin = TlsOrigin(child);
+    let origin = TlsOrigin::start(&lab, d, "443,4443", &www);
     let proxy = Proxy::start(&lab, &tls_config(d, tls), &[8888, 8889, 8443, 8444]);
     Some(TlsLab {
         lab,
@@ -169,7 +112,7 @@ impl TlsLab {
         let out = self.dir.0.join("download.bin");
         let (ok, _, err) = self.curl(&["--resolve", resolve, "-o", out.to_str().unwrap(), url]);
         assert!(ok, "{url}: {err}\n{}", self.proxy.log_text());
-        let sum = sh(Command::new("sha256sum").arg(&out));
+        let sum = run_ok(Command::new("sha256sum").arg(&out));
         String::from_utf8_lossy(&sum.stdout)
             .split_whitespace()
             .next()
@@ -307,7 +250,7 @@ fn real_client_hello(sni: &str) -> Vec<u8> {
          i=ssl.MemoryBIO();o=ssl.MemoryBIO();s=c.wrap_bio(i,o,server_hostname='{sni}')\n\
          try:\n s.do_handshake()\nexcept ssl.SSLWantReadError:\n pass\nsys.stdout.buffer.write(o.read())\n"
     );
-    let out = sh(Command::new("python3").args(["-c", &script]));
+    let out = run_ok(Command::new("python3").args(["-c", &script]));
     assert_eq!(out.stdout[0], 0x16);
     out.stdout
 }

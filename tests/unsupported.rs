@@ -8,7 +8,7 @@ mod harness;
 
 use harness::*;
 use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::TcpStream;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -32,19 +32,6 @@ fn setup(test: &str, listener: &str, extra: &str) -> Option<(Lab, Origin, Proxy,
     let dir = TempDir::new("unsupported");
     let proxy = Proxy::start(&lab, &config(&dir.0, listener, extra), &[8888, 8889]);
     Some((lab, origin, proxy, dir))
-}
-
-/// A dual-stack listener on `port` in the server namespace.
-fn server_listener(lab: &Lab, port: u16) -> TcpListener {
-    in_netns(&lab.server_ns(), move || {
-        let s = socket2::Socket::new(socket2::Domain::IPV6, socket2::Type::STREAM, None).unwrap();
-        s.set_only_v6(false).unwrap();
-        s.set_reuse_address(true).unwrap();
-        let addr: SocketAddr = format!("[::]:{port}").parse().unwrap();
-        s.bind(&addr.into()).unwrap();
-        s.listen(64).unwrap();
-        TcpListener::from(s)
-    })
 }
 
 /// An echo server on `port` that counts its connections; `banner` is sent
@@ -236,45 +223,11 @@ fn tls_to_an_intercepted_http_port_is_tunnelled_and_its_sni_logged() {
     };
     // A TLS origin on port 84 (intercepted as HTTP), with a fresh cert.
     let d = &dir.0;
-    let ok = std::process::Command::new("openssl")
-        .args([
-            "req",
-            "-x509",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:prime256v1",
-        ])
-        .args(["-nodes", "-days", "1", "-subj", "/CN=www.lab.test"])
-        .args(["-addext", "subjectAltName=DNS:www.lab.test"])
-        .arg("-keyout")
-        .arg(d.join("key.pem"))
-        .arg("-out")
-        .arg(d.join("cert.pem"))
-        .output()
-        .unwrap();
-    assert!(ok.status.success(), "{ok:?}");
+    self_signed_cert(d, "DNS:www.lab.test");
     let www = d.join("www");
     std::fs::create_dir_all(&www).unwrap();
     std::fs::write(www.join("hello.txt"), "hello over TLS on port 84\n").unwrap();
-    let mut origin = std::process::Command::new("ip")
-        .args(["netns", "exec", &lab.server_ns(), "python3"])
-        .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/tls_origin.py"))
-        .arg("84")
-        .arg(d.join("cert.pem"))
-        .arg(d.join("key.pem"))
-        .arg(&www)
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut ready = [0u8; 5];
-    origin
-        .stdout
-        .as_mut()
-        .unwrap()
-        .read_exact(&mut ready)
-        .unwrap();
+    let origin = TlsOrigin::start(&lab, d, "84", &www);
     let out = std::process::Command::new("ip")
         .args([
             "netns",
@@ -294,8 +247,7 @@ fn tls_to_an_intercepted_http_port_is_tunnelled_and_its_sni_logged() {
         ])
         .output()
         .unwrap();
-    let _ = origin.kill();
-    let _ = origin.wait();
+    drop(origin);
     assert!(
         out.status.success(),
         "{}",

@@ -16,7 +16,7 @@ use crate::summary::{Kind, RequestLine, Summary, UpstreamUse};
 use crate::upstream::connector::connect_raw;
 use bytes::BytesMut;
 use log::debug;
-use pingora_core::protocols::{GetSocketDigest, Stream};
+use pingora_core::protocols::Stream;
 use pingora_error::ErrorType;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -155,13 +155,7 @@ impl Tunnel {
         let mut upstream = connect_raw(dst, None, &state.shared.upstream)
             .await
             .map_err(|e| connect_failed(dst, &e))?;
-        self.summary.upstream = Some(UpstreamUse {
-            local: upstream
-                .get_socket_digest()
-                .and_then(|d| d.local_addr().and_then(|a| a.as_inet()).copied()),
-            reused: false,
-            connect_time: Some(connect_start.elapsed()),
-        });
+        self.summary.upstream = Some(UpstreamUse::opened(&upstream, connect_start));
         self.summary.status = 200;
         // Pingora's stream buffers writes: flush, or the client waits forever.
         let established = b"HTTP/1.1 200 Connection Established\r\n\r\n";

@@ -16,7 +16,7 @@ use crate::shared::ListenerState;
 use crate::summary::{Kind, RequestLine, Summary, UpstreamUse};
 use crate::tls::ClientHello;
 use crate::upstream::connector::connect_raw;
-use pingora_core::protocols::{GetSocketDigest, Stream};
+use pingora_core::protocols::Stream;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 use tokio::io::AsyncWriteExt;
@@ -115,14 +115,7 @@ async fn splice(
             return;
         }
     };
-    summary.upstream = Some(UpstreamUse {
-        local: upstream
-            .get_socket_digest()
-            .and_then(|d| d.local_addr().and_then(|a| a.as_inet()).copied())
-            .map(crate::addr::canonical),
-        reused: false,
-        connect_time: Some(started.elapsed()),
-    });
+    summary.upstream = Some(UpstreamUse::opened(&upstream, started));
     if !first.is_empty()
         && (upstream.write_all(first).await.is_err() || upstream.flush().await.is_err())
     {

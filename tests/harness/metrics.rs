@@ -34,3 +34,15 @@ pub fn metric(body: &str, name: &str, labels: &[&str]) -> Option<f64> {
         value.trim().parse().ok()
     })
 }
+
+/// A counter of the lab's tproxy listener (`lan-http`) with one more label
+/// (`extra`, e.g. `limit="per_client"`); 0 when absent.
+pub fn lan_http_counter(lab: &Lab, name: &str, extra: &str) -> f64 {
+    let body = admin_get(lab, "/metrics").body;
+    metric(
+        &body,
+        name,
+        &[r#"listener="lan-http""#, r#"mode="tproxy""#, extra],
+    )
+    .unwrap_or(0.0)
+}

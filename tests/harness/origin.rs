@@ -37,21 +37,26 @@ fn canonical(a: SocketAddr) -> SocketAddr {
     SocketAddr::new(a.ip().to_canonical(), a.port())
 }
 
+/// A dual-stack listening socket on `port` of every address of the server
+/// namespace.
+pub fn server_listener(lab: &Lab, port: u16) -> TcpListener {
+    in_netns(&lab.server_ns(), move || {
+        let s = socket2::Socket::new(socket2::Domain::IPV6, socket2::Type::STREAM, None).unwrap();
+        s.set_only_v6(false).unwrap();
+        s.set_reuse_address(true).unwrap();
+        let addr: SocketAddr = format!("[::]:{port}").parse().unwrap();
+        s.bind(&addr.into()).unwrap();
+        s.listen(1024).unwrap();
+        TcpListener::from(s)
+    })
+}
+
 impl Origin {
     pub fn start(lab: &Lab, ports: &[u16]) -> Origin {
         let seen = Arc::new(Mutex::new(Vec::new()));
         let conns = Arc::new(AtomicUsize::new(0));
         for &port in ports {
-            let listener = in_netns(&lab.server_ns(), move || {
-                let s = socket2::Socket::new(socket2::Domain::IPV6, socket2::Type::STREAM, None)
-                    .unwrap();
-                s.set_only_v6(false).unwrap();
-                s.set_reuse_address(true).unwrap();
-                let addr: SocketAddr = format!("[::]:{port}").parse().unwrap();
-                s.bind(&addr.into()).unwrap();
-                s.listen(1024).unwrap();
-                TcpListener::from(s)
-            });
+            let listener = server_listener(lab, port);
             let seen = seen.clone();
             let conns = conns.clone();
             std::thread::spawn(move || {
@@ -69,16 +74,7 @@ impl Origin {
     /// A TCP echo server on `port` in the server namespace (for CONNECT
     /// tunnels): sends back every byte it receives.
     pub fn start_echo(lab: &Lab, port: u16) {
-        let listener = in_netns(&lab.server_ns(), move || {
-            let s =
-                socket2::Socket::new(socket2::Domain::IPV6, socket2::Type::STREAM, None).unwrap();
-            s.set_only_v6(false).unwrap();
-            s.set_reuse_address(true).unwrap();
-            let addr: SocketAddr = format!("[::]:{port}").parse().unwrap();
-            s.bind(&addr.into()).unwrap();
-            s.listen(128).unwrap();
-            TcpListener::from(s)
-        });
+        let listener = server_listener(lab, port);
         std::thread::spawn(move || {
             for stream in listener.incoming() {
                 let Ok(mut stream) = stream else { break };
