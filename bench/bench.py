@@ -2,16 +2,20 @@
 """tproxyd benchmarks, in the namespace lab, side by side with its peers.
 
 Scenarios, measured in one run on the same lab with the same load:
-  direct   routed, not intercepted (the limit of this machine)
-  tproxyd  release build, conf/tproxyd.yaml (the shipped default config)
-  haproxy  HAProxy as a transparent proxy (bind ... transparent, server 0.0.0.0:0)
-  go-seed  the article's Go proxy (../shared/seed/go-proxy), built at bench time
+  direct         routed, not intercepted (the limit of this machine)
+  tproxyd        release build, conf/tproxyd.yaml (the shipped default config)
+  tproxyd-nolog  the same with `access_log: { enabled: false }`
+  pingora-bare   examples/pingora_bare.rs: the smallest Pingora ProxyHttp on the
+                 same transparent socket path, nothing else (the framework floor)
+  haproxy        HAProxy as a transparent proxy (bind ... transparent, server 0.0.0.0:0)
+  go-seed        the article's Go proxy (../shared/seed/go-proxy), built at bench time
 
 Workloads: small responses over keep-alive, small responses with a new client
 connection per request, a 100 MiB download, and many idle keep-alive
 connections. Each (workload, scenario) pair runs `--rounds` times,
 interleaved, with a freshly started proxy; the report gives the median and
-the spread (min-max) and the ratios tproxyd/haproxy and tproxyd/direct.
+the spread (min-max) and the ratios tproxyd/pingora-bare, tproxyd/haproxy
+(shipped config and log off) and tproxyd/direct.
 
 Needs root. Installs nginx, wrk, haproxy and golang-go with apt-get if they
 are missing. Usage:
@@ -41,7 +45,7 @@ DIRECT_PORT = 9080  # not intercepted by the lab: routed straight to nginx
 PROXIED_PORT = 80   # intercepted: nft tproxy -> :8888
 STATUS_PORT = 9090  # nginx stub_status, in the server namespace
 TICK = os.sysconf("SC_CLK_TCK")
-SCENARIOS = ["direct", "tproxyd", "haproxy", "go-seed"]
+SCENARIOS = ["direct", "tproxyd", "tproxyd-nolog", "pingora-bare", "haproxy", "go-seed"]
 
 
 def log(msg):
@@ -90,8 +94,10 @@ class Bench:
     # --- set-up ---------------------------------------------------------
     def build(self):
         log("cargo build --release")
-        run(["cargo", "build", "--release", "--quiet", "--bin", "tproxyd"], cwd=ROOT)
+        run(["cargo", "build", "--release", "--quiet", "--bin", "tproxyd",
+             "--example", "pingora_bare"], cwd=ROOT)
         self.tproxyd = os.path.join(ROOT, "target", "release", "tproxyd")
+        self.bare = os.path.join(ROOT, "target", "release", "examples", "pingora_bare")
         log(f"go build {SEED}")
         if not os.path.isdir(SEED):
             sys.exit(f"bench: the seed Go proxy is missing at {SEED}")
@@ -158,12 +164,22 @@ http {{
         if scenario == "direct":
             return None
         out = open(os.path.join(self.tmp, f"{scenario}.log"), "ab")
-        if scenario == "tproxyd":
-            conf = os.path.join(self.tmp, "tproxyd.yaml")
+        if scenario in ("tproxyd", "tproxyd-nolog"):
+            conf = os.path.join(self.tmp, f"{scenario}.yaml")
             with open(self.args.tproxyd_conf) as src, open(conf, "w") as dst:
-                dst.write(src.read().replace("/run/tproxyd", self.tmp))
+                text = src.read().replace("/run/tproxyd", self.tmp)
+                # The idle workload holds all its connections from one
+                # client address: lift the per-client cap (the other peers
+                # have none), and say so in the report.
+                text = text.replace("max_connections_per_client: 1024",
+                                    f"max_connections_per_client: {max(1024, self.args.idle + 100)}")
+                dst.write(text)
                 dst.write("\n" + self.args.tproxyd_extra.replace("\\n", "\n") + "\n")
+                if scenario == "tproxyd-nolog":
+                    dst.write("  access_log: { enabled: false }\n")
             cmd = ["env", *self.args.tproxyd_env.split(), self.tproxyd, "-c", conf]
+        elif scenario == "pingora-bare":
+            cmd = [self.bare, "[::]:8888", "2"]
         elif scenario == "haproxy":
             conf = os.path.join(ROOT, "bench", "haproxy.cfg")
             cmd = ["haproxy", "-db", "-f", conf]
@@ -346,8 +362,9 @@ def report(results, args, started):
         if wl not in args.workloads:
             continue
         out += [f"### {title}", "",
-                "| figure | " + " | ".join(SCENARIOS) + " | tproxyd/haproxy | tproxyd/direct |",
-                "|---|" + "---|" * (len(SCENARIOS) + 2)]
+                "| figure | " + " | ".join(SCENARIOS)
+                + " | tproxyd/pingora-bare | nolog/pingora-bare | tproxyd/haproxy | nolog/haproxy | tproxyd/direct |",
+                "|---|" + "---|" * (len(SCENARIOS) + 5)]
         for key, label, f, _ in cols:
             cells, meds = [], {}
             for sc in SCENARIOS:
@@ -355,8 +372,12 @@ def report(results, args, started):
                 cell, med = fmt_cell(vals, f)
                 cells.append(cell)
                 meds[sc] = med
-            out.append(f"| {label} | " + " | ".join(cells) + f" | {ratio(meds['tproxyd'], meds['haproxy'])}"
-                       f" | {ratio(meds['tproxyd'], meds['direct'])} |")
+            out.append(f"| {label} | " + " | ".join(cells)
+                       + f" | {ratio(meds.get('tproxyd'), meds.get('pingora-bare'))}"
+                       f" | {ratio(meds.get('tproxyd-nolog'), meds.get('pingora-bare'))}"
+                       f" | {ratio(meds.get('tproxyd'), meds.get('haproxy'))}"
+                       f" | {ratio(meds.get('tproxyd-nolog'), meds.get('haproxy'))}"
+                       f" | {ratio(meds.get('tproxyd'), meds.get('direct'))} |")
         out.append("")
     return "\n".join(out)
 

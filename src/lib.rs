@@ -14,7 +14,7 @@
 //!    local addresses).
 //! 2. **Components**, each owning its settings and their validation:
 //!    [`lifecycle`], [`metrics`], [`access_log`], [`relay`], [`upstream`],
-//!    [`destination`], [`downstream`], [`filters`], [`tls`], [`admin`].
+//!    [`destination`], [`filters`], [`tls`], [`downstream`], [`admin`].
 //! 3. **Request path**: [`admission`] (the pure admit decision and the
 //!    forward-proxy policy), [`summary`] (one record per request for both
 //!    log and metrics), [`listener`] (a listener's kind with its policy),

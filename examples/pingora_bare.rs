@@ -1,0 +1,61 @@
+//! `pingora-bare`: the framework floor for the benchmarks. The smallest
+//! Pingora `ProxyHttp` that forwards each request to its connection's
+//! original destination (TPROXY: the accepted socket's local address),
+//! served from the same transparent socket path as tproxyd (our
+//! `IP_TRANSPARENT` socket in Pingora's fd table) and nothing else: no
+//! filters, no access log, no metrics, no limits, Pingora's own defaults.
+//! `bench/bench.py` runs it beside tproxyd, so tproxyd's own cost on top of
+//! Pingora is visible.
+//!
+//! Usage: `pingora-bare [ADDRESS] [THREADS]` (default `[::]:8888`, 2).
+
+use async_trait::async_trait;
+use pingora_core::server::configuration::{Opt, ServerConf};
+use pingora_core::server::Server;
+use pingora_core::upstreams::peer::HttpPeer;
+use pingora_error::{Error, ErrorType, Result};
+use pingora_proxy::{http_proxy_service, ProxyHttp, Session};
+use tproxyd::admin::Readiness;
+use tproxyd::lifecycle::Draining;
+use tproxyd::listener::{Listener, ListenerSettings};
+use tproxyd::transparent::TransparentService;
+
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+struct Bare;
+
+#[async_trait]
+impl ProxyHttp for Bare {
+    type CTX = ();
+
+    fn new_ctx(&self) {}
+
+    async fn upstream_peer(&self, session: &mut Session, _ctx: &mut ()) -> Result<Box<HttpPeer>> {
+        let dst = session
+            .server_addr()
+            .and_then(|a| a.as_inet())
+            .map(|a| std::net::SocketAddr::new(a.ip().to_canonical(), a.port()))
+            .ok_or_else(|| Error::explain(ErrorType::InternalError, "no local address"))?;
+        Ok(Box::new(HttpPeer::new(dst, false, String::new())))
+    }
+}
+
+fn main() {
+    let mut args = std::env::args().skip(1);
+    let address = args.next().unwrap_or_else(|| "[::]:8888".into());
+    let threads: usize = args.next().and_then(|t| t.parse().ok()).unwrap_or(2);
+    let mut settings = ListenerSettings::default_list().remove(0);
+    settings.address = address.clone();
+    let listener = Listener::from_settings(settings, 0, std::time::Duration::from_secs(2))
+        .unwrap_or_else(|e| panic!("{e}"));
+    let conf = ServerConf::from_yaml(&format!("version: 1\nthreads: {threads}\n"))
+        .expect("a valid Pingora config");
+    let mut server = Server::new_with_opt_and_conf(Opt::default(), conf);
+    server.bootstrap();
+    let mut service = http_proxy_service(&server.configuration, Bare);
+    service.add_tcp(&address);
+    let readiness = Readiness::new(1, Draining::default());
+    server.add_service(TransparentService::new(service, listener, None, readiness));
+    server.run_forever()
+}
