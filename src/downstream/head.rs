@@ -18,7 +18,8 @@ use pingora_core::protocols::Stream;
 use pingora_core::server::ShutdownWatch;
 use std::sync::LazyLock;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::time::{timeout, timeout_at, Instant};
+use pingora_timeout::fast_timeout::fast_timeout;
+use tokio::time::Instant;
 
 /// The first read of a head goes into a stack buffer this large, so that
 /// an idle connection holds no heap buffer; most request heads fit.
@@ -115,8 +116,11 @@ pub(super) async fn first_bytes(
     shutdown: &mut ShutdownWatch,
 ) -> Result<Vec<u8>, FirstRead> {
     let mut first = [0u8; FIRST_READ];
+    // Pingora's own timer wheel: cheaper than a tokio timer for each
+    // request, and armed only if the read has to wait.
     let n = tokio::select! {
-        r = timeout(wait, stream.read(&mut first)) => match r {
+        biased;
+        r = fast_timeout(wait, stream.read(&mut first)) => match r {
             Ok(Ok(n)) if n > 0 => n,
             Ok(_) => return Err(FirstRead::Closed),
             Err(_) => return Err(FirstRead::Silent),
@@ -147,7 +151,8 @@ pub(super) async fn read_more(
     }
     let spare = (buf.capacity() - buf.len()).min(room);
     let mut limited = buf.limit(spare);
-    match timeout_at(deadline, stream.read_buf(&mut limited)).await {
+    let left = deadline.saturating_duration_since(Instant::now());
+    match fast_timeout(left, stream.read_buf(&mut limited)).await {
         Ok(Ok(n)) if n > 0 => Ok(()),
         Ok(_) => Err(Head::Closed),
         Err(_) => Err(Head::Limit(DownstreamLimit::HeaderTimeout)),
@@ -189,7 +194,7 @@ pub async fn answer_limit(stream: &mut Stream, limit: DownstreamLimit) -> u16 {
         stream.flush().await
     };
     // A client that does not read its answer does not hold us either.
-    match timeout(std::time::Duration::from_secs(1), sent).await {
+    match fast_timeout(std::time::Duration::from_secs(1), sent).await {
         Ok(Ok(())) => status,
         _ => 0,
     }
