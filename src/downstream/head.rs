@@ -16,9 +16,9 @@ use crate::flow::DownstreamLimit;
 use bytes::{BufMut, Bytes, BytesMut};
 use pingora_core::protocols::Stream;
 use pingora_core::server::ShutdownWatch;
+use pingora_timeout::fast_timeout::fast_timeout;
 use std::sync::LazyLock;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use pingora_timeout::fast_timeout::fast_timeout;
 use tokio::time::Instant;
 
 /// The first read of a head goes into a stack buffer this large, so that
