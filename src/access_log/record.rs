@@ -103,13 +103,52 @@ struct JsonRecord<'a> {
     protocol: Option<&'a str>,
 }
 
+thread_local! {
+    /// The last second formatted (`2026-11-27T22:00:00`) and its Unix time.
+    static SECOND: std::cell::RefCell<(u64, String)> = const { std::cell::RefCell::new((u64::MAX, String::new())) };
+}
+
+/// Appends `ts` as RFC 3339 UTC with milliseconds, formatting the date and
+/// time of day only when the second changes.
+fn timestamp(out: &mut String, ts: SystemTime) {
+    let since = ts
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap_or_default();
+    SECOND.with(|cache| {
+        let mut cache = cache.borrow_mut();
+        if cache.0 != since.as_secs() {
+            let whole = SystemTime::UNIX_EPOCH + Duration::from_secs(since.as_secs());
+            let text = humantime::format_rfc3339_seconds(whole).to_string();
+            *cache = (since.as_secs(), text.trim_end_matches('Z').to_string());
+        }
+        out.push_str(&cache.1);
+    });
+    use std::fmt::Write;
+    let _ = write!(out, ".{:03}Z", since.subsec_millis());
+}
+
 fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1000.0
 }
 
 impl Record<'_> {
+    /// The JSON form, appended to `out`.
+    pub(super) fn write_json(&self, out: &mut String, ts: SystemTime) {
+        match serde_json::to_string(&self.json(ts)) {
+            Ok(j) => out.push_str(&j),
+            Err(e) => out.push_str(&format!("{{\"log_error\":\"{e}\"}}")),
+        }
+    }
+
+    #[cfg(test)]
     pub(super) fn json_line(&self, ts: SystemTime) -> String {
-        let rec = JsonRecord {
+        let mut s = String::new();
+        self.write_json(&mut s, ts);
+        s
+    }
+
+    fn json(&self, ts: SystemTime) -> JsonRecord<'_> {
+        JsonRecord {
             ts: humantime::format_rfc3339_millis(ts).to_string(),
             request_id: self.request_id.to_string(),
             listener: self.listener,
@@ -138,13 +177,22 @@ impl Record<'_> {
             ech: self.tls.map(|t| t.ech),
             kind: self.kind,
             protocol: self.protocol,
-        };
-        serde_json::to_string(&rec).unwrap_or_else(|e| format!("{{\"log_error\":\"{e}\"}}"))
+        }
     }
 
     /// One line, written straight into one buffer: this is the default log,
     /// on the request path of every request.
+    #[cfg(test)]
     pub(super) fn text_line(&self, ts: SystemTime) -> String {
+        let mut line = String::new();
+        self.write_text(&mut line, ts);
+        line
+    }
+
+    /// The text form, appended to `line`: the default log, written for
+    /// every request, so it formats into a reused buffer and takes the
+    /// timestamp's date part from a per-second cache.
+    pub(super) fn write_text(&self, line: &mut String, ts: SystemTime) {
         use std::fmt::Write;
         struct Addr(Option<SocketAddr>);
         impl std::fmt::Display for Addr {
@@ -155,11 +203,10 @@ impl Record<'_> {
                 }
             }
         }
-        let mut line = String::with_capacity(192);
+        timestamp(line, ts);
         let _ = write!(
             line,
-            "{} {} {} {} -> {} \"{} {} {}\" {} {}B {:.1}ms",
-            humantime::format_rfc3339_millis(ts),
+            " {} {} {} -> {} \"{} {} {}\" {} {}B {:.1}ms",
             self.request_id,
             self.listener,
             Addr(self.client),
@@ -201,7 +248,6 @@ impl Record<'_> {
                 let _ = write!(line, " {k}={v}");
             }
         }
-        line
     }
 }
 
@@ -263,5 +309,18 @@ mod tests {
             rec().text_line(ts()),
             "2026-11-27T22:00:00.000Z 00000000000000ab lan-http [2001:db8:1::10]:4242 -> 198.51.100.10:80 \"GET example.org /x\" 200 12B 1.5ms via=198.51.100.1:40000 new decision=acl:allow:lan"
         );
+    }
+
+    #[test]
+    fn timestamps_across_a_second_boundary() {
+        let at = |ms: u64| {
+            let mut s = String::new();
+            timestamp(&mut s, ts() + Duration::from_millis(ms));
+            s
+        };
+        assert_eq!(at(999), "2026-11-27T22:00:00.999Z");
+        assert_eq!(at(1001), "2026-11-27T22:00:01.001Z");
+        assert_eq!(at(5), "2026-11-27T22:00:00.005Z");
+        assert_eq!(at(61_000), "2026-11-27T22:01:01.000Z");
     }
 }

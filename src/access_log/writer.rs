@@ -1,5 +1,6 @@
-//! The writer side of the access log: a thread of its own that drains the
-//! queue into the sink and reopens the file on SIGHUP.
+//! The writer side of the access log: a thread of its own that takes the
+//! pending lines every few milliseconds, writes them in one go, and reopens
+//! the file on SIGHUP.
 
 use super::settings::open;
 use async_trait::async_trait;
@@ -9,13 +10,18 @@ use pingora_core::services::background::BackgroundService;
 use std::io::Write;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use super::Pending;
+
+/// How often pending lines are written: the most a record waits, and the
+/// most that can be lost if the process is killed.
+const FLUSH_EVERY: Duration = Duration::from_millis(5);
+
 /// The background service whose thread writes the queued records.
 pub struct AccessLogWriter {
-    pub(super) rx: Mutex<Option<Receiver<String>>>,
+    pub(super) pending: Mutex<Option<Arc<Pending>>>,
     pub(super) sink: SinkKind,
     pub(super) reopen: Arc<AtomicBool>,
 }
@@ -51,7 +57,7 @@ impl Sink {
     }
 }
 
-fn run_writer(rx: Receiver<String>, kind: SinkKind, reopen: Arc<AtomicBool>) {
+fn run_writer(pending: Arc<Pending>, kind: SinkKind, reopen: Arc<AtomicBool>) {
     let mut sink = match Sink::open(&kind) {
         Ok(s) => s,
         Err(e) => {
@@ -59,19 +65,20 @@ fn run_writer(rx: Receiver<String>, kind: SinkKind, reopen: Arc<AtomicBool>) {
             Sink::Stderr(std::io::BufWriter::new(std::io::stderr()))
         }
     };
+    let mut batch: Vec<u8> = Vec::new();
     loop {
-        match rx.recv_timeout(Duration::from_millis(200)) {
-            Ok(line) => {
-                let out = sink.out();
-                let _ = writeln!(out, "{line}");
-                // Write what else is queued, then flush once.
-                while let Ok(line) = rx.try_recv() {
-                    let _ = writeln!(out, "{line}");
-                }
-                let _ = out.flush();
-            }
-            Err(RecvTimeoutError::Timeout) => {}
-            Err(RecvTimeoutError::Disconnected) => return,
+        std::thread::sleep(FLUSH_EVERY);
+        {
+            let mut lines = pending.lines.lock().unwrap_or_else(|p| p.into_inner());
+            // Hand back the emptied buffer of the last batch: capacity is
+            // reused, nothing is allocated in steady state.
+            std::mem::swap(&mut *lines, &mut batch);
+        }
+        if !batch.is_empty() {
+            let out = sink.out();
+            let _ = out.write_all(&batch);
+            let _ = out.flush();
+            batch.clear();
         }
         if reopen.swap(false, Ordering::SeqCst) {
             if let SinkKind::File(p) = &kind {
@@ -88,6 +95,10 @@ fn run_writer(rx: Receiver<String>, kind: SinkKind, reopen: Arc<AtomicBool>) {
                 }
             }
         }
+        // Every logger is gone: nothing more can come.
+        if Arc::strong_count(&pending) == 1 && pending.lines.lock().map_or(true, |l| l.is_empty()) {
+            return;
+        }
     }
 }
 
@@ -96,14 +107,14 @@ impl BackgroundService for AccessLogWriter {
     async fn start(&self, _shutdown: ShutdownWatch) {
         // A thread of its own (started here, after any daemon fork) so that
         // file writes never stall a runtime that serves requests.
-        let Some(rx) = self.rx.lock().expect("not poisoned").take() else {
+        let Some(pending) = self.pending.lock().expect("not poisoned").take() else {
             return;
         };
         let kind = self.sink.clone();
         let reopen = self.reopen.clone();
         if let Err(e) = std::thread::Builder::new()
             .name("access-log".into())
-            .spawn(move || run_writer(rx, kind, reopen))
+            .spawn(move || run_writer(pending, kind, reopen))
         {
             error!("cannot start the access-log writer: {e}");
         }
