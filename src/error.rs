@@ -67,11 +67,18 @@ pub fn parse_duration(key: &str, s: &str) -> Result<Duration, ConfigError> {
     humantime_duration(s).map_err(|reason| invalid(key, reason))
 }
 
+/// Longer than any sensible timeout, short enough that no deadline
+/// computed from it overflows.
+const MAX_DURATION: Duration = Duration::from_secs(7 * 24 * 3600);
+
 fn humantime_duration(s: &str) -> Result<Duration, String> {
     let d = humantime::parse_duration(s.trim())
         .map_err(|e| format!("bad duration {s:?}: {e} (use e.g. 5s, 250ms, 1m)"))?;
     if d.is_zero() {
         return Err("must be greater than zero".into());
+    }
+    if d > MAX_DURATION {
+        return Err("must be at most 7 days".into());
     }
     Ok(d)
 }

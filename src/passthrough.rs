@@ -15,7 +15,7 @@ use crate::filters::FlowInfo;
 use crate::flow::TlsOutcome;
 use crate::listener::ListenerKind;
 use crate::metrics::ConnectionGuard;
-use crate::relay::relay;
+use crate::relay::{relay, send_within};
 use crate::shared::ListenerState;
 use crate::summary::{Kind, RequestLine, Summary, UpstreamUse};
 use crate::tls::policy::{DenyAction, TlsPolicy};
@@ -177,7 +177,8 @@ impl PassthroughApp {
         if conn.outcome != TlsOutcome::NonTls {
             conn.outcome = TlsOutcome::Spliced;
         }
-        if upstream.write_all(peeked).await.is_err() || upstream.flush().await.is_err() {
+        let limit = self.state.shared.upstream.write_timeout;
+        if !send_within(&mut upstream, peeked, limit).await {
             conn.summary.error = Some("WriteError");
             return;
         }

@@ -9,6 +9,27 @@ use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
+/// Writes `bytes` and flushes, within `limit`: the first bytes of a relay
+/// (a replayed ClientHello, early tunnel bytes, `200 Connection
+/// Established`), so that a peer that never reads cannot hold the
+/// connection before the relay's idle timeout applies. False if they could
+/// not be sent.
+pub async fn send_within<S: AsyncWrite + Unpin + ?Sized>(
+    stream: &mut S,
+    bytes: &[u8],
+    limit: Duration,
+) -> bool {
+    use tokio::io::AsyncWriteExt;
+    let send = async {
+        stream.write_all(bytes).await?;
+        stream.flush().await
+    };
+    matches!(
+        pingora_timeout::fast_timeout::fast_timeout(limit, send).await,
+        Ok(Ok(()))
+    )
+}
+
 /// How a relay ended, with the bytes moved each way.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Relayed {

@@ -79,6 +79,11 @@ pub async fn read_head(
     shutdown: &mut ShutdownWatch,
 ) -> Head {
     let mut buf: Vec<u8> = prefix.map(Vec::from).unwrap_or_default();
+    // Empty lines between requests (RFC 9112 §2.2: to be ignored) leave the
+    // connection idle, not half-way through a head.
+    if buf.iter().all(|b| matches!(b, b'\r' | b'\n')) {
+        buf.clear();
+    }
     let mut scan = EndScan::default();
     if buf.is_empty() {
         match first_bytes(stream, limits.keepalive_timeout, limits, shutdown).await {
@@ -90,6 +95,10 @@ pub async fn read_head(
     let deadline = started.unwrap_or_else(Instant::now) + limits.header_timeout;
     loop {
         if scan.complete(&buf) {
+            // The head itself, not what came after it, must fit the cap.
+            if scan.pos > limits.max_header_bytes {
+                return Head::Limit(DownstreamLimit::HeaderTooLarge);
+            }
             return Head::Ready(BytesMut::from(Bytes::from(buf)));
         }
         if let Err(head) = read_more(stream, &mut buf, deadline, limits.max_header_bytes).await {
@@ -264,6 +273,30 @@ mod tests {
             let head =
                 read_head(&mut stream, Some(prefix), None, &limits(1, 1, 1024), &mut w).await;
             assert!(matches!(head, Head::Ready(_)), "{head:?}");
+            // A head over the cap is refused even when it came whole.
+            let big = format!("GET / HTTP/1.1\r\nX: {}\r\n\r\n", "a".repeat(2000));
+            let prefix = BytesMut::from(big.as_bytes());
+            let head =
+                read_head(&mut stream, Some(prefix), None, &limits(1, 1, 1024), &mut w).await;
+            assert!(
+                matches!(head, Head::Limit(DownstreamLimit::HeaderTooLarge)),
+                "{head:?}"
+            );
+            // Only empty lines carried over: idle, not a head (the idle
+            // deadline applies, and it is quiet).
+            let prefix = BytesMut::from(&b"\r\n"[..]);
+            let head = read_head(
+                &mut stream,
+                Some(prefix),
+                None,
+                &limits(1000, 50, 1024),
+                &mut w,
+            )
+            .await;
+            assert!(
+                matches!(head, Head::Limit(DownstreamLimit::KeepaliveTimeout)),
+                "{head:?}"
+            );
         });
     }
 

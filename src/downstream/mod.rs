@@ -43,6 +43,9 @@ pub struct DownstreamSettings {
     max_connections: usize,
     /// Per client address (IPv6: per /64).
     max_connections_per_client: usize,
+    /// A client that takes no bytes of its response for this long is
+    /// dropped (a zero-window client holds no connection for ever).
+    send_timeout: Timeout,
 }
 
 impl Default for DownstreamSettings {
@@ -53,6 +56,7 @@ impl Default for DownstreamSettings {
             max_header_bytes: 32 * 1024,
             max_connections: 10_000,
             max_connections_per_client: 1024,
+            send_timeout: Timeout::secs(60),
         }
     }
 }
@@ -73,6 +77,8 @@ pub struct Downstream {
     pub max_connections: usize,
     /// Client connections per client address (IPv6: per /64).
     pub max_connections_per_client: usize,
+    /// Each write to a client must progress within this.
+    pub send_timeout: Duration,
 }
 
 impl Default for Downstream {
@@ -119,6 +125,7 @@ impl Downstream {
             max_header_bytes: s.max_header_bytes,
             max_connections: s.max_connections,
             max_connections_per_client: s.max_connections_per_client,
+            send_timeout: s.send_timeout.0,
         })
     }
 

@@ -27,7 +27,7 @@ const MAX_METHOD: usize = 32;
 /// What the first bytes of a connection are, as far as they go.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Class {
-    /// An HTTP/1.x request line (at least up to `HTTP/1.` and a digit).
+    /// An HTTP/1.x request line.
     Http,
     /// Not decided yet: so far a valid start of a request line.
     NeedMore,
@@ -39,58 +39,86 @@ fn is_tchar(b: u8) -> bool {
     b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
 }
 
-/// Classifies the first bytes of a connection (RFC 9112 §3: method SP
-/// target SP `HTTP/1.x`; empty lines before it are allowed).
-pub fn classify(buf: &[u8]) -> Class {
-    let start = buf.iter().position(|b| !matches!(b, b'\r' | b'\n'));
-    let Some(start) = start else {
-        return Class::NeedMore;
-    };
-    let line = &buf[start..];
-    if line[0] == 0x16 {
-        return Class::Other(Protocol::Tls);
-    }
-    let method = line.iter().take_while(|b| is_tchar(**b)).count();
-    if method > MAX_METHOD {
-        return Class::Other(Protocol::Unknown);
-    }
-    let rest = &line[method..];
-    match rest.first() {
-        None => return Class::NeedMore,
-        Some(b' ') if method > 0 => {}
-        Some(_) => return Class::Other(Protocol::Unknown),
-    }
-    let rest = &rest[1..];
-    let target = rest
-        .iter()
-        .take_while(|b| **b > b' ' && **b != 0x7f)
-        .count();
-    let rest = &rest[target..];
-    match rest.first() {
-        None => return Class::NeedMore,
-        Some(b' ') if target > 0 => {}
-        Some(_) => return Class::Other(Protocol::Unknown),
-    }
-    let version = &rest[1..];
-    for (expected, other) in [
-        (&b"HTTP/1."[..], Protocol::Unknown),
-        (b"HTTP/2.0", Protocol::H2PriorKnowledge),
-    ] {
-        let n = version.len().min(expected.len());
-        if version[..n] != expected[..n] {
-            continue;
+/// Classifies the first bytes of a connection, resuming where it stopped
+/// (so a head trickled a byte at a time costs linear, not quadratic, time).
+///
+/// HTTP/1.x is a method token, a space, and a line that ends in
+/// `HTTP/1.<digit>` (RFC 9112 §3; empty lines before it are allowed). The
+/// target in between is not judged here: Pingora accepts and escapes
+/// unusual targets (spaces, non-ASCII), and answers 400 to what it cannot
+/// parse, so such requests stay HTTP, under the filters and limits.
+#[derive(Debug, Default)]
+pub struct Classifier {
+    /// How far the line has been checked for its end or for bytes no
+    /// request line has.
+    checked: usize,
+}
+
+impl Classifier {
+    /// The class of `buf` (all bytes so far).
+    pub fn classify(&mut self, buf: &[u8]) -> Class {
+        let Some(start) = buf.iter().position(|b| !matches!(b, b'\r' | b'\n')) else {
+            return Class::NeedMore;
+        };
+        let line = &buf[start..];
+        if line[0] == 0x16 {
+            return Class::Other(Protocol::Tls);
         }
-        if n < expected.len() {
+        let method = line
+            .iter()
+            .take(MAX_METHOD + 1)
+            .take_while(|b| is_tchar(**b))
+            .count();
+        match line.get(method) {
+            _ if method > MAX_METHOD => return Class::Other(Protocol::Unknown),
+            None => return Class::NeedMore,
+            Some(b' ') if method > 0 => {}
+            Some(_) => return Class::Other(Protocol::Unknown),
+        }
+        let preface = b"PRI * HTTP/2.0";
+        let n = line.len().min(preface.len());
+        if line[..n] == preface[..n] {
+            if n == preface.len() {
+                return Class::Other(Protocol::H2PriorKnowledge);
+            }
             return Class::NeedMore;
         }
-        return match (other, version.get(n)) {
-            (Protocol::H2PriorKnowledge, _) => Class::Other(Protocol::H2PriorKnowledge),
-            (_, None) => Class::NeedMore,
-            (_, Some(d)) if d.is_ascii_digit() => Class::Http,
-            _ => Class::Other(Protocol::Unknown),
-        };
+        let rest = &line[method + 1..];
+        self.checked = self.checked.max(start + method + 1);
+        let from = self.checked - (start + method + 1);
+        for (i, &b) in rest.iter().enumerate().skip(from) {
+            if b == b'\n' {
+                let mut end = &rest[..i];
+                if end.last() == Some(&b'\r') {
+                    end = &end[..end.len() - 1];
+                }
+                return if is_http1_line_end(end) {
+                    Class::Http
+                } else {
+                    Class::Other(Protocol::Unknown)
+                };
+            }
+            if (b < 0x20 && b != b'\t' && b != b'\r') || b == 0x7f {
+                return Class::Other(Protocol::Unknown);
+            }
+        }
+        self.checked = buf.len();
+        Class::NeedMore
     }
-    Class::Other(Protocol::Unknown)
+}
+
+/// Whether a request line (after the method and its space, without the
+/// line end) ends in ` HTTP/1.<digit>`.
+fn is_http1_line_end(line: &[u8]) -> bool {
+    let v = b" HTTP/1.";
+    line.len() > v.len() + 1
+        && line[line.len() - v.len() - 1..line.len() - 1] == v[..]
+        && line[line.len() - 1].is_ascii_digit()
+}
+
+/// Classifies `buf` from scratch (see [`Classifier`]).
+pub fn classify(buf: &[u8]) -> Class {
+    Classifier::default().classify(buf)
 }
 
 /// How a new connection on an HTTP listener began.
@@ -129,8 +157,9 @@ pub async fn sniff(
     };
     let started = Instant::now();
     let deadline = started + limits.header_timeout;
+    let mut classifier = Classifier::default();
     loop {
-        match classify(&buf) {
+        match classifier.classify(&buf) {
             Class::Http => return Sniff::Http(BytesMut::from(Bytes::from(buf)), started),
             Class::Other(Protocol::Tls) => {
                 let hello = read_hello(stream, &mut buf, deadline).await;
@@ -176,25 +205,29 @@ mod tests {
         let cases: &[(&[u8], Class)] = &[
             (b"GET / HTTP/1.1\r\n", Class::Http),
             (b"\r\nPOST /a?b HTTP/1.0\r\n", Class::Http),
-            (b"M-SEARCH * HTTP/1.1", Class::Http),
+            (b"M-SEARCH * HTTP/1.1\n", Class::Http),
+            (b"GET /a b HTTP/1.1\r\n", Class::Http),
+            (b"GET  / HTTP/1.1\r\n", Class::Http),
+            (b"GET /caf\xc3\xa9 HTTP/1.1\r\n", Class::Http),
             (b"G", Class::NeedMore),
             (b"GET /very/long/path", Class::NeedMore),
-            (b"GET / HTTP/", Class::NeedMore),
-            (b"GET / HTTP/1.", Class::NeedMore),
+            (b"GET / HTTP/1.1", Class::NeedMore),
             (b"", Class::NeedMore),
             (b"\r\n", Class::NeedMore),
             (
                 b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n",
                 Class::Other(Protocol::H2PriorKnowledge),
             ),
+            (b"PRI * HT", Class::NeedMore),
             (b"\x16\x03\x01\x02\x00", Class::Other(Protocol::Tls)),
             (b"\x00\x01binary", Class::Other(Protocol::Unknown)),
             (b"SSH-2.0-OpenSSH_9.6\r\n", Class::Other(Protocol::Unknown)),
+            (b"HELLO WORLD\r\n", Class::Other(Protocol::Unknown)),
             (b"GET /\r\n", Class::Other(Protocol::Unknown)),
             (b"GET / FTP/1.0\r\n", Class::Other(Protocol::Unknown)),
-            (b"GET / HTTP/1.x", Class::Other(Protocol::Unknown)),
+            (b"GET / HTTP/1.x\r\n", Class::Other(Protocol::Unknown)),
+            (b"GET / \x00HTTP", Class::Other(Protocol::Unknown)),
             (b" GET / HTTP/1.1", Class::Other(Protocol::Unknown)),
-            (b"GET  / HTTP/1.1", Class::Other(Protocol::Unknown)),
         ];
         for (bytes, want) in cases {
             assert_eq!(
@@ -209,12 +242,24 @@ mod tests {
     }
 
     #[test]
-    fn one_byte_at_a_time_is_still_http() {
+    fn one_byte_at_a_time_is_still_http_and_costs_linear_time() {
         let line = b"GET /slow HTTP/1.1\r\n";
-        for i in 1..line.len() {
-            let c = classify(&line[..i]);
-            let done = i >= b"GET /slow HTTP/1.1".len();
-            assert_eq!(c, if done { Class::Http } else { Class::NeedMore }, "{i}");
+        let mut c = Classifier::default();
+        for i in 1..=line.len() {
+            let got = c.classify(&line[..i]);
+            let want = if i == line.len() {
+                Class::Http
+            } else {
+                Class::NeedMore
+            };
+            assert_eq!(got, want, "{i}");
         }
+        // The resumed scan agrees with a fresh one on a long trickled target.
+        let long = format!("GET /{} HTTP/1.1\r\n", "a".repeat(5000));
+        let mut c = Classifier::default();
+        for i in (1..long.len()).step_by(7) {
+            assert_eq!(c.classify(&long.as_bytes()[..i]), Class::NeedMore, "{i}");
+        }
+        assert_eq!(c.classify(long.as_bytes()), Class::Http);
     }
 }

@@ -85,10 +85,10 @@ impl RateLimitFilter {
         key: &str,
     ) -> std::result::Result<Self, ConfigError> {
         let s: RateLimitSettings = parse_settings(value, key)?;
-        if !(s.requests_per_second.is_finite() && s.requests_per_second > 0.0) {
+        if !(s.requests_per_second.is_finite() && (0.001..=1e9).contains(&s.requests_per_second)) {
             return Err(invalid(
                 format!("{key}.requests_per_second"),
-                "must be a number greater than zero",
+                "must be a number between 0.001 and 1e9",
             ));
         }
         let burst = f64::from(

@@ -10,7 +10,7 @@ use crate::filters::{FilterCtx, FlowInfo, LogSummary, RequestHeader};
 use crate::flow::{Answer, DownstreamLimit, Refusal};
 use crate::listener::ListenerKind;
 use crate::metrics::ConnectionGuard;
-use crate::relay::relay;
+use crate::relay::{relay, send_within};
 use crate::shared::ListenerState;
 use crate::summary::{Kind, RequestLine, Summary, UpstreamUse};
 use crate::upstream::connector::connect_raw;
@@ -159,10 +159,13 @@ impl Tunnel {
         self.summary.status = 200;
         // Pingora's stream buffers writes: flush, or the client waits forever.
         let established = b"HTTP/1.1 200 Connection Established\r\n\r\n";
-        if stream.write_all(established).await.is_err() || stream.flush().await.is_err() {
+        let limits = &state.shared;
+        if !send_within(stream, established, limits.downstream.send_timeout).await {
             return Ok(());
         }
-        if !early.is_empty() && upstream.write_all(early).await.is_err() {
+        if !early.is_empty()
+            && !send_within(&mut upstream, early, limits.upstream.write_timeout).await
+        {
             return Ok(());
         }
         let r = relay(stream, &mut upstream, TUNNEL_IDLE).await;

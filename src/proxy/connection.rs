@@ -154,6 +154,7 @@ impl<P: HttpServerApp + Send + Sync + 'static> ServerApp for HttpConnections<P> 
             }
             session.set_keepalive((!*shutdown.borrow()).then_some(keepalive));
             session.set_pipelining_enabled(true);
+            session.set_write_timeout(Some(limits.send_timeout));
             session.set_pipelined_prefix(head);
             match self.proxy.process_new_http(session, shutdown).await {
                 Some(reused) => (stream, persistent) = reused.consume(),

@@ -11,7 +11,7 @@ use crate::destination::{stream_client, stream_destination};
 use crate::filters::{FilterCtx, FlowInfo, LogSummary, RequestHeader};
 use crate::flow::{Answer, Protocol, Refusal};
 use crate::listener::{ListenerKind, UnsupportedProtocol};
-use crate::relay::relay;
+use crate::relay::{relay, send_within};
 use crate::shared::ListenerState;
 use crate::summary::{Kind, RequestLine, Summary, UpstreamUse};
 use crate::tls::ClientHello;
@@ -19,7 +19,6 @@ use crate::upstream::connector::connect_raw;
 use pingora_core::protocols::Stream;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
-use tokio::io::AsyncWriteExt;
 
 /// A tunnel quiet both ways this long is closed.
 const TUNNEL_IDLE: Duration = Duration::from_secs(300);
@@ -116,9 +115,7 @@ async fn splice(
         }
     };
     summary.upstream = Some(UpstreamUse::opened(&upstream, started));
-    if !first.is_empty()
-        && (upstream.write_all(first).await.is_err() || upstream.flush().await.is_err())
-    {
+    if !first.is_empty() && !send_within(&mut upstream, first, conf.write_timeout).await {
         summary.error = Some("WriteError");
         return;
     }
