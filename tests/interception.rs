@@ -200,7 +200,7 @@ fn refused_is_502_and_blackholed_is_504_within_the_timeout() {
 
 #[test]
 fn malformed_request_gets_400() {
-    let Some((lab, origin, _proxy)) = setup("malformed_request", "") else {
+    let Some((lab, origin, proxy)) = setup("malformed_request", "") else {
         return;
     };
     let mut c = Client::new(lab.client_connect(&format!("{SERVER_V4}:80")).unwrap());
@@ -208,7 +208,17 @@ fn malformed_request_gets_400() {
         .send_raw(b"GET / HTTP/1.1\r\nHost: a\r\nBad Header\r\n\r\n")
         .unwrap();
     assert_eq!(resp.status, 400);
+    // CONNECT is for forward listeners: a transparent one answers 405.
+    let mut c = Client::new(lab.client_connect(&format!("{SERVER_V4}:80")).unwrap());
+    let resp = c
+        .send_raw(b"CONNECT example.org:443 HTTP/1.1\r\nHost: example.org:443\r\n\r\n")
+        .unwrap();
+    assert_eq!(resp.status, 405);
     assert_eq!(origin.count(), 0);
+    // Refused before any hook ran, both are still logged.
+    let dst = format!("-> {SERVER_V4}:80");
+    proxy.wait_access(&[&dst, "\"- - -\" 400", "error=InvalidHTTPHeader"]);
+    proxy.wait_access(&[&dst, "\"CONNECT - -\" 405", "error=MethodNotAllowed"]);
 }
 
 #[test]

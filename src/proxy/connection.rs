@@ -25,8 +25,22 @@ use pingora_core::protocols::http::ServerSession;
 use pingora_core::protocols::Stream;
 use pingora_core::server::ShutdownWatch;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use tokio::time::Instant;
+
+/// Handed to Pingora as the connection's user context with each request:
+/// Pingora gives it back to `ProxyHttp::on_connection_reuse` once it has
+/// accepted the head, so a request it refused before any hook ran (a head
+/// it cannot parse: 400; `CONNECT` on a transparent listener: 405) can
+/// still be logged and counted here.
+pub(super) struct RequestSeen(pub(super) Arc<AtomicBool>);
+
+/// Whether a head's request line (after any empty lines) is a CONNECT.
+fn is_connect(head: &[u8]) -> bool {
+    let start = head.iter().position(|b| !matches!(b, b'\r' | b'\n'));
+    start.is_some_and(|s| head[s..].starts_with(b"CONNECT "))
+}
 
 /// An HTTP listener's app: Pingora's proxy `P` behind the head limits.
 pub struct HttpConnections<P> {
@@ -58,6 +72,31 @@ impl<P> HttpConnections<P> {
         summary.refused = Some(refusal);
         let line = RequestLine {
             method: "-",
+            host: None,
+            path: "-",
+            decision: None,
+        };
+        summary.finish(self.state.outputs(), line, Kind::Request);
+    }
+
+    /// Logs and counts a request Pingora answered itself before any hook
+    /// ran (it did not accept the head).
+    fn record_rejected(
+        &self,
+        connect: bool,
+        stream_dst: Option<SocketAddr>,
+        client: Option<SocketAddr>,
+    ) {
+        let mut summary = Summary::new(client);
+        summary.dst = stream_dst;
+        summary.status = if connect { 405 } else { 400 };
+        summary.error = Some(if connect {
+            "MethodNotAllowed"
+        } else {
+            "InvalidHTTPHeader"
+        });
+        let line = RequestLine {
+            method: if connect { "CONNECT" } else { "-" },
             host: None,
             path: "-",
             decision: None,
@@ -120,6 +159,9 @@ impl<P: HttpServerApp + Send + Sync + 'static> ServerApp for HttpConnections<P> 
         let limits = self.state.shared.downstream;
         let mut watch = shutdown.clone();
         let mut persistent: Option<HttpPersistentSettings> = None;
+        let seen = Arc::new(AtomicBool::new(false));
+        let client = stream_client(&stream);
+        let dst = self.destination(&stream);
         let mut first = match self.first_request(&mut stream, &mut watch).await {
             Ok(prefix) => prefix,
             Err(Some(opening)) => {
@@ -155,10 +197,20 @@ impl<P: HttpServerApp + Send + Sync + 'static> ServerApp for HttpConnections<P> 
             session.set_keepalive((!*shutdown.borrow()).then_some(keepalive));
             session.set_pipelining_enabled(true);
             session.set_write_timeout(Some(limits.send_timeout));
+            // Pingora consumes the prefix: note now whether it is a CONNECT
+            // (405 rather than 400 should Pingora refuse the head).
+            let connect = is_connect(&head);
             session.set_pipelined_prefix(head);
+            seen.store(false, Ordering::Relaxed);
+            session.set_connection_user_context(Some(Box::new(RequestSeen(seen.clone()))));
             match self.proxy.process_new_http(session, shutdown).await {
                 Some(reused) => (stream, persistent) = reused.consume(),
-                None => break,
+                None => {
+                    if !seen.load(Ordering::Relaxed) {
+                        self.record_rejected(connect, dst, client);
+                    }
+                    break;
+                }
             }
         }
         None

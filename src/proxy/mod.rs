@@ -216,6 +216,20 @@ impl ProxyHttp for TransparentProxy {
         }
     }
 
+    /// Right after Pingora accepted a head (see [`connection`]): the
+    /// request is ours from here on, and logged by [`Self::logging`].
+    fn on_connection_reuse(
+        &self,
+        _session: &mut Session,
+        _ctx: &mut RequestCtx,
+        token: Box<dyn std::any::Any + Send + Sync>,
+    ) {
+        if let Some(connection::RequestSeen(seen)) = token.downcast_ref::<connection::RequestSeen>()
+        {
+            seen.store(true, std::sync::atomic::Ordering::Relaxed);
+        }
+    }
+
     async fn upstream_peer(
         &self,
         _session: &mut Session,
