@@ -15,7 +15,7 @@ use crate::filters::FlowInfo;
 use crate::flow::TlsOutcome;
 use crate::listener::ListenerKind;
 use crate::metrics::ConnectionGuard;
-use crate::relay::{relay, send_within};
+use crate::relay::{relay, reset_on_close, send_within};
 use crate::shared::ListenerState;
 use crate::summary::{Kind, RequestLine, Summary, UpstreamUse};
 use crate::tls::policy::{DenyAction, TlsPolicy};
@@ -239,11 +239,6 @@ async fn close_denied(stream: &mut Stream, action: DenyAction, tls: bool) {
             let _ = stream.flush().await;
             stream.shutdown().await.ok();
         }
-        _ => {
-            // SAFETY: the fd is the live client stream's; SO_LINGER 0
-            // makes the coming close send a reset.
-            let fd = unsafe { std::os::fd::BorrowedFd::borrow_raw(stream.id()) };
-            let _ = socket2::SockRef::from(&fd).set_linger(Some(Duration::ZERO));
-        }
+        _ => reset_on_close(stream),
     }
 }

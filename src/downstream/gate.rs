@@ -4,12 +4,12 @@
 
 use super::connections::ConnectionLimiter;
 use crate::metrics::{ConnectionGuard, ListenerMetrics};
+use crate::relay::reset_on_close;
 use async_trait::async_trait;
 use pingora_core::apps::ServerApp;
 use pingora_core::protocols::Stream;
 use pingora_core::server::ShutdownWatch;
 use std::sync::Arc;
-use std::time::Duration;
 
 /// A listener's app behind the connection caps.
 pub struct ConnectionGate<A> {
@@ -30,15 +30,6 @@ impl<A> ConnectionGate<A> {
     }
 }
 
-/// Closes `stream` with a TCP reset: the cheapest refusal, and the client
-/// learns at once instead of waiting.
-fn reset(stream: Stream) {
-    // SAFETY: the fd is the live client stream's, closed right after.
-    let fd = unsafe { std::os::fd::BorrowedFd::borrow_raw(stream.id()) };
-    let _ = socket2::SockRef::from(&fd).set_linger(Some(Duration::ZERO));
-    drop(stream);
-}
-
 #[async_trait]
 impl<A: ServerApp + Send + Sync + 'static> ServerApp for ConnectionGate<A> {
     async fn process_new(
@@ -51,7 +42,7 @@ impl<A: ServerApp + Send + Sync + 'static> ServerApp for ConnectionGate<A> {
             Ok(p) => p,
             Err(limit) => {
                 self.metrics.limit(limit);
-                reset(stream);
+                reset_on_close(&stream);
                 return None;
             }
         };

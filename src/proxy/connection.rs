@@ -36,6 +36,10 @@ use tokio::time::Instant;
 /// still be logged and counted here.
 pub(super) struct RequestSeen(pub(super) Arc<AtomicBool>);
 
+/// The client and (on transparent listeners) the original destination of
+/// a connection, looked up once for its records.
+type Peers = (Option<SocketAddr>, Option<SocketAddr>);
+
 /// Whether a head's request line (after any empty lines) is a CONNECT.
 fn is_connect(head: &[u8]) -> bool {
     let start = head.iter().position(|b| !matches!(b, b'\r' | b'\n'));
@@ -59,44 +63,41 @@ impl<P> HttpConnections<P> {
 
     /// Counts a limit that ended a connection; a 408 or 431 that the client
     /// was sent also gets its access-log record.
-    fn record(&self, limit: DownstreamLimit, status: u16, stream: &Stream) {
+    fn record_limit(&self, limit: DownstreamLimit, status: u16, peers: Peers) {
         self.state.metrics.limit(limit);
         let refusal = match limit {
             DownstreamLimit::HeaderTimeout => Refusal::HeaderTimeout,
             DownstreamLimit::HeaderTooLarge => Refusal::HeaderTooLarge,
             _ => return,
         };
-        let mut summary = Summary::new(stream_client(stream));
-        summary.dst = self.destination(stream);
-        summary.status = status;
-        summary.refused = Some(refusal);
-        let line = RequestLine {
-            method: "-",
-            host: None,
-            path: "-",
-            decision: None,
-        };
-        summary.finish(self.state.outputs(), line, Kind::Request);
+        self.log_answered(peers, "-", status, Some(refusal), None);
     }
 
     /// Logs and counts a request Pingora answered itself before any hook
-    /// ran (it did not accept the head).
-    fn record_rejected(
+    /// ran (it did not accept the head): 405 for CONNECT, else 400.
+    fn record_rejected(&self, connect: bool, peers: Peers) {
+        match connect {
+            true => self.log_answered(peers, "CONNECT", 405, None, Some("MethodNotAllowed")),
+            false => self.log_answered(peers, "-", 400, None, Some("InvalidHTTPHeader")),
+        }
+    }
+
+    /// One record for an answer given outside Pingora's request hooks.
+    fn log_answered(
         &self,
-        connect: bool,
-        stream_dst: Option<SocketAddr>,
-        client: Option<SocketAddr>,
+        (client, dst): Peers,
+        method: &str,
+        status: u16,
+        refused: Option<Refusal>,
+        error: Option<&'static str>,
     ) {
         let mut summary = Summary::new(client);
-        summary.dst = stream_dst;
-        summary.status = if connect { 405 } else { 400 };
-        summary.error = Some(if connect {
-            "MethodNotAllowed"
-        } else {
-            "InvalidHTTPHeader"
-        });
+        summary.dst = dst;
+        summary.status = status;
+        summary.refused = refused;
+        summary.error = error;
         let line = RequestLine {
-            method: if connect { "CONNECT" } else { "-" },
+            method,
             host: None,
             path: "-",
             decision: None,
@@ -112,6 +113,7 @@ impl<P> HttpConnections<P> {
         &self,
         stream: &mut Stream,
         watch: &mut ShutdownWatch,
+        peers: Peers,
     ) -> Result<Option<(BytesMut, Instant)>, Option<Opening>> {
         let ListenerKind::Http {
             server_first_after, ..
@@ -128,7 +130,7 @@ impl<P> HttpConnections<P> {
                 Sniff::Closed => return Err(None),
                 Sniff::Limit(limit) => {
                     let status = answer_limit(stream, limit).await;
-                    self.record(limit, status, stream);
+                    self.record_limit(limit, status, peers);
                     return Err(None);
                 }
             };
@@ -160,9 +162,8 @@ impl<P: HttpServerApp + Send + Sync + 'static> ServerApp for HttpConnections<P> 
         let mut watch = shutdown.clone();
         let mut persistent: Option<HttpPersistentSettings> = None;
         let seen = Arc::new(AtomicBool::new(false));
-        let client = stream_client(&stream);
-        let dst = self.destination(&stream);
-        let mut first = match self.first_request(&mut stream, &mut watch).await {
+        let peers = (stream_client(&stream), self.destination(&stream));
+        let mut first = match self.first_request(&mut stream, &mut watch, peers).await {
             Ok(prefix) => prefix,
             Err(Some(opening)) => {
                 tunnel(&self.state, stream, opening).await;
@@ -186,7 +187,7 @@ impl<P: HttpServerApp + Send + Sync + 'static> ServerApp for HttpConnections<P> 
                 Head::Closed => break,
                 Head::Limit(limit) => {
                     let status = answer_limit(&mut stream, limit).await;
-                    self.record(limit, status, &stream);
+                    self.record_limit(limit, status, peers);
                     break;
                 }
             };
@@ -207,7 +208,7 @@ impl<P: HttpServerApp + Send + Sync + 'static> ServerApp for HttpConnections<P> 
                 Some(reused) => (stream, persistent) = reused.consume(),
                 None => {
                     if !seen.load(Ordering::Relaxed) {
-                        self.record_rejected(connect, dst, client);
+                        self.record_rejected(connect, peers);
                     }
                     break;
                 }

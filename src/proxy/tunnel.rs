@@ -11,7 +11,7 @@ use crate::destination::{stream_client, stream_destination};
 use crate::filters::{FilterCtx, FlowInfo, LogSummary, RequestHeader};
 use crate::flow::{Answer, Protocol, Refusal};
 use crate::listener::{ListenerKind, UnsupportedProtocol};
-use crate::relay::{relay, send_within};
+use crate::relay::{relay, reset_on_close, send_within};
 use crate::shared::ListenerState;
 use crate::summary::{Kind, RequestLine, Summary, UpstreamUse};
 use crate::tls::ClientHello;
@@ -59,7 +59,8 @@ pub(super) async fn tunnel(state: &ListenerState, mut stream: Stream, opening: O
         Err(a) => {
             summary.answered(&a);
             summary.status = 0;
-            reset(stream);
+            // There is no HTTP to answer in: a reset.
+            reset_on_close(&stream);
         }
     }
     if let Some(f) = &filter {
@@ -125,14 +126,6 @@ async fn splice(
     if r.idle {
         summary.error = Some("IdleTimeout");
     }
-}
-
-/// Closes a refused connection with a reset: there is no HTTP to answer in.
-fn reset(stream: Stream) {
-    // SAFETY: the fd is the live client stream's, closed right after.
-    let fd = unsafe { std::os::fd::BorrowedFd::borrow_raw(stream.id()) };
-    let _ = socket2::SockRef::from(&fd).set_linger(Some(Duration::ZERO));
-    drop(stream);
 }
 
 fn finish(state: &ListenerState, summary: &Summary, opening: &Opening, filter: Option<&FilterCtx>) {
