@@ -110,7 +110,8 @@ class Bench:
         run(["go", "build", "-o", self.goproxy, "."], cwd=src, env=env)
 
     def lab(self):
-        run([os.path.join(ROOT, "lab", "lab.sh"), "up", P], stdout=subprocess.DEVNULL)
+        run([os.path.join(ROOT, "lab", "lab.sh"), "up", P], stdout=subprocess.DEVNULL,
+            env=dict(os.environ, TPROXYD_BIN=self.tproxyd))
         for n in (CLI, RTR, SRV):
             run(ns(n, "sysctl", "-qw", "net.ipv4.ip_local_port_range=1024 65000",
                    "net.ipv4.tcp_tw_reuse=1", "net.core.somaxconn=65535"))

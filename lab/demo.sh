@@ -19,6 +19,9 @@ if [ -z "${TPROXYD_BIN:-}" ]; then
   cargo build --quiet --bin tproxyd
 fi
 
+BIN=$(realpath "$BIN")
+export TPROXYD_BIN=$BIN   # lab.sh applies `tproxyd rules` with it
+
 work=$(mktemp -d)
 cleanup() {
   for pid in ${proxy_pid:-} ${origin_pid:-}; do kill "$pid" 2>/dev/null || true; wait "$pid" 2>/dev/null || true; done

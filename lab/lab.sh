@@ -9,7 +9,9 @@
 # (to :8888), to 443 likewise (to :8443, for TLS passthrough), and LAN traffic
 # to ports 8080 and 4443 with `nat redirect` (to :8889 and :8444), and fails
 # closed (TCP reset) while no proxy listens. Its own addresses are left
-# alone. Everything lives inside namespaces named PREFIX-cli, PREFIX-rtr and
+# alone. These rules are tproxyd's own (`tproxyd rules --apply -c
+# lab/rules.yaml`; the binary is $TPROXYD_BIN, else target/debug or
+# target/release). Everything lives inside namespaces named PREFIX-cli, PREFIX-rtr and
 # PREFIX-srv; the root namespace's links, routes and rules are never touched.
 # The router gets its own hosts/resolv.conf in /etc/netns/PREFIX-rtr/
 # (www.lab.test, other.lab.test), removed again by `down`.
@@ -20,6 +22,9 @@ set -euo pipefail
 cmd=${1:-}
 P=${2:-tpx}
 CLI=$P-cli RTR=$P-rtr SRV=$P-srv
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+# The tproxyd binary whose `rules --apply` sets up interception.
+BIN=${TPROXYD_BIN:-}
 
 die() { echo "lab.sh: $*" >&2; exit 1; }
 
@@ -27,6 +32,12 @@ need() {
   [ "$(id -u)" = 0 ] || die "needs root (network namespaces, nftables)"
   command -v ip >/dev/null || die "'ip' (iproute2) is missing"
   command -v nft >/dev/null || die "'nft' is missing: apt-get install -y nftables"
+  if [ -z "$BIN" ]; then
+    for b in "$ROOT/target/debug/tproxyd" "$ROOT/target/release/tproxyd"; do
+      [ -x "$b" ] && { BIN=$b; break; }
+    done
+  fi
+  [ -x "$BIN" ] || die "no tproxyd binary: build it (cargo build) or set TPROXYD_BIN"
 }
 
 in_ns() { local ns=$1; shift; ip netns exec "$ns" "$@"; }
@@ -97,31 +108,16 @@ up() {
 HOSTS
   echo "nameserver 127.0.0.1" >"/etc/netns/$RTR/resolv.conf"
 
-  # TPROXY plumbing: marked packets are routed to the local stack.
-  ip -n "$RTR" -4 rule add fwmark 1 lookup 100
-  ip -n "$RTR" -6 rule add fwmark 1 lookup 100
-  ip -n "$RTR" -4 route replace local 0.0.0.0/0 dev lo table 100
-  ip -n "$RTR" -6 route replace local ::/0 dev lo table 100
+  # Interception: tproxyd writes its own rules from lab/rules.yaml (the
+  # listener addresses the tests use): the nftables table and the policy
+  # routing, in this namespace only.
+  in_ns "$RTR" "$BIN" rules --apply -c "$ROOT/lab/rules.yaml" >/dev/null
 
-  in_ns "$RTR" nft -f - <<'NFT'
-table inet tproxyd {
-  chain prerouting {
-    type filter hook prerouting priority mangle; policy accept;
-    meta l4proto tcp socket transparent 1 meta mark set 1 accept
-    fib daddr type local accept
-    iifname "lan0" meta nfproto ipv4 tcp dport 80-89 tproxy ip to :8888 meta mark set 1 accept
-    iifname "lan0" meta nfproto ipv6 tcp dport 80-89 tproxy ip6 to :8888 meta mark set 1 accept
-    iifname "lan0" meta nfproto ipv4 tcp dport 443 tproxy ip to :8443 meta mark set 1 accept
-    iifname "lan0" meta nfproto ipv6 tcp dport 443 tproxy ip6 to :8443 meta mark set 1 accept
-    iifname "lan0" tcp dport { 80-89, 443 } reject with tcp reset
-  }
-  chain nat_prerouting {
-    type nat hook prerouting priority dstnat; policy accept;
-    iifname "lan0" tcp dport 8080 redirect to :8889
-    iifname "lan0" tcp dport 4443 redirect to :8444
-  }
   # Counts the proxy's upstream packets that carry SO_MARK 0x100
-  # (tproxyd.upstream.mark in the tests).
+  # (tproxyd.upstream.mark in the tests): a table of the lab's own, which
+  # `tproxyd rules` must leave alone.
+  in_ns "$RTR" nft -f - <<'NFT'
+table inet lab {
   chain output {
     type filter hook output priority mangle; policy accept;
     meta mark 0x100 counter comment "upstream-marked"

@@ -22,8 +22,10 @@ use crate::access_log::AccessLog;
 use crate::admin::{admin_server, Readiness};
 use crate::admission::Admission;
 pub use crate::cli::Cli;
+use crate::cli::{Command, RulesArgs, RunArgs};
 use crate::config::{Config, ConfigError, TproxydConf};
 use crate::destination::LoopGuard;
+use crate::doctor;
 use crate::downstream::connections::ConnectionLimiter;
 use crate::downstream::gate::ConnectionGate;
 use crate::filters::{Filter, FilterChain, FilterRegistry};
@@ -32,6 +34,7 @@ use crate::lifecycle::{DrainWatcher, Draining};
 use crate::listener::{Listener, ListenerKind};
 use crate::passthrough::PassthroughApp;
 use crate::proxy::{HttpConnections, TransparentProxy};
+use crate::rules::{host, Ruleset};
 use crate::shared::{ListenerState, Shared};
 use crate::transparent::{has_cap_net_admin, prebind, TransparentService};
 use crate::upstream::connector::mark_hook;
@@ -252,31 +255,90 @@ impl Tproxyd {
         Ok(server)
     }
 
-    /// Parses the command line, loads and validates the config (with `-t`:
-    /// reports and exits), then runs until stopped. Exits 1 with a message
-    /// on any start-up error.
+    /// Loads and validates the config at `path` (none: the built-in
+    /// defaults), the filters' settings included.
+    pub fn load(&self, path: Option<&str>) -> Result<Config, ConfigError> {
+        let config = match path {
+            Some(path) => Config::load(path)?,
+            None => Config::defaults(),
+        };
+        // Instantiating the filters validates their settings too.
+        self.chain(&config)?;
+        Ok(config)
+    }
+
+    /// Parses the command line and does what it says: runs the proxy
+    /// until stopped (the default), or checks, writes rules, diagnoses.
+    /// Exits 1 with a message on any error.
     pub fn run(self) -> ! {
         env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
         let cli = Cli::parse();
-        let fail = |e: &dyn std::fmt::Display| -> ! {
-            eprintln!("tproxyd: {e}");
-            std::process::exit(1)
+        let code = match cli.command {
+            None => self.serve(cli.run),
+            Some(Command::Run(args)) => self.serve(args),
+            Some(Command::Check(c)) => self.serve(RunArgs {
+                conf: Some(c.conf),
+                test: true,
+                ..RunArgs::default()
+            }),
+            Some(Command::Rules(r)) => self.rules(&r),
+            Some(Command::Doctor(c)) => self.doctor(&c.conf),
+            Some(Command::Completions { shell }) => print(&Cli::completions(shell)),
+            Some(Command::Manpage) => print(&Cli::manpage()),
         };
-        let config = match cli.pingora.conf.as_deref() {
-            Some(path) => Config::load(path),
-            None => Ok(Config::defaults()),
+        std::process::exit(code)
+    }
+
+    /// `tproxyd rules`: prints, applies or removes.
+    fn rules(&self, args: &RulesArgs) -> i32 {
+        let config = match self.load(Some(&args.conf)) {
+            Ok(c) => c,
+            Err(e) => return fail(&e),
+        };
+        let plan = Ruleset::from_config(&config.tproxyd);
+        let done = if args.apply {
+            if plan.steers.is_empty() {
+                log::warn!(
+                    "no listener in {} has `intercept`: the table steers nothing",
+                    args.conf
+                );
+            }
+            host::apply(&plan, &args.conf)
+        } else if args.remove {
+            host::remove(&plan.interception)
+        } else {
+            return print(plan.nft(&args.conf).as_bytes());
+        };
+        match done {
+            Ok(lines) => {
+                for l in lines {
+                    println!("tproxyd rules: {l}");
+                }
+                0
+            }
+            Err(e) => fail(&e),
         }
-        .unwrap_or_else(|e| fail(&e));
-        // Instantiating the filters validates their settings too.
-        if let Err(e) = self.chain(&config) {
-            fail(&e);
-        }
-        if cli.pingora.test {
+    }
+
+    /// `tproxyd doctor`: one line per check; 1 when one fails.
+    fn doctor(&self, path: &str) -> i32 {
+        let report = doctor::examine(self.load(Some(path)), path);
+        print!("{report}");
+        i32::from(report.failed())
+    }
+
+    /// Runs the proxy (with `-t`: checks the config and returns).
+    fn serve(self, args: RunArgs) -> i32 {
+        let config = match self.load(args.conf.as_deref()) {
+            Ok(c) => c,
+            Err(e) => return fail(&e),
+        };
+        if args.test {
             println!(
                 "tproxyd: configuration {} is valid",
-                cli.pingora.conf.as_deref().unwrap_or("(built-in defaults)")
+                args.conf.as_deref().unwrap_or("(built-in defaults)")
             );
-            std::process::exit(0);
+            return 0;
         }
         let transparent = config
             .tproxyd
@@ -284,13 +346,27 @@ impl Tproxyd {
             .iter()
             .any(Listener::is_transparent);
         if transparent && !has_cap_net_admin() {
-            fail(&"this process lacks CAP_NET_ADMIN, which IP_TRANSPARENT sockets need; \
+            return fail(&"this process lacks CAP_NET_ADMIN, which IP_TRANSPARENT sockets need; \
                    run as root or grant the capability (systemd: AmbientCapabilities=CAP_NET_ADMIN)");
         }
-        let mut server = self
-            .build_server(cli.pingora, config)
-            .unwrap_or_else(|e| fail(&e));
+        let mut server = match self.build_server(args.pingora(), config) {
+            Ok(s) => s,
+            Err(e) => return fail(&e),
+        };
         server.bootstrap();
         server.run_forever()
     }
+}
+
+/// Says what went wrong; the exit status for it.
+fn fail(e: &dyn std::fmt::Display) -> i32 {
+    eprintln!("tproxyd: {e}");
+    1
+}
+
+/// Writes `bytes` to stdout; the exit status.
+fn print(bytes: &[u8]) -> i32 {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    i32::from(out.write_all(bytes).and_then(|()| out.flush()).is_err())
 }

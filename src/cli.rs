@@ -1,15 +1,177 @@
-//! tproxyd's command line: Pingora's own options (`-c`, `-t`, `-u`, `-d`)
-//! flattened into ours, so Pingora's upgrade and daemon machinery works as
-//! documented for Pingora.
+//! tproxyd's command line, written for tproxyd: `run` (the default, so
+//! `tproxyd -c FILE` keeps working, with Pingora's `-u`/`-d`/`-t`),
+//! `check`, `rules`, `doctor`, plus `completions` and the hidden `manpage`
+//! that the package's files are generated from. Pingora's own `Opt` is
+//! built from [`RunArgs`], so its upgrade and daemon machinery works as
+//! documented for Pingora, but its help texts are not ours to show.
 
-use clap::Parser;
+use clap::{Args, CommandFactory, Parser, Subcommand};
 use pingora_core::server::configuration::Opt;
+
+/// The config file `check`, `rules` and `doctor` read unless told.
+pub const DEFAULT_CONFIG: &str = "/etc/tproxyd/tproxyd.yaml";
 
 /// tproxyd's command line.
 #[derive(Parser, Debug)]
-#[command(name = "tproxyd", version, about)]
+#[command(
+    name = "tproxyd",
+    version,
+    about = "A fully transparent HTTP(S) proxy for Linux gateways",
+    long_about = "A fully transparent HTTP(S) proxy for Linux gateways.\n\n\
+        The router's firewall steers clients' traffic to tproxyd (nftables tproxy or \
+        nat redirect); tproxyd sends each request on to the address the client dialed, \
+        with headers added, filtered and logged. Without a command, tproxyd runs the proxy.",
+    args_conflicts_with_subcommands = true,
+    after_help = "Signals: SIGQUIT hands the listening sockets to a new `tproxyd -u` (graceful \
+        upgrade); SIGTERM stops accepting and lets requests in flight finish.\n\
+        See tproxyd(8) for the configuration."
+)]
 pub struct Cli {
-    /// Pingora's options, flattened into ours.
+    /// What to do; `run` when none is given.
+    #[command(subcommand)]
+    pub command: Option<Command>,
+    /// `run`'s options, so `tproxyd -c FILE` runs.
     #[command(flatten)]
-    pub pingora: Opt,
+    pub run: RunArgs,
+}
+
+/// tproxyd's commands.
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Run the proxy (the default)
+    Run(RunArgs),
+    /// Check a configuration and exit: 0 when valid, else 1 with the key and the reason
+    Check(ConfigArg),
+    /// Print the nftables table and policy routing that steer traffic to the listeners,
+    /// or apply or remove them
+    #[command(
+        long_about = "Print the nftables table (`table inet tproxyd`) that steers each listener's \
+        `intercept` ports to it, derived from the configuration, with the policy routing that \
+        goes with it.\n\nWith --apply, load the table in one transaction (replacing only that \
+        table) and install the policy routing (ip rule fwmark ... lookup ...; local default dev \
+        lo table ...; v4 and v6) where missing. With --remove, take both away. No other table, \
+        chain, rule or route is touched."
+    )]
+    Rules(RulesArgs),
+    /// Check this host against the configuration: one line per check (ok, warn, FAIL) with
+    /// the fix; exits 1 when a check fails
+    Doctor(ConfigArg),
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell)
+    Completions {
+        /// The shell.
+        shell: clap_complete::Shell,
+    },
+    /// Print the manual page tproxyd(8) in roff
+    #[command(hide = true)]
+    Manpage,
+}
+
+/// How to run the proxy.
+#[derive(Args, Debug, Clone, Default)]
+pub struct RunArgs {
+    /// The configuration file: Pingora's server keys and a `tproxyd:` section [default: built-in
+    /// defaults, one tproxy listener on [::]:8888]
+    #[arg(short, long, value_name = "FILE")]
+    pub conf: Option<String>,
+    /// Take over the listening sockets of a running tproxyd (graceful upgrade: start this, then
+    /// send the old process SIGQUIT)
+    #[arg(short, long)]
+    pub upgrade: bool,
+    /// Run in the background; the pid goes to the configuration's `pid_file`
+    #[arg(short, long)]
+    pub daemon: bool,
+    /// Check the configuration and exit (the same as `tproxyd check`)
+    #[arg(short, long)]
+    pub test: bool,
+    /// Ignored; accepted because `cargo test` may pass it.
+    #[arg(long, hide = true)]
+    pub nocapture: bool,
+}
+
+impl RunArgs {
+    /// Pingora's options for these.
+    pub fn pingora(&self) -> Opt {
+        Opt {
+            upgrade: self.upgrade,
+            daemon: self.daemon,
+            nocapture: self.nocapture,
+            test: self.test,
+            conf: self.conf.clone(),
+        }
+    }
+}
+
+/// The configuration file to read.
+#[derive(Args, Debug, Clone)]
+pub struct ConfigArg {
+    /// The configuration file
+    #[arg(short, long, value_name = "FILE", default_value = DEFAULT_CONFIG)]
+    pub conf: String,
+}
+
+/// `tproxyd rules`.
+#[derive(Args, Debug, Clone)]
+pub struct RulesArgs {
+    /// The configuration file
+    #[arg(short, long, value_name = "FILE", default_value = DEFAULT_CONFIG)]
+    pub conf: String,
+    /// Load the table and install the policy routing (idempotent)
+    #[arg(long, conflicts_with = "remove")]
+    pub apply: bool,
+    /// Remove the table and the policy routing
+    #[arg(long)]
+    pub remove: bool,
+}
+
+/// What the hand-written part of the manual page says: the configuration,
+/// signals and files, which the options alone do not explain.
+const MANUAL: &str = include_str!("../doc/tproxyd.8.in");
+
+impl Cli {
+    /// The manual page tproxyd(8): clap_mangen's sections from the CLI,
+    /// then the hand-written ones.
+    pub fn manpage() -> Vec<u8> {
+        let cmd = Cli::command();
+        let man = clap_mangen::Man::new(cmd.clone()).section("8");
+        let mut out = Vec::new();
+        let _ = man.render_title(&mut out);
+        let _ = man.render_name_section(&mut out);
+        let _ = man.render_synopsis_section(&mut out);
+        let _ = man.render_description_section(&mut out);
+        let _ = man.render_options_section(&mut out);
+        out.extend_from_slice(b".SH COMMANDS\n");
+        for sub in cmd.get_subcommands().filter(|s| !s.is_hide_set()) {
+            let args: Vec<String> = sub
+                .get_arguments()
+                .filter(|a| !a.is_hide_set() && a.get_id() != "help")
+                .map(|a| match (a.get_short(), a.get_long()) {
+                    (Some(s), Some(l)) => format!("[\\-{s}|\\-\\-{l}]"),
+                    (None, Some(l)) => format!("[\\-\\-{l}]"),
+                    _ => format!("<{}>", a.get_id()),
+                })
+                .collect();
+            out.extend_from_slice(
+                format!(
+                    ".TP\n\\fBtproxyd {}\\fR {}\n{}\n",
+                    sub.get_name(),
+                    args.join(" "),
+                    sub.get_long_about()
+                        .or(sub.get_about())
+                        .map(|a| a.to_string().replace('-', "\\-"))
+                        .unwrap_or_default()
+                )
+                .as_bytes(),
+            );
+        }
+        out.extend_from_slice(MANUAL.as_bytes());
+        let _ = man.render_version_section(&mut out);
+        out
+    }
+
+    /// A completion script for `shell`.
+    pub fn completions(shell: clap_complete::Shell) -> Vec<u8> {
+        let mut out = Vec::new();
+        clap_complete::generate(shell, &mut Cli::command(), "tproxyd", &mut out);
+        out
+    }
 }

@@ -16,6 +16,7 @@ pub use crate::error::{parse_duration, ConfigError};
 use crate::filters::forwarding::ForwardingRaw;
 use crate::filters::{FilterSettings, RequestHeadersSettings};
 pub use crate::flow::Mode;
+use crate::interception::{Interception, InterceptionSettings};
 use crate::listener::{Listener, ListenerSettings};
 use crate::upstream::{UpstreamConf, UpstreamSettings};
 use pingora_core::server::configuration::ServerConf;
@@ -36,6 +37,7 @@ struct TproxydSettings {
     access_log: AccessLogSettings,
     downstream: DownstreamSettings,
     downstream_read_buffer: usize,
+    interception: InterceptionSettings,
 }
 
 impl Default for TproxydSettings {
@@ -50,15 +52,32 @@ impl Default for TproxydSettings {
             access_log: AccessLogSettings::default(),
             downstream: DownstreamSettings::default(),
             downstream_read_buffer: DEFAULT_READ_BUFFER,
+            interception: InterceptionSettings::default(),
         }
     }
 }
 
 impl TproxydSettings {
     /// Each component validates its own part; only the cross-checks that
-    /// need two parts (the resolve timeout, the admin port) meet here.
+    /// need two parts (the resolve timeout, the admin port, the marks) meet
+    /// here.
     fn validate(self) -> Result<TproxydConf, ConfigError> {
         let upstream = self.upstream.validate()?;
+        let interception = self.interception.validate()?;
+        if let Some(mark) = upstream
+            .mark
+            .filter(|m| m & interception.fwmark == interception.fwmark)
+        {
+            // The policy rule would route the proxy's own upstream
+            // connections to the local stack.
+            return Err(invalid(
+                "tproxyd.upstream.mark",
+                format!(
+                    "{mark:#x} carries every bit of interception.fwmark {:#x}; pick a mark without them",
+                    interception.fwmark
+                ),
+            ));
+        }
         let listeners = Listener::from_list(self.listeners, upstream.resolve_timeout)?;
         let admin = self
             .admin
@@ -71,6 +90,7 @@ impl TproxydSettings {
             upstream,
             admin,
             access_log: self.access_log,
+            interception,
         })
     }
 }
@@ -90,6 +110,8 @@ pub struct TproxydConf {
     pub access_log: AccessLogSettings,
     /// Client-side limits and buffers.
     pub downstream: Downstream,
+    /// How `tproxyd rules` steers traffic here.
+    pub interception: Interception,
 }
 
 /// The whole file: Pingora's part and ours, both validated.

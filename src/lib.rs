@@ -14,7 +14,8 @@
 //!    local addresses).
 //! 2. **Components**, each owning its settings and their validation:
 //!    [`lifecycle`], [`metrics`], [`access_log`], [`relay`], [`upstream`],
-//!    [`destination`], [`filters`], [`tls`], [`downstream`], [`admin`].
+//!    [`destination`], [`filters`], [`tls`], [`downstream`], [`admin`],
+//!    [`interception`] (what the firewall steers to which listener).
 //! 3. **Request path**: [`admission`] (the pure admit decision and the
 //!    forward-proxy policy), [`summary`] (one record per request for both
 //!    log and metrics), [`listener`] (a listener's kind with its policy),
@@ -23,8 +24,10 @@
 //! 4. **Apps**, one per kind of listener: [`proxy`] (Pingora `ProxyHttp`),
 //!    [`forward`] (CONNECT in front of the HTTP proxy), [`passthrough`]
 //!    (TLS peek and splice).
-//! 5. **Top**: [`config`] only composes the components' settings, [`cli`],
-//!    and [`app`], whose [`Tproxyd`] wires everything into a Pingora server.
+//! 5. **Top**: [`config`] only composes the components' settings,
+//!    [`rules`] (the nftables table and policy routing derived from it),
+//!    [`doctor`] (the host checked against it), [`cli`], and [`app`], whose
+//!    [`Tproxyd`] wires everything into a Pingora server.
 
 pub mod addr;
 pub mod error;
@@ -35,6 +38,7 @@ pub mod admin;
 pub mod destination;
 pub mod downstream;
 pub mod filters;
+pub mod interception;
 pub mod lifecycle;
 pub mod metrics;
 pub mod relay;
@@ -54,6 +58,8 @@ pub mod proxy;
 pub mod app;
 pub mod cli;
 pub mod config;
+pub mod doctor;
+pub mod rules;
 
 pub use app::Tproxyd;
 pub use error::ConfigError;

@@ -6,6 +6,7 @@
 use crate::admission::forward::{ForwardPolicy, ForwardSettings};
 use crate::error::{invalid, parse_duration, ConfigError};
 use crate::flow::{DestinationSource, ListenerId, Mode};
+use crate::interception::{show_range, Intercept, InterceptSettings};
 use crate::tls::policy::TlsPolicy;
 use serde::Deserialize;
 use std::net::SocketAddr;
@@ -48,6 +49,9 @@ pub struct ListenerSettings {
     /// connection is spliced (for protocols where the server speaks first).
     #[serde(default)]
     pub server_first_after: Option<String>,
+    /// What `tproxyd rules` steers here (every mode but forward).
+    #[serde(default)]
+    pub intercept: Option<InterceptSettings>,
 }
 
 /// What an HTTP listener does with a connection whose first bytes are not
@@ -101,6 +105,11 @@ impl ListenerSettings {
                 self.server_first_after.is_some() && !http,
                 "tproxy or redirect",
             ),
+            (
+                "intercept",
+                self.intercept.is_some() && forward,
+                "tproxy, redirect or tls-passthrough (a forward proxy is dialed, not intercepted)",
+            ),
         ];
         match misplaced.iter().find(|(_, wrong, _)| *wrong) {
             Some((k, _, mode)) => Err(invalid(
@@ -126,6 +135,7 @@ impl ListenerSettings {
             tls: None,
             unsupported_protocol: None,
             server_first_after: None,
+            intercept: None,
         }]
     }
 }
@@ -169,6 +179,8 @@ pub struct Listener {
     pub socket_addr: SocketAddr,
     /// Kind and its policy.
     pub kind: ListenerKind,
+    /// What the firewall steers here, if `tproxyd rules` writes its rules.
+    pub intercept: Option<Intercept>,
 }
 
 impl Listener {
@@ -207,6 +219,10 @@ impl Listener {
             return Err(invalid(format!("{key}.address"), "port must not be 0"));
         }
         l.check_mode_keys(&key)?;
+        let intercept = match l.intercept {
+            Some(i) => Some(i.validate(&format!("{key}.intercept"))?),
+            None => None,
+        };
         let forward = ForwardSettings {
             allow_clients: l.allow_clients,
             connect_ports: l.connect_ports,
@@ -254,6 +270,7 @@ impl Listener {
             address: l.address,
             socket_addr,
             kind,
+            intercept,
         })
     }
 
@@ -282,6 +299,20 @@ impl Listener {
                 return Err(invalid(
                     format!("{key}.address"),
                     format!("address {} is used by another listener", l.address),
+                ));
+            }
+            let steered = |o: &Listener| match (&o.intercept, &l.intercept) {
+                (Some(a), Some(b)) => a.overlaps(b),
+                _ => None,
+            };
+            if let Some((o, port)) = out.iter().find_map(|o| steered(o).map(|p| (o, p))) {
+                return Err(invalid(
+                    format!("{key}.intercept.ports"),
+                    format!(
+                        "port {} is already intercepted for listener {:?} on the same interface",
+                        show_range(port),
+                        o.name()
+                    ),
                 ));
             }
             out.push(l);

@@ -13,13 +13,13 @@ const ORDER: &[&str] = &[
     "error", "flow", "addr",
     // components
     "lifecycle", "metrics", "access_log", "relay", "upstream", "destination", "filters", "tls",
-    "downstream", "admin",
+    "downstream", "admin", "interception",
     // request path
     "admission", "summary", "listener", "transparent", "shared",
     // apps
     "forward", "passthrough", "proxy",
     // top
-    "config", "cli", "app",
+    "config", "rules", "doctor", "cli", "app",
 ];
 
 const BOTTOM: &[&str] = &["error", "flow", "addr"];

@@ -90,6 +90,7 @@ impl Lab {
         let lab = Lab { prefix };
         let out = Command::new(repo_root().join("lab/lab.sh"))
             .args(["up", &lab.prefix])
+            .env("TPROXYD_BIN", env!("CARGO_BIN_EXE_tproxyd"))
             .output()
             .expect("run lab/lab.sh");
         assert!(
@@ -149,7 +150,7 @@ impl Lab {
     pub fn marked_packets(&self) -> u64 {
         let out = self.exec(
             &self.router_ns(),
-            &["nft", "list", "chain", "inet", "tproxyd", "output"],
+            &["nft", "list", "chain", "inet", "lab", "output"],
         );
         let text = String::from_utf8_lossy(&out.stdout);
         text.split_whitespace()
