@@ -50,6 +50,11 @@ show() {
 }
 
 echo
+echo "The router's firewall rules are tproxyd's own ('tproxyd rules --apply -c lab/rules.yaml');"
+echo "'tproxyd doctor' checks the router against them:"
+echo "== router \$ tproxyd doctor -c lab/rules.yaml"
+ip netns exec "$P-rtr" "$BIN" doctor -c lab/rules.yaml | grep -E "nft-table|policy-routing|fail-closed|checks:" || true
+echo
 echo "The client (192.0.2.10, 2001:db8:1::10) fetches addresses on the 'internet' side."
 echo "The router intercepts port 80 with nftables tproxy and hands it to tproxyd,"
 echo "which forwards each request to the address the client dialed and adds a Via header."

@@ -392,6 +392,15 @@ tproxyd:
             ("tproxyd:\n  downstream: { max_connections: 0 }\n", &["tproxyd.downstream.max_connections", "at least 1"]),
             ("tproxyd:\n  downstream: { max_connections_per_client: -1 }\n", &["tproxyd.downstream.max_connections_per_client"]),
             ("tproxyd:\n  downstream: { max_conns: 5 }\n", &["tproxyd.downstream", "unknown field `max_conns`"]),
+            ("tproxyd:\n  listeners:\n    - { name: f, address: \"[::]:3128\", mode: forward, intercept: { ports: [80] } }\n", &["tproxyd.listeners[0].intercept", "only applies to mode: tproxy, redirect or tls-passthrough"]),
+            ("tproxyd:\n  listeners:\n    - { name: a, address: \"[::]:80\", mode: tproxy, intercept: { ports: [x] } }\n", &["tproxyd.listeners[0].intercept.ports[0]"]),
+            ("tproxyd:\n  listeners:\n    - { name: a, address: \"[::]:80\", mode: tproxy, intercept: { ports: [80], ifaces: [a] } }\n", &["tproxyd.listeners[0].intercept", "unknown field `ifaces`"]),
+            ("tproxyd:\n  listeners:\n    - { name: a, address: \"[::]:80\", mode: tproxy, intercept: { ports: [\"80-89\"] } }\n    - { name: b, address: \"[::]:81\", mode: redirect, intercept: { ports: [85], interfaces: [lan0] } }\n", &["tproxyd.listeners[1].intercept.ports", "port 85 is already intercepted for listener \"a\""]),
+            ("tproxyd:\n  interception: { on_proxy_down: maybe }\n", &["tproxyd.interception.on_proxy_down"]),
+            ("tproxyd:\n  interception: { quic: block }\n", &["tproxyd.interception.quic"]),
+            ("tproxyd:\n  interception: { route_table: 255 }\n", &["tproxyd.interception.route_table", "reserved"]),
+            ("tproxyd:\n  interception: { bypass: { destinations: [\"10.0.0.0/33\"] } }\n", &["tproxyd.interception.bypass.destinations[0]"]),
+            ("tproxyd:\n  interception: { fwmark: 3 }\n  upstream: { mark: 0x7 }\n", &["tproxyd.upstream.mark", "interception.fwmark 0x3"]),
             ("- a\n- b\n", &["must be a YAML mapping"]),
         ];
         let mut failures = Vec::new();

@@ -302,7 +302,7 @@ impl Listener {
                 ));
             }
             let steered = |o: &Listener| match (&o.intercept, &l.intercept) {
-                (Some(a), Some(b)) => a.overlaps(b),
+                (Some(theirs), Some(ours)) => ours.overlaps(theirs),
                 _ => None,
             };
             if let Some((o, port)) = out.iter().find_map(|o| steered(o).map(|p| (o, p))) {

@@ -4,6 +4,7 @@
 mod harness;
 
 use harness::*;
+use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
@@ -117,4 +118,97 @@ fn a_listener_that_cannot_bind_stops_the_process() {
         err.contains("lan-http") && err.contains("[::]:8888") && err.contains("in use"),
         "{err}"
     );
+}
+
+fn run_cli(args: &[&str]) -> (bool, String, String) {
+    let out = Command::new(tproxyd_bin()).args(args).output().unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn help_is_written_for_tproxyd_with_its_subcommands() {
+    let (ok, help, _) = run_cli(&["--help"]);
+    assert!(ok);
+    for cmd in ["run", "check", "rules", "doctor", "completions"] {
+        assert!(
+            help.lines().any(|l| l.trim_start().starts_with(cmd)),
+            "{cmd} missing from\n{help}"
+        );
+    }
+    assert!(
+        !help.to_lowercase().contains("pingora-based") && !help.contains("base set of command"),
+        "Pingora's own help text leaks into ours:\n{help}"
+    );
+    for sub in ["run", "check", "rules", "doctor"] {
+        let (ok, text, _) = run_cli(&[sub, "--help"]);
+        assert!(ok && text.contains("--conf"), "{sub} --help:\n{text}");
+        assert!(!text.to_lowercase().contains("pingora-based"), "{text}");
+    }
+    let (ok, _, err) = run_cli(&["frobnicate"]);
+    assert!(!ok && err.contains("frobnicate"), "{err}");
+}
+
+#[test]
+fn check_subcommand_is_dash_t() {
+    let dir = TempDir::new("check");
+    let good = dir.0.join("good.yaml");
+    std::fs::write(&good, "version: 1\n").unwrap();
+    let bad = dir.0.join("bad.yaml");
+    std::fs::write(&bad, "tproxyd:\n  interception: { quic: block }\n").unwrap();
+    let (ok, out, _) = run_cli(&["check", "-c", good.to_str().unwrap()]);
+    assert!(ok && out.contains("is valid"), "{out}");
+    let (ok, out, _) = run_cli(&["run", "-t", "-c", good.to_str().unwrap()]);
+    assert!(ok && out.contains("is valid"), "{out}");
+    let (ok, _, err) = run_cli(&["check", "-c", bad.to_str().unwrap()]);
+    assert!(!ok && err.contains("tproxyd.interception.quic"), "{err}");
+    let (ok, _, err) = run_cli(&["check", "-c", "/nonexistent/tproxyd.yaml"]);
+    assert!(!ok && err.contains("/nonexistent/tproxyd.yaml"), "{err}");
+}
+
+#[test]
+fn rules_prints_the_table_for_the_shipped_config_without_privileges() {
+    let conf = Path::new(env!("CARGO_MANIFEST_DIR")).join("conf/tproxyd.yaml");
+    let (ok, out, err) = run_cli(&["rules", "-c", conf.to_str().unwrap()]);
+    assert!(ok, "{err}");
+    assert!(out.contains("table inet tproxyd {"), "{out}");
+    assert!(out.contains("tproxy ip to :8888"), "{out}");
+    assert!(out.contains("reject with tcp reset"), "{out}");
+}
+
+#[test]
+fn shipped_manual_and_completions_are_generated_from_this_cli() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    for (args, file) in [
+        (&["manpage"][..], "dist/tproxyd.8"),
+        (
+            &["completions", "bash"][..],
+            "dist/completions/tproxyd.bash",
+        ),
+        (&["completions", "zsh"][..], "dist/completions/_tproxyd"),
+        (
+            &["completions", "fish"][..],
+            "dist/completions/tproxyd.fish",
+        ),
+    ] {
+        let (ok, out, _) = run_cli(args);
+        assert!(ok);
+        let shipped = std::fs::read_to_string(root.join(file)).unwrap();
+        assert!(
+            out == shipped,
+            "{file} is out of date: run dist/generate.sh"
+        );
+    }
+    let (_, man, _) = run_cli(&["manpage"]);
+    for section in [
+        ".SH NAME",
+        ".SH COMMANDS",
+        ".SH CONFIGURATION",
+        ".SH SIGNALS",
+    ] {
+        assert!(man.contains(section), "{section}");
+    }
 }

@@ -40,8 +40,14 @@ pub fn run(program: &str, args: &[&str], input: Option<&str>) -> Result<String, 
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
-/// `-4` / `-6`.
-const FAMILIES: [&str; 2] = ["-4", "-6"];
+/// `-4`, and `-6` unless IPv6 is disabled on this host.
+fn families() -> &'static [&'static str] {
+    if std::path::Path::new("/proc/sys/net/ipv6").exists() {
+        &["-4", "-6"]
+    } else {
+        &["-4"]
+    }
+}
 
 /// One `ip rule` entry, as `ip -j rule show` prints it.
 #[derive(Debug, serde::Deserialize)]
@@ -129,7 +135,7 @@ pub fn apply(plan: &Ruleset, source: &str) -> Result<Vec<String>, String> {
         format!("{:#x}/{:#x}", i.fwmark, i.fwmark),
         i.route_table.to_string(),
     );
-    for fam in FAMILIES {
+    for &fam in families() {
         if has_policy_rule(fam, i)? {
             done.push(format!(
                 "ip {fam} rule fwmark {mark} lookup {table}: present"
@@ -166,7 +172,7 @@ pub fn remove(i: &Interception) -> Result<Vec<String>, String> {
         format!("{:#x}/{:#x}", i.fwmark, i.fwmark),
         i.route_table.to_string(),
     );
-    for fam in FAMILIES {
+    for &fam in families() {
         // Bounded: a rule added by hand a few times over goes too.
         for _ in 0..64 {
             if !has_policy_rule(fam, i)? {

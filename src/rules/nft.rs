@@ -184,3 +184,65 @@ fn ports(s: &Steer) -> String {
         ),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::config::Config;
+    use crate::rules::Ruleset;
+
+    fn nft(tproxyd: &str) -> String {
+        let c = Config::from_yaml(&format!("tproxyd:\n{tproxyd}")).unwrap();
+        Ruleset::from_config(&c.tproxyd).nft("test.yaml")
+    }
+
+    #[test]
+    fn addresses_families_and_interfaces_shape_the_rules() {
+        let t = nft(r#"  listeners:
+    - { name: v4, address: "192.0.2.1:8888", mode: tproxy, intercept: { ports: [80, "8000-8080"] } }
+    - { name: v6, address: "[2001:db8::1]:8889", mode: redirect, intercept: { ports: [81], interfaces: [lan0, "wlan*"] } }
+    - { name: any4, address: "0.0.0.0:8443", mode: tls-passthrough, intercept: { ports: [443], interfaces: [lan0] } }
+    - { name: fwd, address: "[::]:3128", mode: forward }
+  interception:
+    fwmark: 0x10
+    bypass: { destinations: ["10.0.0.0/8", "fd00::/8"], clients: ["192.0.2.7"] }
+"#);
+        for want in [
+            "iifname != \"lo\" meta nfproto ipv4 tcp dport { 80, 8000-8080 } tproxy ip to 192.0.2.1:8888 meta mark set meta mark | 0x10 accept comment \"v4\"",
+            "iifname \"lan0\" meta nfproto ipv6 tcp dport 81 dnat ip6 to [2001:db8::1]:8889 comment \"v6\"",
+            "iifname \"wlan*\" meta nfproto ipv6 tcp dport 81 dnat ip6 to [2001:db8::1]:8889",
+            "iifname \"lan0\" meta nfproto ipv4 tcp dport 443 tproxy ip to :8443",
+            "iifname != \"lo\" meta nfproto ipv4 tcp dport { 80, 8000-8080 } reject with tcp reset",
+            "iifname != \"lo\" udp dport 443 reject",
+            "set bypass_dst4 { type ipv4_addr; flags interval; elements = { 10.0.0.0/8 }; }",
+            "set bypass_dst6 { type ipv6_addr; flags interval; elements = { fd00::/8 }; }",
+            "set bypass_src4 { type ipv4_addr; flags interval; elements = { 192.0.2.7/32 }; }",
+            "socket transparent 1 meta mark set meta mark | 0x10 accept",
+            "ip rule add fwmark 0x10/0x10 lookup 100",
+        ] {
+            assert!(t.contains(want), "missing {want:?} in\n{t}");
+        }
+        // A v4-only listener gets no v6 rule; a redirect listener no reset;
+        // the forward listener nothing.
+        for absent in ["tproxy ip6 to :8443", "dport 81 reject", "3128"] {
+            assert!(!t.contains(absent), "unexpected {absent:?} in\n{t}");
+        }
+    }
+
+    #[test]
+    fn fail_open_and_quic_allow_leave_their_rules_out() {
+        let t = nft(r#"  listeners:
+    - { name: h, address: "[::]:8888", mode: tproxy, intercept: { ports: [80], interfaces: [lan0] } }
+  interception: { on_proxy_down: bypass, quic: allow }
+"#);
+        assert!(
+            t.contains("meta nfproto ipv6 tcp dport 80 tproxy ip6 to :8888"),
+            "{t}"
+        );
+        assert!(!t.contains("reject"), "{t}");
+        let none = nft("  listeners:\n    - { name: h, address: \"[::]:8888\", mode: tproxy }\n");
+        assert!(
+            !none.contains("tproxy ip") && !none.contains("reject"),
+            "{none}"
+        );
+    }
+}

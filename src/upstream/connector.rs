@@ -7,7 +7,7 @@
 //! `IP_TRANSPARENT`, `IP_BIND_ADDRESS_NO_PORT`, bind to the client's IP with
 //! an ephemeral port, connect with the configured timeout. The kernel routes
 //! the origin's replies back to us thanks to the `socket transparent` rule
-//! (conf/tproxyd.nft). The mark alone only needs Pingora's socket hook.
+//! (the `socket transparent` rule `tproxyd rules` writes). The mark alone only needs Pingora's socket hook.
 
 use async_trait::async_trait;
 use pingora_core::connectors::L4Connect;
