@@ -186,6 +186,7 @@ fn acl_first_match_wins_denies_with_403_and_logs_the_rule() {
 
     let denied = get(&lab, &v4(80), "x.test", "/admin/panel");
     assert_eq!(denied.status, 403);
+    assert!(!denied.headers.contains_key("server"), "{denied:?}");
     assert!(denied.body.contains("no-admin"), "{}", denied.body);
     proxy.wait_access(&["/admin/panel", "403", "decision=acl:deny:no-admin"]);
 

@@ -144,6 +144,10 @@ fn loops_are_refused_with_508_and_the_proxy_keeps_serving() {
         let t = Instant::now();
         let resp = get(&lab, &dst, "example.test", "/loop");
         assert_eq!(resp.status, 508, "{dst}: {resp:?}");
+        assert!(
+            !resp.headers.contains_key("server"),
+            "tproxyd's own answer names no server: {resp:?}"
+        );
         assert!(resp.body.contains("Loop Detected"), "{}", resp.body);
         assert!(t.elapsed() < Duration::from_secs(2), "answered at once");
     }
@@ -176,6 +180,10 @@ fn refused_is_502_and_blackholed_is_504_within_the_timeout() {
         let resp = get(&lab, &dst, "example.test", "/refused");
         assert_eq!(resp.status, 502, "{resp:?}");
         assert!(
+            !resp.headers.contains_key("server"),
+            "tproxyd's own answer names no server: {resp:?}"
+        );
+        assert!(
             resp.body.contains(&dst),
             "body names the destination: {}",
             resp.body
@@ -188,6 +196,10 @@ fn refused_is_502_and_blackholed_is_504_within_the_timeout() {
         let resp = get(&lab, &dst, "example.test", "/blackhole");
         let took = t.elapsed();
         assert_eq!(resp.status, 504, "{resp:?}");
+        assert!(
+            !resp.headers.contains_key("server"),
+            "tproxyd's own answer names no server: {resp:?}"
+        );
         assert!(resp.body.contains(&dst), "{}", resp.body);
         assert!(
             took >= Duration::from_millis(900) && took < Duration::from_secs(4),
@@ -208,6 +220,10 @@ fn malformed_request_gets_400() {
         .send_raw(b"GET / HTTP/1.1\r\nHost: a\r\nBad Header\r\n\r\n")
         .unwrap();
     assert_eq!(resp.status, 400);
+    assert!(
+        !resp.headers.contains_key("server"),
+        "tproxyd's own answer names no server: {resp:?}"
+    );
     // CONNECT is for forward listeners: a transparent one answers 405.
     let mut c = Client::new(lab.client_connect(&format!("{SERVER_V4}:80")).unwrap());
     let resp = c

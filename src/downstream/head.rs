@@ -190,6 +190,53 @@ static REPLY_431: LazyLock<Vec<u8>> = LazyLock::new(|| {
     )
 });
 
+static REPLY_400: LazyLock<Vec<u8>> = LazyLock::new(|| {
+    reply(
+        "400 Bad Request",
+        "400 Bad Request: the request head is malformed\n",
+    )
+});
+static REPLY_405: LazyLock<Vec<u8>> = LazyLock::new(|| {
+    reply(
+        "405 Method Not Allowed",
+        "405 Method Not Allowed: CONNECT is for forward listeners\n",
+    )
+});
+
+/// The answer Pingora would give `head` before any hook runs (400 for a
+/// head it cannot parse, 405 for CONNECT), or `None`. Pingora's own
+/// answers name it in `Server:`; tproxyd's own answers name no server, so
+/// these are given here instead, with the same parser and header bound.
+pub fn refused_head(head: &[u8]) -> Option<u16> {
+    let mut headers = [httparse::EMPTY_HEADER; 256];
+    let mut req = httparse::Request::new(&mut headers);
+    match req.parse(head) {
+        Ok(_) => (req.method == Some("CONNECT")).then_some(405),
+        // Pingora retries these with the target escaped: its call.
+        Err(httparse::Error::Token | httparse::Error::Version) => None,
+        Err(_) => Some(400),
+    }
+}
+
+/// Sends the 400 or 405 of [`refused_head`], then the connection closes.
+/// Returns the status sent (0 if it could not be).
+pub async fn answer_refused(stream: &mut Stream, status: u16) -> u16 {
+    let reply: &[u8] = if status == 405 {
+        &REPLY_405
+    } else {
+        &REPLY_400
+    };
+    match fast_timeout(std::time::Duration::from_secs(1), async {
+        stream.write_all(reply).await?;
+        stream.flush().await
+    })
+    .await
+    {
+        Ok(Ok(())) => status,
+        _ => 0,
+    }
+}
+
 /// What the client is told when `limit` ends its connection: 408 or 431
 /// (then close); nothing for an idle connection. Returns the status sent.
 pub async fn answer_limit(stream: &mut Stream, limit: DownstreamLimit) -> u16 {

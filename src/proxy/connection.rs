@@ -12,7 +12,7 @@
 
 use super::tunnel::{tunnel, Opening};
 use crate::destination::{stream_client, stream_destination};
-use crate::downstream::head::{answer_limit, read_head, Head};
+use crate::downstream::head::{answer_limit, answer_refused, read_head, refused_head, Head};
 use crate::downstream::sniff::{sniff, Sniff};
 use crate::flow::{DownstreamLimit, Protocol, Refusal};
 use crate::listener::ListenerKind;
@@ -191,6 +191,11 @@ impl<P: HttpServerApp + Send + Sync + 'static> ServerApp for HttpConnections<P> 
                     break;
                 }
             };
+            if let Some(status) = refused_head(&head) {
+                answer_refused(&mut stream, status).await;
+                self.record_rejected(status == 405, peers);
+                break;
+            }
             let mut session = ServerSession::new_http1(stream);
             if let Some(p) = persistent.take() {
                 p.apply_to_session(&mut session);
