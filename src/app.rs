@@ -27,11 +27,13 @@ use crate::destination::LoopGuard;
 use crate::downstream::connections::ConnectionLimiter;
 use crate::downstream::gate::ConnectionGate;
 use crate::filters::{Filter, FilterChain, FilterRegistry};
+use crate::flow::RelayKind;
 use crate::forward::ForwardApp;
 use crate::lifecycle::{DrainWatcher, Draining};
 use crate::listener::{Listener, ListenerKind};
 use crate::passthrough::PassthroughApp;
 use crate::proxy::{HttpConnections, TransparentProxy};
+use crate::relay;
 use crate::shared::{ListenerState, Shared};
 use crate::transparent::{has_cap_net_admin, prebind, TransparentService};
 use crate::upstream::connector::mark_hook;
@@ -132,14 +134,25 @@ fn connection_limiter(t: &TproxydConf, server: &ServerConf) -> Arc<ConnectionLim
     };
     // Listeners, the admin and log files, and the pool of idle upstream
     // connections Pingora keeps.
-    let reserved = 64 + t.listeners.len() as u64 + server.upstream_keepalive_pool_size as u64;
+    let base = 64 + t.listeners.len() as u64 + server.upstream_keepalive_pool_size as u64;
     let d = &t.downstream;
+    // Spliced relays hold pipes and socket duplicates beyond their two
+    // sockets: the pipes are capped, and the most they can hold is set
+    // aside before the rest is shared by connections (two each).
+    let pipes = match t.upstream.relay {
+        RelayKind::Splice => relay::pipe_limit(nofile.saturating_sub(base), d.max_connections),
+        RelayKind::Copy => 0,
+    };
+    relay::pipes::set_limit(pipes);
+    let reserved = base.saturating_add(relay::fd_budget(pipes));
     let (max, lowered) = d.effective_max_connections(nofile, reserved);
     if lowered {
         log::warn!(
             "downstream.max_connections {} lowered to {max}: the open-file limit is {nofile}, \
-             and a proxied connection can need two descriptors (raise LimitNOFILE to keep it)",
-            d.max_connections
+             a proxied connection can need two descriptors, and {} are kept for {pipes} \
+             splice pipes (raise LimitNOFILE to keep it)",
+            d.max_connections,
+            relay::fd_budget(pipes)
         );
     }
     ConnectionLimiter::new(max, d.max_connections_per_client)

@@ -233,6 +233,7 @@ mod tests {
         assert!(c.tproxyd.filters.add_request_headers.is_empty());
         assert_eq!(c.tproxyd.filters.forwarding.via_token(), "tproxyd");
         assert_eq!(c.tproxyd.upstream.connect_timeout, Duration::from_secs(5));
+        assert_eq!(c.tproxyd.upstream.relay, crate::flow::RelayKind::Splice);
         assert_eq!(c.tproxyd.admin.as_deref(), Some("127.0.0.1:9187"));
     }
 
@@ -272,7 +273,7 @@ tproxyd:
         let c = Config::from_yaml(
             r#"
 tproxyd:
-  upstream: { mark: "0x10" }
+  upstream: { mark: "0x10", relay: copy }
   listeners:
     - { name: f, address: "[::]:3128", mode: forward }
     - { name: s, address: "[::]:8443", mode: tls-passthrough, destination: redirect, spoof_source: true }
@@ -281,6 +282,7 @@ tproxyd:
         )
         .unwrap();
         assert_eq!(c.tproxyd.upstream.mark, Some(16));
+        assert_eq!(c.tproxyd.upstream.relay, crate::flow::RelayKind::Copy);
         let ListenerKind::Forward(f) = &c.tproxyd.listeners[0].kind else {
             panic!("{:?}", c.tproxyd.listeners[0].kind)
         };
@@ -345,6 +347,7 @@ tproxyd:
             ("tproxyd:\n  access_log: { path: /nonexistent/dir/a.log }\n", &["tproxyd.access_log.path"]),
             ("tproxyd:\n  upstream: { mark: lots }\n", &["tproxyd.upstream.mark"]),
             ("tproxyd:\n  upstream: { mark: 0 }\n", &["tproxyd.upstream.mark", "leave it out"]),
+            ("tproxyd:\n  upstream: { relay: sendfile }\n", &["tproxyd.upstream.relay", "sendfile"]),
             ("tproxyd:\n  listeners:\n    - { name: f, address: \"[::]:3128\", mode: forward, spoof_source: true }\n", &["listeners[0].spoof_source"]),
             ("tproxyd:\n  listeners:\n    - { name: t, address: \"[::]:80\", mode: tproxy, allow_clients: [\"10.0.0.0/8\"] }\n", &["listeners[0].allow_clients", "forward"]),
             ("tproxyd:\n  listeners:\n    - { name: t, address: \"[::]:80\", mode: redirect, connect_ports: [443] }\n", &["listeners[0].connect_ports", "forward"]),
