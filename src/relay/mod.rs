@@ -21,11 +21,9 @@ mod splice;
 
 use crate::flow::RelayKind;
 use std::os::fd::{AsRawFd, RawFd};
-use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
-use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 /// Writes `bytes` and flushes, within `limit`: the first bytes of a relay
 /// (a replayed ClientHello, early tunnel bytes, `200 Connection
@@ -77,6 +75,12 @@ pub trait Endpoint: AsyncRead + AsyncWrite + Unpin {
     /// drains first) and a write buffer (which it flushes first). `None`
     /// for anything else (TLS, virtual sockets, in-memory streams).
     fn splice_fd(&self) -> Option<RawFd>;
+
+    /// Bytes read from the socket but still held in user space, which
+    /// must be relayed before the socket's.
+    fn buffered(&self) -> usize {
+        0
+    }
 }
 
 /// A Pingora L4 stream: a socket with a rewind buffer, a read buffer and a
@@ -87,6 +91,9 @@ impl Endpoint for L4Stream {
     fn splice_fd(&self) -> Option<RawFd> {
         Some(self.as_raw_fd()).filter(|fd| *fd >= 0)
     }
+    fn buffered(&self) -> usize {
+        self.buffered_read_len()
+    }
 }
 
 /// Pingora's boxed stream: spliced only when it is a plain L4 stream (a
@@ -94,6 +101,11 @@ impl Endpoint for L4Stream {
 impl Endpoint for pingora_core::protocols::Stream {
     fn splice_fd(&self) -> Option<RawFd> {
         self.as_any().downcast_ref::<L4Stream>()?.splice_fd()
+    }
+    fn buffered(&self) -> usize {
+        self.as_any()
+            .downcast_ref::<L4Stream>()
+            .map_or(0, L4Stream::buffered_read_len)
     }
 }
 
@@ -165,15 +177,11 @@ where
     let work = async {
         if prefer == RelayKind::Splice {
             if let Some(splicer) = splicer_for(a, b) {
-                match drain_both(a, b, &meter).await {
-                    Ok(true) => {
-                        spliced.store(true, Ordering::Relaxed);
-                        let _ = splicer.run(&meter).await;
-                        return;
-                    }
-                    Ok(false) => {} // a flood of buffered bytes: copy them
-                    Err(_) => return,
+                spliced.store(true, Ordering::Relaxed);
+                if drain_both(a, b, &meter).await.is_ok() {
+                    let _ = splicer.run(&meter).await;
                 }
+                return;
             }
         }
         copy::copy(a, b, &meter).await
@@ -222,72 +230,49 @@ async fn until_idle(
     }
 }
 
-/// Bytes a stream may still hold in user space before splicing starts
-/// (rewound bytes, a read buffer) are bounded by Pingora's buffer sizes;
-/// more than this means a client is pouring data in faster than it is
-/// drained, and the relay stays in user space.
-const DRAIN_LIMIT: usize = 1 << 20;
-
-/// Before splicing: writes what each side holds in user space to the
-/// other and flushes both, so that no byte is left behind or overtaken.
-/// False when a side kept producing (copy instead).
-async fn drain_both<A, B>(a: &mut A, b: &mut B, meter: &Meter) -> std::io::Result<bool>
+/// Before splicing: flushes both sides' write buffers and writes what
+/// each side holds in user space (read but not yet relayed) to the other,
+/// so that no byte is left behind or overtaken by the kernel's.
+async fn drain_both<A, B>(a: &mut A, b: &mut B, meter: &Meter) -> std::io::Result<()>
 where
     A: Endpoint + ?Sized,
     B: Endpoint + ?Sized,
 {
     a.flush().await?;
     b.flush().await?;
-    let up = drain(a, b, &meter.up, meter).await?;
-    let down = drain(b, a, &meter.down, meter).await?;
-    Ok(up && down)
+    drain(a, b, &meter.up, meter).await?;
+    drain(b, a, &meter.down, meter).await
 }
 
-/// Moves what `from` can give without waiting to `to`. A read that would
-/// wait proves the read buffers empty (a buffered stream answers from its
-/// buffer first); end of stream is left for the splice to see again.
+/// Moves the bytes `from` holds in user space to `to`. Reads return those
+/// bytes before touching the socket, so reading no more than
+/// [`Endpoint::buffered`] never takes a byte the splice should move.
 async fn drain<R, W>(
     from: &mut R,
     to: &mut W,
     sent: &AtomicU64,
     meter: &Meter,
-) -> std::io::Result<bool>
+) -> std::io::Result<()>
 where
-    R: AsyncRead + Unpin + ?Sized,
-    W: AsyncWrite + Unpin + ?Sized,
+    R: Endpoint + ?Sized,
+    W: Endpoint + ?Sized,
 {
-    let mut buf = vec![0u8; 16 * 1024];
-    let mut total = 0;
+    let mut buf = Vec::new();
     loop {
-        match read_now(from, &mut buf) {
-            Poll::Pending => return Ok(true),
-            Poll::Ready(Err(e)) => return Err(e),
-            Poll::Ready(Ok(0)) => return Ok(true),
-            Poll::Ready(Ok(n)) => {
-                meter.touch();
-                to.write_all(&buf[..n]).await?;
-                to.flush().await?;
-                meter.sent(sent, n);
-                total += n;
-                if total > DRAIN_LIMIT {
-                    return Ok(false);
-                }
-            }
+        let left = from.buffered();
+        if left == 0 {
+            return Ok(());
         }
+        buf.resize(left.min(64 * 1024), 0);
+        let n = from.read(&mut buf).await?;
+        if n == 0 {
+            return Ok(());
+        }
+        meter.touch();
+        to.write_all(&buf[..n]).await?;
+        to.flush().await?;
+        meter.sent(sent, n);
     }
-}
-
-/// One read that does not wait: what `from` has now, in user space or in
-/// the socket.
-fn read_now<R: AsyncRead + Unpin + ?Sized>(
-    from: &mut R,
-    buf: &mut [u8],
-) -> Poll<std::io::Result<usize>> {
-    let mut rb = ReadBuf::new(buf);
-    let mut cx = Context::from_waker(Waker::noop());
-    Pin::new(from)
-        .poll_read(&mut cx, &mut rb)
-        .map_ok(|()| rb.filled().len())
 }
 
 /// The descriptors splicing may hold with at most `pipes` pipes: at most
