@@ -16,9 +16,9 @@ use std::time::Duration;
 use tproxyd::tls::synthetic::client_hello;
 
 /// Passthrough on 8443 (TPROXY, port 443) and 8444 (REDIRECT, port 4443,
-/// spoofing the client's address), beside the lab's HTTP listeners (whose
-/// non-HTTP connections are tunnelled); `upstream` is added to the
-/// `upstream:` section.
+/// spoofing the client's address), a forward proxy on 3128 (CONNECT),
+/// beside the lab's HTTP listeners (whose non-HTTP connections are
+/// tunnelled); `upstream` is added to the `upstream:` section.
 fn config(dir: &std::path::Path, upstream: &str) -> String {
     lab_config(dir, upstream).replace(
         "  upstream:\n",
@@ -30,6 +30,11 @@ fn config(dir: &std::path::Path, upstream: &str) -> String {
       mode: tls-passthrough
       destination: redirect
       spoof_source: true
+    - name: fwd
+      address: "[::]:3128"
+      mode: forward
+      allow_clients: ["192.0.2.10/32"]
+      connect_ports: [443]
   upstream:
 "#,
     )
@@ -41,7 +46,7 @@ fn setup(test: &str, upstream: &str) -> Option<(Lab, Proxy, TempDir)> {
     }
     let lab = Lab::up();
     let dir = TempDir::new("relay");
-    let proxy = Proxy::start(&lab, &config(&dir.0, upstream), &[8888, 8443, 8444]);
+    let proxy = Proxy::start(&lab, &config(&dir.0, upstream), &[8888, 8443, 8444, 3128]);
     Some((lab, proxy, dir))
 }
 
@@ -104,6 +109,19 @@ fn transfer(
     dst: &str,
     origin: &mpsc::Receiver<Received>,
 ) -> SocketAddr {
+    transfer_via(lab, src, dst, b"", b"", origin)
+}
+
+/// Like [`transfer`], with `preamble` sent first (and not expected at the
+/// origin) and `head` expected before the origin's bytes: a CONNECT.
+fn transfer_via(
+    lab: &Lab,
+    src: Option<&str>,
+    dst: &str,
+    preamble: &[u8],
+    head: &[u8],
+    origin: &mpsc::Receiver<Received>,
+) -> SocketAddr {
     let s = match src {
         Some(src) => lab.client_connect_from(src, dst),
         None => lab.client_connect(dst),
@@ -111,7 +129,8 @@ fn transfer(
     .unwrap_or_else(|e| panic!("connect {dst}: {e}"));
     let mut w = s.try_clone().unwrap();
     let hello = client_hello(Some("www.lab.test"));
-    let mut sent = hello.clone();
+    let mut sent = preamble.to_vec();
+    sent.extend(&hello);
     sent.extend(pattern(UP, 1));
     let upload = std::thread::spawn(move || {
         w.write_all(&sent).unwrap();
@@ -122,6 +141,12 @@ fn transfer(
     r.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
     r.read_to_end(&mut got).unwrap();
     upload.join().unwrap();
+    assert!(
+        got.starts_with(head),
+        "{dst}: no {:?}",
+        String::from_utf8_lossy(head)
+    );
+    let got = got.split_off(head.len());
     assert!(
         got.len() == DOWN && got == pattern(DOWN, 2),
         "{dst}: download differs ({} bytes)",
@@ -171,16 +196,28 @@ fn relays_are_spliced_byte_exact_v4_v6_redirect_spoofed_and_tunnelled() {
     assert_eq!(peer.ip().to_string(), CLIENT_V6);
     // A non-HTTP connection on the HTTP listener: a tunnel.
     transfer(&lab, None, &format!("{SERVER_V4}:82"), &tunnel);
+    // CONNECT, the tunnel's first bytes right behind the head.
+    let connect = format!("CONNECT {SERVER_V4}:443 HTTP/1.1\r\nHost: {SERVER_V4}:443\r\n\r\n");
+    let established = b"HTTP/1.1 200 Connection Established\r\n\r\n";
+    let fwd = format!("{ROUTER_LAN_V4}:3128");
+    let peer = transfer_via(
+        &lab,
+        Some(CLIENT_V4),
+        &fwd,
+        connect.as_bytes(),
+        established,
+        &tls,
+    );
+    assert_eq!(peer.ip().to_canonical().to_string(), ROUTER_WAN_V4);
 
     let line = proxy.wait_access(&["TLS www.lab.test", "tls=spliced", SERVER_V6]);
-    assert!(
-        line.contains(&UP.to_string()) || line.contains(&DOWN.to_string()),
-        "{line}"
-    );
+    // The bytes to the client, exact, in the access log.
+    assert!(line.contains(&format!(" {DOWN}B ")), "{line}");
     let ok = poll_until(Duration::from_secs(5), || {
         relays(&lab, "lan-tls", "tls-passthrough", "splice") == 2.0
             && relays(&lab, "lan-tls-nat", "tls-passthrough", "splice") == 2.0
             && relays(&lab, "lan-http", "tproxy", "splice") == 1.0
+            && relays(&lab, "fwd", "forward", "splice") == 1.0
     });
     let body = admin_get(&lab, "/metrics").body;
     assert!(
@@ -322,7 +359,9 @@ fn two_thousand_aborted_relays_leave_the_descriptors_where_they_were() {
     );
     let back = poll_until(Duration::from_secs(10), || descriptors(pid).0 <= before);
     let (after, pipes) = descriptors(pid);
-    eprintln!("descriptors (not pipes) {before} -> {after}, pipe descriptors {pipes_before} -> {pipes}");
+    eprintln!(
+        "descriptors (not pipes) {before} -> {after}, pipe descriptors {pipes_before} -> {pipes}"
+    );
     assert!(
         back,
         "descriptors (not pipes): {before} before, {after} after"
