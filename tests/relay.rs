@@ -10,7 +10,7 @@ mod harness;
 
 use harness::*;
 use std::io::{Read, Write};
-use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::net::{Shutdown, SocketAddr, TcpListener};
 use std::sync::mpsc;
 use std::time::Duration;
 use tproxyd::tls::synthetic::client_hello;
