@@ -269,9 +269,17 @@ where
             return Ok(());
         }
         meter.touch();
-        to.write_all(&buf[..n]).await?;
+        // Counted write by write, so the count is exact if one fails.
+        let mut done = 0;
+        while done < n {
+            let w = to.write(&buf[done..n]).await?;
+            if w == 0 {
+                return Err(std::io::ErrorKind::WriteZero.into());
+            }
+            done += w;
+            meter.sent(sent, w);
+        }
         to.flush().await?;
-        meter.sent(sent, n);
     }
 }
 
