@@ -10,15 +10,29 @@ Scenarios, measured in one run on the same lab with the same load:
   haproxy        HAProxy as a transparent proxy (bind ... transparent, server 0.0.0.0:0)
   go-seed        the article's Go proxy (../shared/seed/go-proxy), built at bench time
 
+HTTPS scenarios (nginx with a self-signed certificate as the origin; the
+proxies never decrypt):
+  direct          routed, not intercepted
+  tproxyd         the shipped config plus a `tls-passthrough` listener
+                  (relay: splice, the default)
+  tproxyd-copy    the same with `upstream.relay: copy`
+  haproxy-tcp     HAProxy `mode tcp`, transparent, no splicing
+  haproxy-splice  the same with `option splice-request` / `splice-response`
+
 Workloads: small responses over keep-alive, small responses with a new client
 connection per request, a 100 MiB download, and many idle keep-alive
-connections. Each (workload, scenario) pair runs `--rounds` times,
+connections; over HTTPS, 4 parallel 100 MiB downloads and a new TLS
+connection per request. Each (workload, scenario) pair runs `--rounds` times,
 interleaved, with a freshly started proxy; the report gives the median and
 the spread (min-max) and the ratios tproxyd/pingora-bare, tproxyd/haproxy
-(shipped config and log off) and tproxyd/direct.
+(shipped config and log off) and tproxyd/direct (HTTPS: tproxyd against
+haproxy with and without splice, tproxyd-copy and direct). The HTTPS
+workloads also count the proxy's system calls with `strace -c -f` in a
+second, separate run (strace slows the proxy down; the counts per MiB or
+per request are what matters, not that run's speed).
 
-Needs root. Installs nginx, wrk, haproxy and golang-go with apt-get if they
-are missing. Usage:
+Needs root. Installs nginx, wrk, haproxy, strace (and golang-go for go-seed)
+with apt-get if they are missing. Usage:
   sudo bench/bench.py                      # full run (~8 minutes), prints Markdown
   sudo bench/bench.py --out BENCHMARKS.run.md
   sudo bench/bench.py --smoke              # seconds per run, for CI: proves it works
@@ -43,9 +57,13 @@ CLI, RTR, SRV = f"{P}-cli", f"{P}-rtr", f"{P}-srv"
 SERVER = "198.51.100.10"
 DIRECT_PORT = 9080  # not intercepted by the lab: routed straight to nginx
 PROXIED_PORT = 80   # intercepted: nft tproxy -> :8888
+TLS_PORT = 443      # intercepted: nft tproxy -> :8443 (tls-passthrough, haproxy mode tcp)
+DIRECT_TLS_PORT = 9443  # not intercepted
+TARGET = os.environ.get("CARGO_TARGET_DIR") or os.path.join(ROOT, "target")
 STATUS_PORT = 9090  # nginx stub_status, in the server namespace
 TICK = os.sysconf("SC_CLK_TCK")
 SCENARIOS = ["direct", "tproxyd", "tproxyd-nolog", "pingora-bare", "haproxy", "go-seed"]
+TLS_SCENARIOS = ["direct", "tproxyd", "tproxyd-copy", "haproxy-tcp", "haproxy-splice"]
 
 
 def log(msg):
@@ -60,11 +78,11 @@ def ns(name, *cmd):
     return ["ip", "netns", "exec", name, *cmd]
 
 
-def ensure_tools():
-    need = [pkg for tool, pkg in [("nginx", "nginx-light"), ("wrk", "wrk"),
-                                  ("haproxy", "haproxy"), ("go", "golang-go"),
-                                  ("nft", "nftables"), ("cmake", "cmake")]
-            if shutil.which(tool) is None]
+def ensure_tools(go):
+    tools = [("nginx", "nginx-light"), ("wrk", "wrk"), ("haproxy", "haproxy"),
+             ("nft", "nftables"), ("cmake", "cmake"), ("openssl", "openssl"),
+             ("strace", "strace")] + ([("go", "golang-go")] if go else [])
+    need = [pkg for tool, pkg in tools if shutil.which(tool) is None]
     if not need:
         return
     log(f"installing {' '.join(need)}")
@@ -83,6 +101,20 @@ def ensure_tools():
             os.remove(policy)
 
 
+def tls_listener(conf, copy):
+    """The shipped config with a tls-passthrough listener on [::]:8443 (and
+    `upstream.relay: copy` when `copy`)."""
+    listener = '    - { name: lan-tls, address: "[::]:8443", mode: tls-passthrough }\n'
+    text, n = re.subn(r"(?m)^  listeners:\n", lambda m: m.group(0) + listener, conf, count=1)
+    if n != 1:
+        sys.exit("bench: no `listeners:` in the tproxyd config")
+    if copy:
+        text, n = re.subn(r"(?m)^    relay: splice\b", "    relay: copy", text, count=1)
+        if n != 1:
+            sys.exit("bench: no `relay: splice` under upstream in the tproxyd config")
+    return text
+
+
 class Bench:
     def __init__(self, args):
         self.args = args
@@ -96,8 +128,10 @@ class Bench:
         log("cargo build --release")
         run(["cargo", "build", "--release", "--quiet", "--bin", "tproxyd",
              "--example", "pingora_bare"], cwd=ROOT)
-        self.tproxyd = os.path.join(ROOT, "target", "release", "tproxyd")
-        self.bare = os.path.join(ROOT, "target", "release", "examples", "pingora_bare")
+        self.tproxyd = os.path.join(TARGET, "release", "tproxyd")
+        self.bare = os.path.join(TARGET, "release", "examples", "pingora_bare")
+        if "go-seed" not in self.args.scenarios:
+            return
         log(f"go build {SEED}")
         if not os.path.isdir(SEED):
             sys.exit(f"bench: the seed Go proxy is missing at {SEED}")
@@ -123,6 +157,10 @@ class Bench:
             f.write(b"x" * 100)
         with open(os.path.join(www, "large.bin"), "wb") as f:
             f.truncate(100 * 1024 * 1024)
+        cert, key = os.path.join(self.tmp, "cert.pem"), os.path.join(self.tmp, "key.pem")
+        run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256",
+             "-nodes", "-days", "2", "-subj", "/CN=bench.test", "-keyout", key, "-out", cert],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         conf = os.path.join(self.tmp, "nginx.conf")
         with open(conf, "w") as f:
             f.write(f"""
@@ -144,6 +182,16 @@ http {{
     root {www};
   }}
   server {{
+    listen {TLS_PORT} ssl reuseport;
+    listen [::]:{TLS_PORT} ssl;
+    listen {DIRECT_TLS_PORT} ssl;
+    ssl_certificate {cert};
+    ssl_certificate_key {key};
+    ssl_session_cache off;
+    ssl_session_tickets off;
+    root {www};
+  }}
+  server {{
     listen 127.0.0.1:{STATUS_PORT};
     location / {{ stub_status; }}
   }}
@@ -161,14 +209,17 @@ http {{
         return int(nums[0][0]) if nums else 0
 
     # --- proxies --------------------------------------------------------
-    def start_proxy(self, scenario):
+    def start_proxy(self, scenario, workload):
         if scenario == "direct":
             return None
         out = open(os.path.join(self.tmp, f"{scenario}.log"), "ab")
-        if scenario in ("tproxyd", "tproxyd-nolog"):
+        tls = workload.startswith("https")
+        if scenario in ("tproxyd", "tproxyd-nolog", "tproxyd-copy"):
             conf = os.path.join(self.tmp, f"{scenario}.yaml")
             with open(self.args.tproxyd_conf) as src, open(conf, "w") as dst:
                 text = src.read().replace("/run/tproxyd", self.tmp)
+                if tls:
+                    text = tls_listener(text, scenario == "tproxyd-copy")
                 # The idle workload holds all its connections from one
                 # client address: lift the per-client cap (the other peers
                 # have none), and say so in the report.
@@ -184,14 +235,25 @@ http {{
         elif scenario == "haproxy":
             conf = os.path.join(ROOT, "bench", "haproxy.cfg")
             cmd = ["haproxy", "-db", "-f", conf]
+        elif scenario in ("haproxy-tcp", "haproxy-splice"):
+            conf = os.path.join(self.tmp, f"{scenario}.cfg")
+            with open(os.path.join(ROOT, "bench", "haproxy-tcp.cfg")) as src, open(conf, "w") as dst:
+                text = src.read()
+                if scenario == "haproxy-splice":
+                    text = text.replace("  mode tcp\n", "  mode tcp\n  option splice-request\n"
+                                        "  option splice-response\n")
+                dst.write(text)
+            cmd = ["haproxy", "-db", "-f", conf]
         else:
             cmd = [self.goproxy]
         proc = subprocess.Popen(ns(RTR, *cmd), stdout=out, stderr=out)
         self.procs.append(proc)
         # Ready when a request through the interception succeeds.
+        url = (f"https://{SERVER}:{TLS_PORT}/small.bin" if tls
+               else f"http://{SERVER}:{PROXIED_PORT}/small.bin")
         for _ in range(100):
-            r = subprocess.run(ns(CLI, "curl", "-s", "-o", "/dev/null", "-w", "%{http_code}",
-                                  "--max-time", "1", f"http://{SERVER}:{PROXIED_PORT}/small.bin"),
+            r = subprocess.run(ns(CLI, "curl", "-sk", "-o", "/dev/null", "-w", "%{http_code}",
+                                  "--max-time", "1", url),
                                capture_output=True, text=True)
             if r.stdout == "200":
                 return proc
@@ -255,10 +317,13 @@ http {{
 
     def measure(self, scenario, workload):
         a = self.args
-        proc = self.start_proxy(scenario)
+        proc = self.start_proxy(scenario, workload)
         pid = proc.pid if proc else None
         port = DIRECT_PORT if scenario == "direct" else PROXIED_PORT
         base = f"http://{SERVER}:{port}"
+        if workload.startswith("https"):
+            port = DIRECT_TLS_PORT if scenario == "direct" else TLS_PORT
+            base = f"https://{SERVER}:{port}"
         try:
             if workload == "idle":
                 if pid is None:
@@ -282,6 +347,10 @@ http {{
                 res = self.wrk(f"{base}/small.bin", 50, 2, a.duration)
             elif workload == "close":
                 res = self.wrk(f"{base}/small.bin", 20, 2, a.duration, close=True)
+            elif workload == "https-large":
+                res = self.wrk(f"{base}/large.bin", 4, 2, a.duration)
+            elif workload == "https-close":
+                res = self.wrk(f"{base}/small.bin", 20, 2, a.duration, close=True)
             else:
                 res = self.wrk(f"{base}/large.bin", 2, 1, a.duration)
             res["upstream_conns"] = self.nginx_accepts() - acc0
@@ -290,9 +359,38 @@ http {{
                 res["cpu_per_100k"] = cpu / max(res["requests"], 1) * 1e5
                 res["cpu_per_gib"] = cpu / max(res["bytes"] / 1024**3, 1e-9)
                 res["peak_rss_mib"] = self.status_kb(pid, "VmHWM") / 1024
+                if workload.startswith("https"):
+                    self.count_syscalls(pid, workload, base, res)
             return res
         finally:
             self.stop_proxy(proc)
+
+    def count_syscalls(self, pid, workload, base, res):
+        """A second run of the workload with `strace -c -f` attached to the
+        proxy: its system calls per MiB relayed and per request."""
+        out = os.path.join(self.tmp, f"strace-{pid}.txt")
+        tracer = subprocess.Popen(["strace", "-f", "-c", "-U", "name,calls", "-o", out,
+                                   "-p", str(pid)], stderr=subprocess.DEVNULL)
+        time.sleep(0.5)
+        if workload == "https-large":
+            run_ = self.wrk(f"{base}/large.bin", 4, 2, self.args.strace_duration)
+        else:
+            run_ = self.wrk(f"{base}/small.bin", 20, 2, self.args.strace_duration, close=True)
+        tracer.send_signal(signal.SIGINT)
+        tracer.wait(timeout=30)
+        calls = {}
+        with open(out) as f:
+            for line in f:
+                parts = line.split()
+                if len(parts) == 2 and parts[1].isdigit():
+                    calls[parts[0]] = int(parts[1])
+        total = calls.pop("total", sum(calls.values()))
+        mib = max(run_["bytes"] / 1024**2, 1e-9)
+        res["syscalls_per_mib"] = total / mib
+        res["syscalls_per_req"] = total / max(run_["requests"], 1)
+        per = mib if workload == "https-large" else max(run_["requests"], 1)
+        top = sorted(calls.items(), key=lambda kv: -kv[1])[:5]
+        res["syscall_mix"] = ", ".join(f"{name} {n / per:.1f}" for name, n in top)
 
     def cleanup(self):
         for p in list(self.procs):
@@ -315,9 +413,28 @@ SMALL_COLUMNS = [
     ("peak_rss_mib", "proxy peak RSS MiB", "{:.1f}", False),
     ("upstream_conns", "upstream conns opened", "{:.0f}", False),
     ("requests", "requests", "{:.0f}", True), ("errors", "errors", "{:.0f}", False)]
+HTTP_RATIOS = [("tproxyd", "pingora-bare"), ("tproxyd-nolog", "pingora-bare"),
+               ("tproxyd", "haproxy"), ("tproxyd-nolog", "haproxy"), ("tproxyd", "direct")]
+TLS_RATIOS = [("tproxyd", "haproxy-splice"), ("tproxyd", "haproxy-tcp"),
+              ("tproxyd", "tproxyd-copy"), ("tproxyd", "direct")]
+SYSCALL_COLUMNS = [("syscalls_per_mib", "proxy syscalls /MiB (strace -c)", "{:.1f}", False),
+                   ("syscalls_per_req", "proxy syscalls /request (strace -c)", "{:.1f}", False)]
 WORKLOADS = {
     "keepalive": ("Small responses (100 B) over keep-alive, 50 connections", SMALL_COLUMNS),
     "close": ("Small responses, a new client connection per request, 20 concurrent", SMALL_COLUMNS),
+    "https-large": ("HTTPS: 100 MiB downloads, 4 in parallel", [
+        ("mib_s", "MiB/s", "{:.0f}", True),
+        ("cpu_per_gib", "proxy CPU s /GiB", "{:.3f}", False),
+        SYSCALL_COLUMNS[0],
+        ("peak_rss_mib", "proxy peak RSS MiB", "{:.1f}", False),
+        ("requests", "downloads", "{:.0f}", True), ("errors", "errors", "{:.0f}", False)]),
+    "https-close": ("HTTPS: a new TLS connection per request (100 B), 20 concurrent", [
+        ("rps", "req/s", "{:.0f}", True), ("p50_ms", "p50 ms", "{:.2f}", False),
+        ("p99_ms", "p99 ms", "{:.2f}", False),
+        ("cpu_per_100k", "proxy CPU s /100k req", "{:.2f}", False),
+        SYSCALL_COLUMNS[1],
+        ("peak_rss_mib", "proxy peak RSS MiB", "{:.1f}", False),
+        ("requests", "requests", "{:.0f}", True), ("errors", "errors", "{:.0f}", False)]),
     "large": ("100 MiB download, 2 connections", [
         ("mib_s", "MiB/s", "{:.0f}", True), ("p50_ms", "p50 ms", "{:.0f}", False),
         ("p99_ms", "p99 ms", "{:.0f}", False),
@@ -362,23 +479,30 @@ def report(results, args, started):
     for wl, (title, cols) in WORKLOADS.items():
         if wl not in args.workloads:
             continue
+        tls = wl.startswith("https")
+        scenarios = TLS_SCENARIOS if tls else SCENARIOS
+        ratios = TLS_RATIOS if tls else HTTP_RATIOS
+        names = [f"{a.replace('tproxyd-', '')}/{b}" if a != "tproxyd" else f"tproxyd/{b}"
+                 for a, b in ratios]
         out += [f"### {title}", "",
-                "| figure | " + " | ".join(SCENARIOS)
-                + " | tproxyd/pingora-bare | nolog/pingora-bare | tproxyd/haproxy | nolog/haproxy | tproxyd/direct |",
-                "|---|" + "---|" * (len(SCENARIOS) + 5)]
+                "| figure | " + " | ".join(scenarios) + " | " + " | ".join(names) + " |",
+                "|---|" + "---|" * (len(scenarios) + len(ratios))]
         for key, label, f, _ in cols:
             cells, meds = [], {}
-            for sc in SCENARIOS:
+            for sc in scenarios:
                 vals = [r.get(key) if r else None for r in results.get((wl, sc), [])]
                 cell, med = fmt_cell(vals, f)
                 cells.append(cell)
                 meds[sc] = med
-            out.append(f"| {label} | " + " | ".join(cells)
-                       + f" | {ratio(meds.get('tproxyd'), meds.get('pingora-bare'))}"
-                       f" | {ratio(meds.get('tproxyd-nolog'), meds.get('pingora-bare'))}"
-                       f" | {ratio(meds.get('tproxyd'), meds.get('haproxy'))}"
-                       f" | {ratio(meds.get('tproxyd-nolog'), meds.get('haproxy'))}"
-                       f" | {ratio(meds.get('tproxyd'), meds.get('direct'))} |")
+            out.append(f"| {label} | " + " | ".join(cells) + " | "
+                       + " | ".join(ratio(meds.get(a), meds.get(b)) for a, b in ratios) + " |")
+        if tls:
+            out.append("")
+            per = "MiB" if wl == "https-large" else "request"
+            for sc in scenarios:
+                mixes = [r.get("syscall_mix") for r in results.get((wl, sc), []) if r]
+                if mixes and mixes[0]:
+                    out.append(f"- {sc}: most frequent syscalls per {per} (first round): {mixes[0]}")
         out.append("")
     return "\n".join(out)
 
@@ -388,8 +512,11 @@ def main():
     ap.add_argument("--duration", type=int, default=10, help="seconds per wrk run")
     ap.add_argument("--rounds", type=int, default=2)
     ap.add_argument("--idle", type=int, default=5000, help="idle connections to hold")
-    ap.add_argument("--workloads", default="keepalive,close,large,idle")
-    ap.add_argument("--scenarios", default=",".join(SCENARIOS))
+    ap.add_argument("--workloads", default="keepalive,close,large,idle,https-large,https-close")
+    ap.add_argument("--scenarios", default=",".join(dict.fromkeys(SCENARIOS + TLS_SCENARIOS)),
+                    help="which to run (each workload runs those of its kind: HTTP or HTTPS)")
+    ap.add_argument("--strace-duration", type=int, default=5,
+                    help="seconds of the separate strace -c run of each HTTPS cell")
     ap.add_argument("--tproxyd-env", default="", help="extra environment for tproxyd, e.g. RUST_LOG=warn")
     ap.add_argument("--tproxyd-conf", default=os.path.join(ROOT, "conf", "tproxyd.yaml"),
                     help="tproxyd config to benchmark (default: the shipped conf/tproxyd.yaml)")
@@ -398,13 +525,13 @@ def main():
     ap.add_argument("--out", help="also write the Markdown report to this file")
     args = ap.parse_args()
     if args.smoke:
-        args.duration, args.rounds, args.idle = 2, 1, 200
+        args.duration, args.rounds, args.idle, args.strace_duration = 2, 1, 200, 2
     args.workloads = args.workloads.split(",")
     args.scenarios = args.scenarios.split(",")
     if os.geteuid() != 0:
         sys.exit("bench: needs root (network namespaces, TPROXY)")
     started = datetime.datetime.now(datetime.timezone.utc)
-    ensure_tools()
+    ensure_tools("go-seed" in args.scenarios)
     b = Bench(args)
     results = {}
     try:
@@ -413,7 +540,8 @@ def main():
         b.start_nginx()
         for rnd in range(args.rounds):
             for wl in args.workloads:
-                for sc in args.scenarios:
+                kind = TLS_SCENARIOS if wl.startswith("https") else SCENARIOS
+                for sc in [s for s in args.scenarios if s in kind]:
                     log(f"round {rnd + 1}/{args.rounds}: {wl} / {sc}")
                     results.setdefault((wl, sc), []).append(b.measure(sc, wl))
     finally:

@@ -34,6 +34,7 @@ use crate::lifecycle::{DrainWatcher, Draining};
 use crate::listener::{Listener, ListenerKind};
 use crate::passthrough::PassthroughApp;
 use crate::proxy::{HttpConnections, TransparentProxy};
+use crate::relay;
 use crate::rules::{host, Ruleset};
 use crate::shared::{ListenerState, Shared};
 use crate::transparent::{has_cap_net_admin, prebind, TransparentService};
@@ -133,16 +134,20 @@ fn connection_limiter(t: &TproxydConf, server: &ServerConf) -> Arc<ConnectionLim
         Ok((soft, _)) => soft,
         Err(_) => u64::MAX,
     };
-    // Listeners, the admin and log files, and the pool of idle upstream
-    // connections Pingora keeps.
-    let reserved = 64 + t.listeners.len() as u64 + server.upstream_keepalive_pool_size as u64;
+    // Spliced relays hold pipes and socket duplicates beyond their two
+    // sockets: the pipes are capped, and the most they can hold is set
+    // aside before the rest is shared by connections (two each).
+    let (pipes, reserved) = t.descriptor_reserve(server.upstream_keepalive_pool_size, nofile);
+    relay::pipes::set_limit(pipes);
     let d = &t.downstream;
     let (max, lowered) = d.effective_max_connections(nofile, reserved);
     if lowered {
         log::warn!(
             "downstream.max_connections {} lowered to {max}: the open-file limit is {nofile}, \
-             and a proxied connection can need two descriptors (raise LimitNOFILE to keep it)",
-            d.max_connections
+             a proxied connection can need two descriptors, and {} are kept for {pipes} \
+             splice pipes (raise LimitNOFILE to keep it)",
+            d.max_connections,
+            relay::fd_budget(pipes)
         );
     }
     ConnectionLimiter::new(max, d.max_connections_per_client)

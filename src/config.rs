@@ -16,6 +16,7 @@ pub use crate::error::{parse_duration, ConfigError};
 use crate::filters::forwarding::ForwardingRaw;
 use crate::filters::{FilterSettings, RequestHeadersSettings};
 pub use crate::flow::Mode;
+use crate::flow::RelayKind;
 use crate::interception::{Interception, InterceptionSettings};
 use crate::listener::{Listener, ListenerSettings};
 use crate::upstream::{UpstreamConf, UpstreamSettings};
@@ -112,6 +113,24 @@ pub struct TproxydConf {
     pub downstream: Downstream,
     /// How `tproxyd rules` steers traffic here.
     pub interception: Interception,
+}
+
+impl TproxydConf {
+    /// What an open-file limit of `nofile` must keep out of the
+    /// connections' share: listeners, the admin and log files, Pingora's
+    /// pool of `upstream_pool` idle upstream connections, and the most that
+    /// splice pipes may hold. Returns (pipes allowed, descriptors kept).
+    pub fn descriptor_reserve(&self, upstream_pool: usize, nofile: u64) -> (usize, u64) {
+        let base = 64 + self.listeners.len() as u64 + upstream_pool as u64;
+        let pipes = match self.upstream.relay {
+            RelayKind::Splice => crate::relay::pipe_limit(
+                nofile.saturating_sub(base),
+                self.downstream.max_connections,
+            ),
+            RelayKind::Copy => 0,
+        };
+        (pipes, base.saturating_add(crate::relay::fd_budget(pipes)))
+    }
 }
 
 /// The whole file: Pingora's part and ours, both validated.
@@ -255,6 +274,7 @@ mod tests {
         assert!(c.tproxyd.filters.add_request_headers.is_empty());
         assert_eq!(c.tproxyd.filters.forwarding.via_token(), "tproxyd");
         assert_eq!(c.tproxyd.upstream.connect_timeout, Duration::from_secs(5));
+        assert_eq!(c.tproxyd.upstream.relay, crate::flow::RelayKind::Splice);
         assert_eq!(c.tproxyd.admin.as_deref(), Some("127.0.0.1:9187"));
     }
 
@@ -294,7 +314,7 @@ tproxyd:
         let c = Config::from_yaml(
             r#"
 tproxyd:
-  upstream: { mark: "0x10" }
+  upstream: { mark: "0x10", relay: copy }
   listeners:
     - { name: f, address: "[::]:3128", mode: forward }
     - { name: s, address: "[::]:8443", mode: tls-passthrough, destination: redirect, spoof_source: true }
@@ -303,6 +323,7 @@ tproxyd:
         )
         .unwrap();
         assert_eq!(c.tproxyd.upstream.mark, Some(16));
+        assert_eq!(c.tproxyd.upstream.relay, crate::flow::RelayKind::Copy);
         let ListenerKind::Forward(f) = &c.tproxyd.listeners[0].kind else {
             panic!("{:?}", c.tproxyd.listeners[0].kind)
         };
@@ -367,6 +388,7 @@ tproxyd:
             ("tproxyd:\n  access_log: { path: /nonexistent/dir/a.log }\n", &["tproxyd.access_log.path"]),
             ("tproxyd:\n  upstream: { mark: lots }\n", &["tproxyd.upstream.mark"]),
             ("tproxyd:\n  upstream: { mark: 0 }\n", &["tproxyd.upstream.mark", "leave it out"]),
+            ("tproxyd:\n  upstream: { relay: sendfile }\n", &["tproxyd.upstream.relay", "sendfile"]),
             ("tproxyd:\n  listeners:\n    - { name: f, address: \"[::]:3128\", mode: forward, spoof_source: true }\n", &["listeners[0].spoof_source"]),
             ("tproxyd:\n  listeners:\n    - { name: t, address: \"[::]:80\", mode: tproxy, allow_clients: [\"10.0.0.0/8\"] }\n", &["listeners[0].allow_clients", "forward"]),
             ("tproxyd:\n  listeners:\n    - { name: t, address: \"[::]:80\", mode: redirect, connect_ports: [443] }\n", &["listeners[0].connect_ports", "forward"]),

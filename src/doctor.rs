@@ -448,8 +448,7 @@ fn open_files(r: &mut Report, t: &TproxydConf, config: &Config) {
     let Ok((_, hard)) = getrlimit(Resource::RLIMIT_NOFILE) else {
         return;
     };
-    let reserved =
-        64 + t.listeners.len() as u64 + config.server.upstream_keepalive_pool_size as u64;
+    let (_, reserved) = t.descriptor_reserve(config.server.upstream_keepalive_pool_size, hard);
     let d = &t.downstream;
     let (max, lowered) = d.effective_max_connections(hard, reserved);
     if lowered {

@@ -8,7 +8,7 @@
 //! sets once at start-up ([`ListenerMetrics`]), so the request path only
 //! bumps atomics.
 
-use crate::flow::{DownstreamLimit, ListenerId, Mode, Protocol, Refusal, TlsOutcome};
+use crate::flow::{DownstreamLimit, ListenerId, Mode, Protocol, Refusal, RelayKind, TlsOutcome};
 use pingora_prometheus::prometheus::{
     exponential_buckets, register_gauge, register_histogram_vec, register_int_counter_vec,
     register_int_gauge_vec, Gauge, Histogram, HistogramVec, IntCounter, IntCounterVec, IntGauge,
@@ -101,6 +101,11 @@ static TUNNELS: LazyLock<IntCounterVec> = counter_vec!(
     "tproxyd_tunnels_total",
     "Connections on HTTP listeners that were not HTTP and were tunnelled to their original destination, by what they were (tls, h2-prior-knowledge, unknown, server-first).",
     ["reason"]
+);
+static RELAYS: LazyLock<IntCounterVec> = counter_vec!(
+    "tproxyd_relay_total",
+    "Opaque relays (TLS passthrough, CONNECT and other tunnels), by how their bytes moved: splice (in the kernel) or copy (through user space: `upstream.relay: copy`, a stream that cannot be spliced, or no pipe left).",
+    ["kind"]
 );
 static TLS_CONNS: LazyLock<IntCounterVec> = counter_vec!(
     "tproxyd_tls_connections_total",
@@ -203,6 +208,7 @@ pub struct ListenerMetrics {
     status: [IntCounter; 6],
     refused: [IntCounter; 10],
     tunnels: [IntCounter; 4],
+    relays: [IntCounter; 2],
     limits: [IntCounter; 5],
     connect_failures: [IntCounter; 4],
     timeouts: [IntCounter; 3],
@@ -229,6 +235,7 @@ impl ListenerMetrics {
         let refused = Refusal::ALL.map(|r| with(&REFUSED, r.as_str()));
         let limits = DownstreamLimit::ALL.map(|l| with(&DOWNSTREAM_LIMITS, l.as_str()));
         let tunnels = Protocol::ALL.map(|p| with(&TUNNELS, p.as_str()));
+        let relays = RelayKind::ALL.map(|k| with(&RELAYS, k.as_str()));
         let connect_failures = ConnectFailure::LABELS.map(|r| with(&CONNECT_FAILURES, r));
         let timeouts = TimeoutPhase::LABELS.map(|p| with(&TIMEOUTS, p));
         ListenerMetrics {
@@ -236,6 +243,7 @@ impl ListenerMetrics {
             refused,
             limits,
             tunnels,
+            relays,
             connect_failures,
             timeouts,
             conn_new: with(&UPSTREAM_CONNS, "new"),
@@ -277,6 +285,11 @@ impl ListenerMetrics {
         self.rx.inc_by(rx as u64);
         self.tx.inc_by(tx as u64);
         self.duration.observe(seconds);
+    }
+
+    /// A relay ended; `kind` is how it moved its bytes.
+    pub fn relay(&self, kind: RelayKind) {
+        self.relays[kind.index()].inc();
     }
 
     /// A connection that was not HTTP, tunnelled.

@@ -182,7 +182,9 @@ impl PassthroughApp {
             conn.summary.error = Some("WriteError");
             return;
         }
-        let r = relay(stream, &mut upstream, idle).await;
+        let prefer = self.state.shared.upstream.relay;
+        let r = relay(stream, &mut upstream, idle, prefer).await;
+        conn.summary.relay = Some(r.kind);
         conn.summary.rx = peeked.len() as u64 + r.up;
         conn.summary.tx = r.down;
         if r.idle {

@@ -5,7 +5,7 @@
 //! [`Summary::finish`].
 
 use crate::access_log::{AccessLog, Record, TlsLog};
-use crate::flow::{Answer, ListenerId, Protocol, Refusal, RequestId, TlsOutcome};
+use crate::flow::{Answer, ListenerId, Protocol, Refusal, RelayKind, RequestId, TlsOutcome};
 use crate::metrics::ListenerMetrics;
 use pingora_core::protocols::GetSocketDigest;
 use std::net::SocketAddr;
@@ -60,6 +60,8 @@ pub struct Summary {
     pub refused: Option<Refusal>,
     /// Error kind when it failed, e.g. `ConnectRefused`.
     pub error: Option<&'static str>,
+    /// How an opaque flow's bytes were relayed, once they were.
+    pub relay: Option<RelayKind>,
 }
 
 /// The request line as logged.
@@ -112,6 +114,7 @@ impl Summary {
             upstream: None,
             refused: None,
             error: None,
+            relay: None,
         }
     }
 
@@ -142,6 +145,9 @@ impl Summary {
         }
         if let Some(why) = self.refused {
             m.refused(why);
+        }
+        if let Some(kind) = self.relay {
+            m.relay(kind);
         }
         if let Some(u) = self.upstream {
             m.upstream_connection(u.reused, u.connect_time.map(|d| d.as_secs_f64()));

@@ -218,6 +218,39 @@ impl TlsOutcome {
     }
 }
 
+/// How an opaque relay (passthrough, tunnel) moved its bytes: in the kernel
+/// with splice(2), or through user space. Also the setting
+/// `upstream.relay`, which says which to try.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RelayKind {
+    /// socket → pipe → socket, the bytes never copied to user space.
+    Splice,
+    /// tokio's copy loop through a user-space buffer.
+    Copy,
+}
+
+impl RelayKind {
+    /// Every kind, in label order.
+    pub const ALL: [RelayKind; 2] = [RelayKind::Splice, RelayKind::Copy];
+
+    /// The config value and metric label.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RelayKind::Splice => "splice",
+            RelayKind::Copy => "copy",
+        }
+    }
+
+    /// Position in [`RelayKind::ALL`].
+    pub fn index(self) -> usize {
+        match self {
+            RelayKind::Splice => 0,
+            RelayKind::Copy => 1,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -235,6 +268,9 @@ mod tests {
         }
         for (i, p) in Protocol::ALL.iter().enumerate() {
             assert_eq!(p.index(), i, "{p:?}");
+        }
+        for (i, k) in RelayKind::ALL.iter().enumerate() {
+            assert_eq!(k.index(), i, "{k:?}");
         }
     }
 }

@@ -6,7 +6,7 @@
 
 mod labels;
 
-pub use labels::{DownstreamLimit, Protocol, Refusal, TlsOutcome};
+pub use labels::{DownstreamLimit, Protocol, Refusal, RelayKind, TlsOutcome};
 use serde::Deserialize;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};

@@ -120,7 +120,8 @@ async fn splice(
         summary.error = Some("WriteError");
         return;
     }
-    let r = relay(stream, &mut upstream, TUNNEL_IDLE).await;
+    let r = relay(stream, &mut upstream, TUNNEL_IDLE, conf.relay).await;
+    summary.relay = Some(r.kind);
     summary.rx = first.len() as u64 + r.up;
     summary.tx = r.down;
     if r.idle {

@@ -4,6 +4,7 @@
 pub mod connector;
 
 use crate::error::{invalid, ConfigError, Timeout};
+use crate::flow::RelayKind;
 use serde::Deserialize;
 use std::time::Duration;
 
@@ -17,6 +18,7 @@ pub struct UpstreamSettings {
     idle_timeout: Timeout,
     resolve_timeout: Timeout,
     mark: Option<MarkRaw>,
+    relay: RelayKind,
 }
 
 /// `upstream.mark`: a number, decimal or `0x` hex.
@@ -36,6 +38,7 @@ impl Default for UpstreamSettings {
             idle_timeout: Timeout::secs(60),
             resolve_timeout: Timeout::secs(2),
             mark: None,
+            relay: RelayKind::Splice,
         }
     }
 }
@@ -57,6 +60,11 @@ pub struct UpstreamConf {
     /// `SO_MARK` on every upstream socket, so that rules can exempt the
     /// proxy's own traffic from interception.
     pub mark: Option<u32>,
+    /// How opaque flows (TLS passthrough, tunnels) move their bytes:
+    /// `splice` (the default; in the kernel where both ends are plain
+    /// sockets and pipes are left, else copied) or `copy` (always through
+    /// user space, to rule splicing out).
+    pub relay: RelayKind,
 }
 
 impl UpstreamSettings {
@@ -87,6 +95,7 @@ impl UpstreamSettings {
             idle_timeout: self.idle_timeout.0,
             resolve_timeout: self.resolve_timeout.0,
             mark,
+            relay: self.relay,
         })
     }
 }

@@ -4,11 +4,20 @@ use std::net::TcpStream;
 
 use super::{in_netns, Client, Lab, Response};
 
-/// GET `path` from the admin listener (127.0.0.1:9187 in the router).
+/// GET `path` from the admin listener (127.0.0.1:9187 in the router). The
+/// admin service starts beside the listeners, not before them: a refused
+/// connection is retried for up to 5 s.
 pub fn admin_get(lab: &Lab, path: &str) -> Response {
     let path = path.to_string();
     in_netns(&lab.router_ns(), move || {
-        let s = TcpStream::connect("127.0.0.1:9187").expect("admin listener");
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        let s = loop {
+            match TcpStream::connect("127.0.0.1:9187") {
+                Ok(s) => break s,
+                Err(e) if std::time::Instant::now() >= deadline => panic!("admin listener: {e}"),
+                Err(_) => std::thread::sleep(std::time::Duration::from_millis(20)),
+            }
+        };
         Client::new(s)
             .get("127.0.0.1:9187", &path, &[])
             .expect("admin response")

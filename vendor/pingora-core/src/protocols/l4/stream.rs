@@ -623,6 +623,21 @@ impl Stream {
         }
     }
 
+    /// The number of bytes this stream has taken from its socket but not yet
+    /// returned to a reader: rewound data and the contents of the read buffer.
+    ///
+    /// Reads return these bytes before touching the socket again, so a caller
+    /// that goes on to move the socket's bytes itself (e.g. with splice(2)) can
+    /// read exactly this many first and lose nothing.
+    pub fn buffered_read_len(&self) -> usize {
+        let rewound: usize = self.rewind_read_buf.iter().map(Vec::len).sum();
+        let buffered = match self.stream() {
+            BufferedStream::UnbufferedRead(_) => 0,
+            BufferedStream::BufferedRead(reader) => reader.buffer().len(),
+        };
+        rewound + buffered
+    }
+
     /// Set the read and write buffer sizes
     /// It is only set later because of the malloc overhead in critical accept() path
     pub(crate) fn set_buffer(&mut self, buffer: L4BufferSettings) {
