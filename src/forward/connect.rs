@@ -76,7 +76,9 @@ impl Tunnel {
             Err(None) => return Err(Answer::failed(0, "BadRequest", "")),
         };
         let (dst, head_len) = self.admit(state, &head).await?;
-        self.relay(state, stream, dst, &head[head_len..]).await
+        // Boxed: the relay future is large, and inline it would be carried
+        // by every connection of the forward listener, idle ones included.
+        Box::pin(self.relay(state, stream, dst, &head[head_len..])).await
     }
 
     /// Parses the head, applies the forward policy and admission, runs the

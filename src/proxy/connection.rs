@@ -166,7 +166,9 @@ impl<P: HttpServerApp + Send + Sync + 'static> ServerApp for HttpConnections<P> 
         let mut first = match self.first_request(&mut stream, &mut watch, peers).await {
             Ok(prefix) => prefix,
             Err(Some(opening)) => {
-                tunnel(&self.state, stream, opening).await;
+                // Boxed: the tunnel's relay future is large, and inline it
+                // would be carried by every idle keep-alive connection.
+                Box::pin(tunnel(&self.state, stream, opening)).await;
                 return None;
             }
             Err(None) => return None,
