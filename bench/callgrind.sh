@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# Instruction counts per request (valgrind --tool=callgrind), for tproxyd or
-# HAProxy, in the lab: stable on noisy shared machines, where timings are
-# not. User-space instructions only (the kernel's share is the same network
+# Instruction counts per request (valgrind --tool=callgrind), for tproxyd,
+# pingora-bare (examples/pingora_bare.rs, Pingora's floor) or HAProxy, in
+# the lab: stable on noisy shared machines, where timings are
+# not; the top 15 functions by inclusive cost are printed too. User-space instructions only (the kernel's share is the same network
 # work for both). Usage: sudo bench/callgrind.sh [tproxyd|haproxy] [requests]
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -10,7 +11,10 @@ P=tpxcg; work=$(mktemp -d); chmod 755 "$work"
 cleanup() { pkill -f "$work" 2>/dev/null || true; sleep 0.5; lab/lab.sh down $P; rm -rf "$work"; }
 trap cleanup EXIT
 command -v valgrind >/dev/null || apt-get install -y -qq valgrind >/dev/null
-if [ "$who" = tproxyd ]; then cargo build --release --quiet --bin tproxyd; fi
+case $who in
+  tproxyd) cargo build --release --quiet --bin tproxyd ;;
+  pingora-bare) cargo build --release --quiet --bin tproxyd --example pingora_bare ;;
+esac
 lab/lab.sh up $P >/dev/null
 mkdir -p "$work/www"; head -c 100 /dev/zero | tr '\0' x >"$work/www/small.bin"; chmod -R a+rX "$work"
 cat >"$work/nginx.conf" <<NGX
@@ -22,6 +26,8 @@ ip netns exec $P-srv nginx -c "$work/nginx.conf" -g 'daemon off;' &
 if [ "$who" = tproxyd ]; then
   sed "s#/run/tproxyd#$work#" conf/tproxyd.yaml >"$work/t.yaml"
   cmd=(target/release/tproxyd -c "$work/t.yaml")
+elif [ "$who" = pingora-bare ]; then
+  cmd=(target/release/examples/pingora_bare "[::]:8888" 2)
 else
   cmd=(haproxy -db -f bench/haproxy.cfg)
 fi
@@ -41,7 +47,10 @@ for i in range(n):
         data += s.recv(65536)
 PY
 pid=$(pgrep -f "callgrind-out-file=$work/cg.out" | head -1)
-if [ "$who" = tproxyd ]; then kill -INT "$pid"; else kill -TERM "$pid"; fi; for _ in $(seq 300); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+if [ "$who" = haproxy ]; then kill -TERM "$pid"; else kill -INT "$pid"; fi; for _ in $(seq 300); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
 total=$(grep -hE "^summary:" "$work"/cg.out* | awk '{s+=$2} END {printf "%.0f", s}')
 cp "$work"/cg.out "/tmp/callgrind-$who.out" 2>/dev/null || true
 echo "$who: $total instructions for $n requests (+ start-up): $((total / n)) per request"
+# The functions that dominate, by inclusive cost (callgrind_annotate).
+callgrind_annotate --inclusive=yes "/tmp/callgrind-$who.out" 2>/dev/null \
+  | grep -E "^ *[0-9,]+ \(" | head -16 | sed 's/\[[^]]*\]//g' | cut -c1-160
