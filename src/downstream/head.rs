@@ -8,7 +8,7 @@
 //! (`crate::proxy`) reads each head here first and hands the bytes to
 //! Pingora as the session's "pipelined prefix", which Pingora parses
 //! without reading again. While a connection waits for a request it holds
-//! only a small stack buffer, not Pingora's request future; while a head
+//! no buffer (it waits for readability), nor Pingora's request future; while a head
 //! arrives its buffer grows to at most `max_header_bytes + 1` bytes.
 
 use super::Downstream;
@@ -21,10 +21,8 @@ use std::sync::LazyLock;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::time::Instant;
 
-/// The first read of a head goes into a stack buffer this large, so that
-/// an idle connection holds no heap buffer; most request heads fit.
-const FIRST_READ: usize = 2048;
-/// The smallest heap buffer a head gets.
+/// The buffer a head gets when its first bytes are there (most fit); it
+/// grows by doubling up to `max_header_bytes + 1`.
 const MIN_HEAD_BUF: usize = 4096;
 
 /// What reading the next head gave.
@@ -118,28 +116,53 @@ pub(super) enum FirstRead {
 
 /// Waits at most `wait` for the first bytes of a request (giving up when
 /// `shutdown` is signalled) and returns them in a buffer sized for a head.
+///
+/// The wait holds no buffer: it waits for the socket to become readable
+/// and only then allocates, so an idle keep-alive connection costs its
+/// task and socket, not a head buffer.
 pub(super) async fn first_bytes(
     stream: &mut Stream,
     wait: std::time::Duration,
     limits: &Downstream,
     shutdown: &mut ShutdownWatch,
 ) -> Result<Vec<u8>, FirstRead> {
-    let mut first = [0u8; FIRST_READ];
+    let since = Instant::now();
     // Pingora's own timer wheel: cheaper than a tokio timer for each
-    // request, and armed only if the read has to wait.
-    let n = tokio::select! {
+    // request, and armed only if the wait is not over at once.
+    tokio::select! {
         biased;
-        r = fast_timeout(wait, stream.read(&mut first)) => match r {
-            Ok(Ok(n)) if n > 0 => n,
-            Ok(_) => return Err(FirstRead::Closed),
+        r = fast_timeout(wait, readable(stream)) => match r {
+            Ok(Ok(())) => {}
+            Ok(Err(_)) => return Err(FirstRead::Closed),
             Err(_) => return Err(FirstRead::Silent),
         },
         _ = shutdown.changed() => return Err(FirstRead::Closed),
-    };
+    }
     let max = limits.max_header_bytes;
-    let mut buf = Vec::with_capacity((2 * n).max(MIN_HEAD_BUF).min(max + 1).max(n));
-    buf.extend_from_slice(&first[..n]);
-    Ok(buf)
+    let mut buf = Vec::with_capacity(MIN_HEAD_BUF.min(max + 1));
+    let mut limited = (&mut buf).limit(MIN_HEAD_BUF.min(max + 1));
+    // Readiness can be stale: the read may still have to wait, within
+    // what is left of `wait`.
+    let left = wait.saturating_sub(since.elapsed());
+    tokio::select! {
+        biased;
+        r = fast_timeout(left, stream.read_buf(&mut limited)) => match r {
+            Ok(Ok(n)) if n > 0 => Ok(buf),
+            Ok(_) => Err(FirstRead::Closed),
+            Err(_) => Err(FirstRead::Silent),
+        },
+        _ = shutdown.changed() => Err(FirstRead::Closed),
+    }
+}
+
+/// Until `stream` has bytes to read (or has ended). Streams that cannot
+/// say (not a plain socket) are taken as readable: the read then waits.
+async fn readable(stream: &Stream) -> std::io::Result<()> {
+    type L4Stream = pingora_core::protocols::l4::stream::Stream;
+    match stream.as_any().downcast_ref::<L4Stream>() {
+        Some(l4) => std::future::poll_fn(|cx| l4.poll_read_ready(cx)).await,
+        None => Ok(()),
+    }
 }
 
 /// Reads more of a head into `buf` by `deadline`, never past `max + 1`

@@ -638,6 +638,25 @@ impl Stream {
         rewound + buffered
     }
 
+    /// Polls until a read would find bytes (or end of stream), without
+    /// reading: ready at once when bytes are already buffered in user space.
+    ///
+    /// Lets a caller wait for a peer's next bytes, e.g. the next request on an
+    /// idle keep-alive connection, without holding a buffer for them meanwhile.
+    /// As with any readiness, a read may still find nothing and wait.
+    pub fn poll_read_ready(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        if self.buffered_read_len() > 0 {
+            return Poll::Ready(Ok(()));
+        }
+        match &self.stream().get_ref().stream {
+            RawStream::Tcp(s) => s.poll_read_ready(cx),
+            #[cfg(unix)]
+            RawStream::Unix(s) => s.poll_read_ready(cx),
+            // No readiness apart from a read: say "ready" and let it wait.
+            RawStream::Virtual(_) => Poll::Ready(Ok(())),
+        }
+    }
+
     /// Set the read and write buffer sizes
     /// It is only set later because of the malloc overhead in critical accept() path
     pub(crate) fn set_buffer(&mut self, buffer: L4BufferSettings) {
