@@ -287,10 +287,7 @@ fn routing(r: &mut Report, plan: &Ruleset) {
 
 /// `lo` must be up: the v6 local route goes away while it is down.
 fn loopback(r: &mut Report) {
-    let flags = std::fs::read_to_string("/sys/class/net/lo/flags").unwrap_or_default();
-    let up =
-        u32::from_str_radix(flags.trim().trim_start_matches("0x"), 16).is_ok_and(|f| f & 1 == 1);
-    if up {
+    if host::loopback_up() {
         r.add(Status::Ok, "loopback", "lo is up");
     } else {
         r.add(

@@ -282,6 +282,23 @@ fn doctor_passes_on_the_lab_and_names_each_breakage() {
         "{report}"
     );
 
+    // lo down: the doctor says so, and --apply refuses before it applies
+    // anything (the v6 local route cannot be added through a down lo).
+    lab.exec(&lab.router_ns(), &["ip", "link", "set", "lo", "down"]);
+    let (ok, report) = doctor(&lab, &conf);
+    assert!(
+        !ok && report.contains("FAIL loopback: lo is down"),
+        "{report}"
+    );
+    let (ok, text) = tproxyd_in_router(&lab, &["rules", "--apply", "-c", &conf]);
+    assert!(!ok && text.contains("lo is down"), "{text}");
+    let listed = lab.exec(
+        &lab.router_ns(),
+        &["nft", "list", "table", "inet", "tproxyd"],
+    );
+    assert!(!listed.status.success(), "nothing applied while lo is down");
+    lab.exec(&lab.router_ns(), &["ip", "link", "set", "lo", "up"]);
+
     // src_valid_mark=1 breaks interception.
     apply(&lab, &conf);
     lab.exec(

@@ -124,6 +124,13 @@ pub fn has_local_route(family: &str, i: &Interception) -> Result<bool, String> {
 /// Loads the table in one transaction, then adds what policy routing is
 /// missing (never a second copy of a rule). Says what it did.
 pub fn apply(plan: &Ruleset, source: &str) -> Result<Vec<String>, String> {
+    // The local routes need `lo` up (the kernel refuses a v6 route through
+    // a down device): say so before anything is half applied.
+    if !loopback_up() {
+        return Err(
+            "lo is down: the local routes need it (ip link set lo up), nothing applied".into(),
+        );
+    }
     let mut done = Vec::new();
     run("nft", &["-f", "-"], Some(&plan.nft(source)))?;
     done.push(format!(
@@ -160,6 +167,12 @@ pub fn apply(plan: &Ruleset, source: &str) -> Result<Vec<String>, String> {
         ));
     }
     Ok(done)
+}
+
+/// Whether `lo` is up (`IFF_UP` in its flags).
+pub fn loopback_up() -> bool {
+    let flags = std::fs::read_to_string("/sys/class/net/lo/flags").unwrap_or_default();
+    u32::from_str_radix(flags.trim().trim_start_matches("0x"), 16).is_ok_and(|f| f & 1 == 1)
 }
 
 /// Removes the table and the policy routing `apply` installs, and nothing
