@@ -191,12 +191,12 @@ fn table(r: &mut Report, plan: &Ruleset) {
 /// At most a few differences between the config's mapping and the table's,
 /// worded port by port.
 fn differences(want: &Mapping, live: &Mapping) -> Vec<String> {
-    let show = |(h, f, p, to): &(Hook, Family, u16, u16)| {
+    let show = |(h, f, p, to, iface): &(Hook, Family, u16, u16, String)| {
         let how = match h {
             Hook::Tproxy => "tproxy",
             Hook::Nat => "redirect",
         };
-        format!("{} port {p} → :{to} ({how})", f.nfproto())
+        format!("{} port {p} on {iface} → :{to} ({how})", f.nfproto())
     };
     let mut out: Vec<String> = want
         .difference(live)
@@ -258,7 +258,16 @@ fn routing(r: &mut Report, plan: &Ruleset) {
         return;
     }
     let i = &plan.interception;
+    let needed = host::families(plan);
     for (fam, name) in [("-4", "policy-routing-v4"), ("-6", "policy-routing-v6")] {
+        if !needed.contains(&fam) {
+            r.add(
+                Status::Ok,
+                name,
+                "not needed: no v6 tproxy interception, or IPv6 is disabled here",
+            );
+            continue;
+        }
         let rule = host::has_policy_rule(fam, i);
         let route = host::has_local_route(fam, i);
         let what = format!(

@@ -266,7 +266,19 @@ fn doctor_passes_on_the_lab_and_names_each_breakage() {
     let (ok, report) = doctor(&lab, &changed.display().to_string());
     assert!(!ok, "{report}");
     assert!(
-        report.contains("FAIL nft-table") && report.contains("ipv4 port 90 → :8888"),
+        report.contains("FAIL nft-table") && report.contains("ipv4 port 90 on lan0 → :8888"),
+        "{report}"
+    );
+    // An interface changed in the config but not in the rules.
+    let moved = dir.0.join("moved.yaml");
+    let text = std::fs::read_to_string(&conf)
+        .unwrap()
+        .replace("interfaces: [lan0] }", "interfaces: [lan1] }");
+    std::fs::write(&moved, text).unwrap();
+    let (ok, report) = doctor(&lab, &moved.display().to_string());
+    assert!(!ok, "{report}");
+    assert!(
+        report.contains("FAIL nft-table") && report.contains("port 80 on lan1 → :8888"),
         "{report}"
     );
 

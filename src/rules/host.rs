@@ -3,7 +3,7 @@
 //! type, so what tproxyd did is easy to check by hand.
 
 use super::nft::removal;
-use super::{Ruleset, TABLE};
+use super::{Family, Hook, Ruleset, TABLE};
 use crate::interception::Interception;
 use std::io::Write;
 use std::process::{Command, Stdio};
@@ -40,13 +40,28 @@ pub fn run(program: &str, args: &[&str], input: Option<&str>) -> Result<String, 
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
-/// `-4`, and `-6` unless IPv6 is disabled on this host.
-fn families() -> &'static [&'static str] {
-    if std::path::Path::new("/proc/sys/net/ipv6").exists() {
-        &["-4", "-6"]
-    } else {
-        &["-4"]
+/// Whether IPv6 works here: compiled in, and not disabled on `lo` (or
+/// everywhere) by sysctl, where the kernel refuses v6 routes through it.
+pub fn ipv6_enabled() -> bool {
+    let off = |p: &str| std::fs::read_to_string(p).is_ok_and(|v| v.trim() == "1");
+    std::path::Path::new("/proc/sys/net/ipv6").exists()
+        && !off("/proc/sys/net/ipv6/conf/all/disable_ipv6")
+        && !off("/proc/sys/net/ipv6/conf/lo/disable_ipv6")
+}
+
+/// The families whose policy routing `plan` needs: v4 when anything is
+/// steered with tproxy (or nothing at all), v6 when a v6 tproxy steer
+/// exists and IPv6 works here.
+pub fn families(plan: &Ruleset) -> Vec<&'static str> {
+    let mut out = vec!["-4"];
+    let v6 = plan
+        .steers
+        .iter()
+        .any(|s| s.hook == Hook::Tproxy && s.family == Family::V6);
+    if v6 && ipv6_enabled() {
+        out.push("-6");
     }
+    out
 }
 
 /// One `ip rule` entry, as `ip -j rule show` prints it.
@@ -98,8 +113,10 @@ pub fn has_policy_rule(family: &str, i: &Interception) -> Result<bool, String> {
     Ok(rules.iter().any(|r| {
         let mark = r.fwmark.as_deref().and_then(hex);
         let mask = r.fwmask.as_deref().and_then(hex).unwrap_or(u32::MAX);
+        // Exactly M/M: the table ORs M into marks that may carry other
+        // bits, which a full-mask `fwmark M` rule would not match.
         mark == Some(i.fwmark)
-            && mask & i.fwmark == i.fwmark
+            && mask == i.fwmark
             && r.src.as_deref().is_none_or(|s| s == "all")
             && r.table.as_ref().is_some_and(|t| names.contains(t))
     }))
@@ -131,6 +148,7 @@ pub fn apply(plan: &Ruleset, source: &str) -> Result<Vec<String>, String> {
             "lo is down: the local routes need it (ip link set lo up), nothing applied".into(),
         );
     }
+    let families = families(plan);
     let mut done = Vec::new();
     run("nft", &["-f", "-"], Some(&plan.nft(source)))?;
     done.push(format!(
@@ -142,7 +160,7 @@ pub fn apply(plan: &Ruleset, source: &str) -> Result<Vec<String>, String> {
         format!("{:#x}/{:#x}", i.fwmark, i.fwmark),
         i.route_table.to_string(),
     );
-    for &fam in families() {
+    for &fam in &families {
         if has_policy_rule(fam, i)? {
             done.push(format!(
                 "ip {fam} rule fwmark {mark} lookup {table}: present"
@@ -185,7 +203,12 @@ pub fn remove(i: &Interception) -> Result<Vec<String>, String> {
         format!("{:#x}/{:#x}", i.fwmark, i.fwmark),
         i.route_table.to_string(),
     );
-    for &fam in families() {
+    let families: &[&str] = if ipv6_enabled() {
+        &["-4", "-6"]
+    } else {
+        &["-4"]
+    };
+    for &fam in families {
         // Bounded: a rule added by hand a few times over goes too.
         for _ in 0..64 {
             if !has_policy_rule(fam, i)? {

@@ -22,6 +22,8 @@ pub struct LiveTable {
 pub fn read() -> Result<Option<LiveTable>, String> {
     match run("nft", &["-j", "list", "table", "inet", TABLE], None) {
         Ok(json) => parse(&json).map(Some),
+        // `nft` itself missing is an error, not an absent table.
+        Err(e) if e.contains("is nft installed") => Err(e),
         Err(e) if e.contains("No such file") || e.contains("does not exist") => Ok(None),
         Err(e) => Err(e),
     }
@@ -35,12 +37,21 @@ pub fn parse(json: &str) -> Result<LiveTable, String> {
     for rule in items.iter().filter_map(|o| o.get("rule")) {
         let expr = rule["expr"].as_array().cloned().unwrap_or_default();
         let (mut families, mut tcp, mut udp) = (None, Vec::new(), Vec::new());
+        let mut iface = "*".to_string();
         for e in &expr {
             let Some(m) = e.get("match") else { continue };
+            let (left, right) = (&m["left"], &m["right"]);
+            if left["meta"]["key"] == "iifname" {
+                let name = right.as_str().unwrap_or("?");
+                iface = match m["op"].as_str() {
+                    Some("!=") => format!("!{name}"),
+                    _ => name.to_string(),
+                };
+                continue;
+            }
             if m["op"] != "==" {
                 continue;
             }
-            let (left, right) = (&m["left"], &m["right"]);
             if left["meta"]["key"] == "nfproto" {
                 families = match right.as_str() {
                     Some("ipv4") => Some(vec![Family::V4]),
@@ -64,9 +75,21 @@ pub fn parse(json: &str) -> Result<LiveTable, String> {
                     Some("ip6") => vec![Family::V6],
                     _ => families.clone(),
                 };
-                steer(&mut live.mapping, Hook::Tproxy, &family, &tcp, &t["port"]);
+                steer(
+                    &mut live.mapping,
+                    (Hook::Tproxy, &iface),
+                    &family,
+                    &tcp,
+                    &t["port"],
+                );
             } else if let Some(r) = e.get("redirect").or_else(|| e.get("dnat")) {
-                steer(&mut live.mapping, Hook::Nat, &families, &tcp, &r["port"]);
+                steer(
+                    &mut live.mapping,
+                    (Hook::Nat, &iface),
+                    &families,
+                    &tcp,
+                    &r["port"],
+                );
             } else if let Some(r) = e.get("reject") {
                 if r["type"] == "tcp reset" {
                     for f in &families {
@@ -81,12 +104,18 @@ pub fn parse(json: &str) -> Result<LiveTable, String> {
     Ok(live)
 }
 
-fn steer(m: &mut Mapping, hook: Hook, families: &[Family], ports: &[u16], to: &Value) {
+fn steer(
+    m: &mut Mapping,
+    (hook, iface): (Hook, &str),
+    families: &[Family],
+    ports: &[u16],
+    to: &Value,
+) {
     let Some(to) = to.as_u64().and_then(|p| u16::try_from(p).ok()) else {
         return;
     };
     for f in families {
-        m.extend(ports.iter().map(|p| (hook, *f, *p, to)));
+        m.extend(ports.iter().map(|p| (hook, *f, *p, to, iface.to_string())));
     }
 }
 
@@ -123,14 +152,15 @@ mod tests {
    {"reject":{"type":"tcp reset"}}]}},
  {"rule":{"chain":"prerouting","expr":[{"match":{"op":"==","left":{"payload":{"protocol":"udp","field":"dport"}},"right":443}},
    {"reject":{"type":"icmpx","expr":"port-unreachable"}}]}},
- {"rule":{"chain":"nat_prerouting","expr":[{"match":{"op":"==","left":{"meta":{"key":"nfproto"}},"right":"ipv6"}},
+ {"rule":{"chain":"nat_prerouting","expr":[{"match":{"op":"==","left":{"meta":{"key":"iifname"}},"right":"lan0"}},{"match":{"op":"==","left":{"meta":{"key":"nfproto"}},"right":"ipv6"}},
    {"match":{"op":"==","left":{"payload":{"protocol":"tcp","field":"dport"}},"right":8080}},{"redirect":{"port":8889}}]}}]}"#;
         let live = parse(json).unwrap();
+        let (any, lan) = ("*".to_string(), "lan0".to_string());
         let want: Mapping = [
-            (Hook::Tproxy, Family::V4, 80, 8888),
-            (Hook::Tproxy, Family::V4, 82, 8888),
-            (Hook::Tproxy, Family::V4, 83, 8888),
-            (Hook::Nat, Family::V6, 8080, 8889),
+            (Hook::Tproxy, Family::V4, 80, 8888, any.clone()),
+            (Hook::Tproxy, Family::V4, 82, 8888, any.clone()),
+            (Hook::Tproxy, Family::V4, 83, 8888, any),
+            (Hook::Nat, Family::V6, 8080, 8889, lan),
         ]
         .into_iter()
         .collect();

@@ -82,9 +82,11 @@ pub struct Ruleset {
     pub interception: Interception,
 }
 
-/// (hook, family, destination port, listener port): what a table does,
-/// compared between the config and the loaded table by `doctor`.
-pub type Mapping = BTreeSet<(Hook, Family, u16, u16)>;
+/// (hook, family, destination port, listener port, incoming interface):
+/// what a table does, compared between the config and the loaded table by
+/// `doctor`. The interface is its name, `!lo` for "every interface but
+/// lo", or `*` for no interface match.
+pub type Mapping = BTreeSet<(Hook, Family, u16, u16, String)>;
 
 impl Ruleset {
     /// The plan for `t`: every listener with an `intercept`.
@@ -99,8 +101,14 @@ impl Ruleset {
     pub fn mapping(&self) -> Mapping {
         let mut m = Mapping::new();
         for s in &self.steers {
-            for &(lo, hi) in &s.ports {
-                m.extend((lo..=hi).map(|p| (s.hook, s.family, p, s.port)));
+            let ifaces = match s.interfaces.as_slice() {
+                [] => vec!["!lo".to_string()],
+                names => names.to_vec(),
+            };
+            for iface in ifaces {
+                for &(lo, hi) in &s.ports {
+                    m.extend((lo..=hi).map(|p| (s.hook, s.family, p, s.port, iface.clone())));
+                }
             }
         }
         m

@@ -17,6 +17,11 @@ impl Ruleset {
     /// The complete transaction; `source` (the config file) is named in
     /// the header.
     pub fn nft(&self, source: &str) -> String {
+        // A comment line must stay one line.
+        let source: String = source
+            .chars()
+            .map(|c| if c.is_control() { '?' } else { c })
+            .collect();
         let i = &self.interception;
         let mark = format!("{:#x}", i.fwmark);
         let mut t = String::new();
@@ -64,7 +69,7 @@ impl Ruleset {
                     "    {iif} meta nfproto {} tcp dport {} tproxy {fam} to {to} meta mark set meta mark | {mark} accept comment \"{}\"",
                     s.family.nfproto(),
                     ports(s),
-                    s.listener
+                    label(&s.listener)
                 );
             }
         }
@@ -113,13 +118,29 @@ impl Ruleset {
                     "    {iif} meta nfproto {} tcp dport {} {to} comment \"{}\"",
                     s.family.nfproto(),
                     ports(s),
-                    s.listener
+                    label(&s.listener)
                 );
             }
         }
         t.push_str("  }\n}\n");
         t
     }
+}
+
+/// A listener's name as an nft rule comment: config text must not be able
+/// to end the string (and add rules of its own), and nft caps comments at
+/// 128 bytes.
+fn label(name: &str) -> String {
+    name.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || "._-".contains(c) {
+                c
+            } else {
+                '_'
+            }
+        })
+        .take(64)
+        .collect()
 }
 
 /// The router's own addresses and the bypass lists, in both chains.
@@ -226,6 +247,13 @@ mod tests {
         for absent in ["tproxy ip6 to :8443", "dport 81 reject", "3128"] {
             assert!(!t.contains(absent), "unexpected {absent:?} in\n{t}");
         }
+    }
+
+    #[test]
+    fn config_text_cannot_escape_its_comment() {
+        let t = nft("  listeners:\n    - { name: \"x\\\" accept; flush ruleset; #\", address: \"[::]:8888\", mode: tproxy, intercept: { ports: [80] } }\n");
+        assert!(t.contains("comment \"x__accept__flush_ruleset___\""), "{t}");
+        assert!(!t.contains("flush ruleset"), "{t}");
     }
 
     #[test]
