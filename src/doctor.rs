@@ -95,6 +95,7 @@ pub fn examine(config: Result<Config, ConfigError>, path: &str) -> Report {
     privileges(&mut r, t);
     let plan = Ruleset::from_config(t);
     table(&mut r, &plan);
+    coverage(&mut r, &plan);
     routing(&mut r, &plan);
     loopback(&mut r);
     sysctls(&mut r, &plan);
@@ -186,6 +187,42 @@ fn table(r: &mut Report, plan: &Ruleset) {
         );
     }
     fail_mode(r, plan, &live);
+}
+
+/// Intercepting listeners that take one family only: the other family's
+/// traffic to their ports is neither intercepted nor reset.
+fn coverage(r: &mut Report, plan: &Ruleset) {
+    let has = |name: &str, f: Family| {
+        plan.steers
+            .iter()
+            .any(|s| s.listener == name && s.family == f)
+    };
+    let mut one: Vec<String> = plan
+        .steers
+        .iter()
+        .filter(|s| !(has(&s.listener, Family::V4) && has(&s.listener, Family::V6)))
+        .map(|s| format!("{} ({} only)", s.listener, s.family.nfproto()))
+        .collect();
+    one.dedup();
+    if plan.steers.is_empty() {
+        return;
+    }
+    if one.is_empty() {
+        r.add(
+            Status::Ok,
+            "families",
+            "every intercepting listener takes IPv4 and IPv6",
+        );
+    } else {
+        r.add(
+            Status::Warn,
+            "families",
+            format!(
+                "{}: the other family's traffic to their ports is not intercepted — listen on [::]:PORT to take both",
+                one.join(", ")
+            ),
+        );
+    }
 }
 
 /// At most a few differences between the config's mapping and the table's,
@@ -317,14 +354,26 @@ fn sysctl(path: &str) -> Option<i64> {
 
 /// The interfaces the plan intercepts on that exist here (`all` too).
 fn interfaces(plan: &Ruleset) -> Vec<String> {
+    let present: Vec<String> = std::fs::read_dir("/proc/sys/net/ipv4/conf")
+        .map(|d| {
+            d.filter_map(|e| e.ok()?.file_name().into_string().ok())
+                .filter(|n| !matches!(n.as_str(), "all" | "default" | "lo"))
+                .collect()
+        })
+        .unwrap_or_default();
     let mut out = vec!["all".to_string()];
     for s in &plan.steers {
-        for i in &s.interfaces {
-            if !i.ends_with('*')
-                && !out.contains(i)
-                && sysctl(&format!("net/ipv4/conf/{i}/rp_filter")).is_some()
-            {
-                out.push(i.clone());
+        // No interfaces: every one but lo; `wlan*`: those it matches.
+        let wanted = |n: &String| match s.interfaces.as_slice() {
+            [] => true,
+            list => list.iter().any(|i| match i.strip_suffix('*') {
+                Some(prefix) => n.starts_with(prefix),
+                None => i == n,
+            }),
+        };
+        for n in present.iter().filter(|n| wanted(n)) {
+            if !out.contains(n) {
+                out.push(n.clone());
             }
         }
     }
