@@ -184,12 +184,7 @@ impl PassthroughApp {
         }
         let prefer = self.state.shared.upstream.relay;
         let r = relay(stream, &mut upstream, idle, prefer).await;
-        conn.summary.relay = Some(r.kind);
-        conn.summary.rx = peeked.len() as u64 + r.up;
-        conn.summary.tx = r.down;
-        if r.idle {
-            conn.summary.error = Some("IdleTimeout");
-        }
+        conn.summary.relayed(r, peeked.len());
     }
 
     fn finish(&self, conn: &Conn) {

@@ -7,6 +7,7 @@
 use crate::access_log::{AccessLog, Record, TlsLog};
 use crate::flow::{Answer, ListenerId, Protocol, Refusal, RelayKind, RequestId, TlsOutcome};
 use crate::metrics::ListenerMetrics;
+use crate::relay::Relayed;
 use pingora_core::protocols::GetSocketDigest;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -123,6 +124,18 @@ impl Summary {
         self.status = answer.status;
         self.refused = answer.refusal;
         self.error = self.error.or(answer.error);
+    }
+
+    /// An opaque flow's relay ended: its kind, its byte counts (plus the
+    /// `sent_before` client bytes written upstream ahead of it: a replayed
+    /// ClientHello, early tunnel bytes), and an idle end as the error.
+    pub fn relayed(&mut self, r: Relayed, sent_before: usize) {
+        self.relay = Some(r.kind);
+        self.rx = sent_before as u64 + r.up;
+        self.tx = r.down;
+        if r.idle {
+            self.error = Some("IdleTimeout");
+        }
     }
 
     /// Counts the flow and writes its access-log record.

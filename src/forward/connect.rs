@@ -171,12 +171,7 @@ impl Tunnel {
             return Ok(());
         }
         let r = relay(stream, &mut upstream, TUNNEL_IDLE, limits.upstream.relay).await;
-        self.summary.relay = Some(r.kind);
-        self.summary.rx = r.up + early.len() as u64;
-        self.summary.tx = r.down;
-        if r.idle {
-            self.summary.error = Some("IdleTimeout");
-        }
+        self.summary.relayed(r, early.len());
         Ok(())
     }
 }

@@ -121,12 +121,7 @@ async fn splice(
         return;
     }
     let r = relay(stream, &mut upstream, TUNNEL_IDLE, conf.relay).await;
-    summary.relay = Some(r.kind);
-    summary.rx = first.len() as u64 + r.up;
-    summary.tx = r.down;
-    if r.idle {
-        summary.error = Some("IdleTimeout");
-    }
+    summary.relayed(r, first.len());
 }
 
 fn finish(state: &ListenerState, summary: &Summary, opening: &Opening, filter: Option<&FilterCtx>) {

@@ -21,7 +21,7 @@ mod splice;
 
 use crate::flow::RelayKind;
 use std::os::fd::{AsRawFd, RawFd};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
@@ -173,29 +173,30 @@ where
     B: Endpoint + ?Sized,
 {
     let meter = Meter::new();
-    let spliced = AtomicBool::new(false);
+    let splicer = match prefer {
+        RelayKind::Splice => splicer_for(a, b),
+        RelayKind::Copy => None,
+    };
+    let kind = match splicer {
+        Some(_) => RelayKind::Splice,
+        None => RelayKind::Copy,
+    };
     let work = async {
-        if prefer == RelayKind::Splice {
-            if let Some(splicer) = splicer_for(a, b) {
-                spliced.store(true, Ordering::Relaxed);
+        match splicer {
+            Some(splicer) => {
                 if drain_both(a, b, &meter).await.is_ok() {
                     let _ = splicer.run(&meter).await;
                 }
-                return;
             }
+            None => copy::copy(a, b, &meter).await,
         }
-        copy::copy(a, b, &meter).await
     };
     let timed_out = until_idle(work, idle, &meter).await;
     Relayed {
         up: meter.up.load(Ordering::Relaxed),
         down: meter.down.load(Ordering::Relaxed),
         idle: timed_out,
-        kind: if spliced.load(Ordering::Relaxed) {
-            RelayKind::Splice
-        } else {
-            RelayKind::Copy
-        },
+        kind,
     }
 }
 

@@ -4,7 +4,7 @@
 //! must not wait behind the other way's). A pipe is two descriptors and
 //! kernel memory, so:
 //! - the process holds at most [`limit`] pipes, in use or pooled
-//!   ([`set_limit`], from the descriptor budget in `app`); when none is
+//!   ([`set_limit`], from the descriptor reserve `config` computes); when none is
 //!   left, the relay falls back to copying instead of failing;
 //! - each thread keeps up to [`IDLE_PER_THREAD`] idle pipes for reuse, so a
 //!   busy thread does not pay `pipe2` + `fcntl` per relay;
