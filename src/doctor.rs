@@ -459,10 +459,8 @@ fn others(r: &mut Report, plan: &Ruleset) {
         if rule["table"] == TABLE && rule["family"] == "inet" {
             continue;
         }
-        let one = serde_json::json!({ "nftables": [{ "rule": rule }] }).to_string();
-        let Ok(table) = live::parse(&one) else {
-            continue;
-        };
+        let mut table = LiveTable::default();
+        live::read_rule(rule, &mut table);
         let clash: Vec<u16> = table
             .mapping
             .iter()

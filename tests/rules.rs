@@ -311,6 +311,25 @@ fn doctor_passes_on_the_lab_and_names_each_breakage() {
     assert!(!listed.status.success(), "nothing applied while lo is down");
     lab.exec(&lab.router_ns(), &["ip", "link", "set", "lo", "up"]);
 
+    // Another table steering an intercepted port: a warning naming it.
+    let other = dir.0.join("other.nft");
+    std::fs::write(
+        &other,
+        "table ip other {\n  chain pre {\n    type nat hook prerouting priority dstnat; policy accept;\n    tcp dport 80 redirect to :3128\n  }\n}\n",
+    )
+    .unwrap();
+    let load = lab.exec(
+        &lab.router_ns(),
+        &["nft", "-f", &other.display().to_string()],
+    );
+    assert!(load.status.success(), "{load:?}");
+    let (_, report) = doctor(&lab, &conf);
+    assert!(
+        report.contains("warn other-tables: table ip other chain pre steers port 80"),
+        "{report}"
+    );
+    lab.exec(&lab.router_ns(), &["nft", "delete", "table", "ip", "other"]);
+
     // src_valid_mark=1 breaks interception.
     apply(&lab, &conf);
     lab.exec(

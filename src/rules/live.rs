@@ -33,75 +33,80 @@ pub fn read() -> Result<Option<LiveTable>, String> {
 pub fn parse(json: &str) -> Result<LiveTable, String> {
     let doc: Value = serde_json::from_str(json).map_err(|e| format!("nft -j: {e}"))?;
     let mut live = LiveTable::default();
-    let items = doc["nftables"].as_array().cloned().unwrap_or_default();
+    let items = doc["nftables"].as_array().map_or(&[][..], Vec::as_slice);
     for rule in items.iter().filter_map(|o| o.get("rule")) {
-        let expr = rule["expr"].as_array().cloned().unwrap_or_default();
-        let (mut families, mut tcp, mut udp) = (None, Vec::new(), Vec::new());
-        let mut iface = "*".to_string();
-        for e in &expr {
-            let Some(m) = e.get("match") else { continue };
-            let (left, right) = (&m["left"], &m["right"]);
-            if left["meta"]["key"] == "iifname" {
-                let name = right.as_str().unwrap_or("?");
-                iface = match m["op"].as_str() {
-                    Some("!=") => format!("!{name}"),
-                    _ => name.to_string(),
-                };
-                continue;
-            }
-            if m["op"] != "==" {
-                continue;
-            }
-            if left["meta"]["key"] == "nfproto" {
-                families = match right.as_str() {
-                    Some("ipv4") => Some(vec![Family::V4]),
-                    Some("ipv6") => Some(vec![Family::V6]),
-                    _ => None,
-                };
-            } else if left["payload"]["field"] == "dport" {
-                let ports = ports(right);
-                match left["payload"]["protocol"].as_str() {
-                    Some("tcp") => tcp = ports,
-                    Some("udp") => udp = ports,
-                    _ => {}
-                }
-            }
+        read_rule(rule, &mut live);
+    }
+    Ok(live)
+}
+
+/// Adds what one rule of `nft -j` output steers, resets or rejects.
+pub fn read_rule(rule: &Value, live: &mut LiveTable) {
+    let expr = rule["expr"].as_array().map_or(&[][..], Vec::as_slice);
+    let (mut families, mut tcp, mut udp) = (None, Vec::new(), Vec::new());
+    let mut iface = "*".to_string();
+    for e in expr {
+        let Some(m) = e.get("match") else { continue };
+        let (left, right) = (&m["left"], &m["right"]);
+        if left["meta"]["key"] == "iifname" {
+            let name = right.as_str().unwrap_or("?");
+            iface = match m["op"].as_str() {
+                Some("!=") => format!("!{name}"),
+                _ => name.to_string(),
+            };
+            continue;
         }
-        let families = families.unwrap_or_else(|| vec![Family::V4, Family::V6]);
-        for e in &expr {
-            if let Some(t) = e.get("tproxy") {
-                let family = match t["family"].as_str() {
-                    Some("ip") => vec![Family::V4],
-                    Some("ip6") => vec![Family::V6],
-                    _ => families.clone(),
-                };
-                steer(
-                    &mut live.mapping,
-                    (Hook::Tproxy, &iface),
-                    &family,
-                    &tcp,
-                    &t["port"],
-                );
-            } else if let Some(r) = e.get("redirect").or_else(|| e.get("dnat")) {
-                steer(
-                    &mut live.mapping,
-                    (Hook::Nat, &iface),
-                    &families,
-                    &tcp,
-                    &r["port"],
-                );
-            } else if let Some(r) = e.get("reject") {
-                if r["type"] == "tcp reset" {
-                    for f in &families {
-                        live.resets.extend(tcp.iter().map(|p| (*f, *p)));
-                    }
-                } else if udp.contains(&443) {
-                    live.quic_rejected = true;
-                }
+        if m["op"] != "==" {
+            continue;
+        }
+        if left["meta"]["key"] == "nfproto" {
+            families = match right.as_str() {
+                Some("ipv4") => Some(vec![Family::V4]),
+                Some("ipv6") => Some(vec![Family::V6]),
+                _ => None,
+            };
+        } else if left["payload"]["field"] == "dport" {
+            let ports = ports(right);
+            match left["payload"]["protocol"].as_str() {
+                Some("tcp") => tcp = ports,
+                Some("udp") => udp = ports,
+                _ => {}
             }
         }
     }
-    Ok(live)
+    let families = families.unwrap_or_else(|| vec![Family::V4, Family::V6]);
+    for e in expr {
+        if let Some(t) = e.get("tproxy") {
+            let family = match t["family"].as_str() {
+                Some("ip") => vec![Family::V4],
+                Some("ip6") => vec![Family::V6],
+                _ => families.clone(),
+            };
+            steer(
+                &mut live.mapping,
+                (Hook::Tproxy, &iface),
+                &family,
+                &tcp,
+                &t["port"],
+            );
+        } else if let Some(r) = e.get("redirect").or_else(|| e.get("dnat")) {
+            steer(
+                &mut live.mapping,
+                (Hook::Nat, &iface),
+                &families,
+                &tcp,
+                &r["port"],
+            );
+        } else if let Some(r) = e.get("reject") {
+            if r["type"] == "tcp reset" {
+                for f in &families {
+                    live.resets.extend(tcp.iter().map(|p| (*f, *p)));
+                }
+            } else if udp.contains(&443) {
+                live.quic_rejected = true;
+            }
+        }
+    }
 }
 
 fn steer(
