@@ -256,31 +256,28 @@ fn doctor_passes_on_the_lab_and_names_each_breakage() {
     assert!(report.contains("ok   policy-routing-v6"), "{report}");
     apply(&lab, &conf);
 
-    // A port changed in the config but not in the rules.
+    // The config changed but not the rules: a port, then an interface.
     let dir = TempDir::new("doctor");
-    let changed = dir.0.join("changed.yaml");
-    let text = std::fs::read_to_string(&conf)
-        .unwrap()
-        .replace("\"80-89\"", "\"80-90\"");
-    std::fs::write(&changed, text).unwrap();
-    let (ok, report) = doctor(&lab, &changed.display().to_string());
-    assert!(!ok, "{report}");
-    assert!(
-        report.contains("FAIL nft-table") && report.contains("ipv4 port 90 on lan0 → :8888"),
-        "{report}"
-    );
-    // An interface changed in the config but not in the rules.
-    let moved = dir.0.join("moved.yaml");
-    let text = std::fs::read_to_string(&conf)
-        .unwrap()
-        .replace("interfaces: [lan0] }", "interfaces: [lan1] }");
-    std::fs::write(&moved, text).unwrap();
-    let (ok, report) = doctor(&lab, &moved.display().to_string());
-    assert!(!ok, "{report}");
-    assert!(
-        report.contains("FAIL nft-table") && report.contains("port 80 on lan1 → :8888"),
-        "{report}"
-    );
+    let edited = |from: &str, to: &str| {
+        let path = dir.0.join("edited.yaml");
+        let text = std::fs::read_to_string(&conf).unwrap().replace(from, to);
+        std::fs::write(&path, text).unwrap();
+        doctor(&lab, &path.display().to_string())
+    };
+    for ((from, to), named) in [
+        (("\"80-89\"", "\"80-90\""), "ipv4 port 90 on lan0 → :8888"),
+        (
+            ("interfaces: [lan0] }", "interfaces: [lan1] }"),
+            "port 80 on lan1 → :8888",
+        ),
+    ] {
+        let (ok, report) = edited(from, to);
+        assert!(!ok, "{report}");
+        assert!(
+            report.contains("FAIL nft-table") && report.contains(named),
+            "{to}: {report}"
+        );
+    }
 
     // The table missing.
     lab.exec(
