@@ -18,6 +18,7 @@
 
 mod record;
 mod settings;
+mod text;
 mod writer;
 
 pub use record::{Record, TlsLog};

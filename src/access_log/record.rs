@@ -123,8 +123,9 @@ fn timestamp(out: &mut String, ts: SystemTime) {
         }
         out.push_str(&cache.1);
     });
-    use std::fmt::Write;
-    let _ = write!(out, ".{:03}Z", since.subsec_millis());
+    out.push('.');
+    super::text::push_3digits(out, since.subsec_millis());
+    out.push('Z');
 }
 
 fn ms(d: Duration) -> f64 {
@@ -193,36 +194,37 @@ impl Record<'_> {
     /// every request, so it formats into a reused buffer and takes the
     /// timestamp's date part from a per-second cache.
     pub(super) fn write_text(&self, line: &mut String, ts: SystemTime) {
+        use super::text::{push_addr, push_hex16, push_ms_tenths, push_uint};
         use std::fmt::Write;
-        struct Addr(Option<SocketAddr>);
-        impl std::fmt::Display for Addr {
-            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-                match self.0 {
-                    Some(a) => write!(f, "{a}"),
-                    None => f.write_str("-"),
-                }
-            }
-        }
         timestamp(line, ts);
-        let _ = write!(
-            line,
-            " {} {} {} -> {} \"{} {} {}\" {} {}B {:.1}ms",
-            self.request_id,
-            self.listener,
-            Addr(self.client),
-            Addr(self.dst),
-            self.method,
-            self.host.unwrap_or("-"),
-            self.path,
-            self.status,
-            self.resp_body_bytes,
-            ms(self.duration)
-        );
+        line.push(' ');
+        push_hex16(line, self.request_id.0);
+        line.push(' ');
+        line.push_str(self.listener);
+        line.push(' ');
+        push_addr(line, self.client);
+        line.push_str(" -> ");
+        push_addr(line, self.dst);
+        line.push_str(" \"");
+        line.push_str(self.method);
+        line.push(' ');
+        line.push_str(self.host.unwrap_or("-"));
+        line.push(' ');
+        line.push_str(self.path);
+        line.push_str("\" ");
+        push_uint(line, u64::from(self.status));
+        line.push(' ');
+        push_uint(line, self.resp_body_bytes as u64);
+        line.push_str("B ");
+        push_ms_tenths(line, self.duration);
+        line.push_str("ms");
         if let Some(l) = self.upstream_local {
-            let _ = write!(line, " via={l}");
+            line.push_str(" via=");
+            push_addr(line, Some(l));
         }
         if let Some(p) = self.protocol {
-            let _ = write!(line, " tunnel={p}");
+            line.push_str(" tunnel=");
+            line.push_str(p);
         }
         if let Some(t) = self.tls {
             let _ = write!(
@@ -245,7 +247,10 @@ impl Record<'_> {
             ("error", self.error),
         ] {
             if let Some(v) = v {
-                let _ = write!(line, " {k}={v}");
+                line.push(' ');
+                line.push_str(k);
+                line.push('=');
+                line.push_str(v);
             }
         }
     }
