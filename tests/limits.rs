@@ -144,6 +144,41 @@ fn idle_keepalive_connections_are_closed() {
     );
 }
 
+/// The idle timer is armed once per connection and re-armed when it fires
+/// (`src/downstream/idle.rs`): a connection whose requests keep coming
+/// within the timeout stays open past the first request's deadline, and is
+/// closed a full timeout after its last request.
+#[test]
+fn the_idle_deadline_counts_from_the_last_request() {
+    let extra = "  downstream: { keepalive_timeout: 2s }\n";
+    let Some((lab, _origin, _proxy, _dir)) = setup("idle_deadline_last", extra) else {
+        return;
+    };
+    let mut s = lab.client_connect(&dst80()).unwrap();
+    let mut c = Client::new(s.try_clone().unwrap());
+    let start = Instant::now();
+    for (i, at) in [0u64, 1300, 2600, 3900].into_iter().enumerate() {
+        let due = Duration::from_millis(at);
+        std::thread::sleep(due.saturating_sub(start.elapsed()));
+        let r = c.get("x.test", &format!("/r{i}"), &[]);
+        assert_eq!(
+            r.map(|r| r.status).ok(),
+            Some(200),
+            "request {i} at {:?} on a connection idle less than 2 s",
+            start.elapsed()
+        );
+    }
+    let last = Instant::now();
+    s.set_read_timeout(Some(Duration::from_secs(15))).unwrap();
+    let got = read_all(&mut s);
+    assert!(got.is_empty(), "an idle close says nothing: {got:?}");
+    let idle = last.elapsed();
+    assert!(
+        idle >= Duration::from_millis(1800) && idle < Duration::from_secs(6),
+        "closed {idle:?} after the last request (keepalive_timeout 2s)"
+    );
+}
+
 #[test]
 fn a_head_over_the_limit_gets_431_and_one_under_passes() {
     let extra = "  downstream: { max_header_bytes: 4096 }\n";

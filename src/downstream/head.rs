@@ -11,6 +11,7 @@
 //! no buffer (it waits for readability), nor Pingora's request future; while a head
 //! arrives its buffer grows to at most `max_header_bytes + 1` bytes.
 
+use super::idle::IdleTimer;
 use super::Downstream;
 use crate::flow::DownstreamLimit;
 use bytes::{BufMut, Bytes, BytesMut};
@@ -65,8 +66,9 @@ impl EndScan {
 }
 
 /// Reads the next request head from `stream`, starting with `prefix` (bytes
-/// of it already read, since `started` when known). Waits at most `keepalive_timeout` for a first byte
-/// (and gives up at once when `shutdown` is signalled meanwhile), then at
+/// of it already read, since `started` when known). Waits at most
+/// `keepalive_timeout` for a first byte, timed by the connection's `idle`
+/// timer (and gives up at once when `shutdown` is signalled meanwhile), then at
 /// most `header_timeout` for the rest, and never buffers more than
 /// `max_header_bytes + 1` bytes.
 pub async fn read_head(
@@ -75,6 +77,7 @@ pub async fn read_head(
     started: Option<Instant>,
     limits: &Downstream,
     shutdown: &mut ShutdownWatch,
+    idle: &mut IdleTimer,
 ) -> Head {
     let mut buf: Vec<u8> = prefix.map(Vec::from).unwrap_or_default();
     // Empty lines between requests (RFC 9112 §2.2: to be ignored) leave the
@@ -84,7 +87,7 @@ pub async fn read_head(
     }
     let mut scan = EndScan::default();
     if buf.is_empty() {
-        match first_bytes(stream, limits.keepalive_timeout, limits, shutdown).await {
+        match first_bytes(stream, limits.keepalive_timeout, limits, shutdown, idle).await {
             Ok(first) => buf = first,
             Err(FirstRead::Closed) => return Head::Closed,
             Err(FirstRead::Silent) => return Head::Limit(DownstreamLimit::KeepaliveTimeout),
@@ -119,23 +122,22 @@ pub(super) enum FirstRead {
 ///
 /// The wait holds no buffer: it waits for the socket to become readable
 /// and only then allocates, so an idle keep-alive connection costs its
-/// task and socket, not a head buffer.
+/// task and socket, not a head buffer. Nor does it register a timer per
+/// request: `idle` is the connection's running one.
 pub(super) async fn first_bytes(
     stream: &mut Stream,
     wait: std::time::Duration,
     limits: &Downstream,
     shutdown: &mut ShutdownWatch,
+    idle: &mut IdleTimer,
 ) -> Result<Vec<u8>, FirstRead> {
     let since = Instant::now();
-    // Pingora's own timer wheel: cheaper than a tokio timer for each
-    // request, and armed only if the wait is not over at once.
     tokio::select! {
         biased;
-        r = fast_timeout(wait, readable(stream)) => match r {
-            Ok(Ok(())) => {}
-            Ok(Err(_)) => return Err(FirstRead::Closed),
-            Err(_) => return Err(FirstRead::Silent),
+        r = readable(stream) => if r.is_err() {
+            return Err(FirstRead::Closed);
         },
+        _ = idle.expired(since, wait) => return Err(FirstRead::Silent),
         _ = shutdown.changed() => return Err(FirstRead::Closed),
     }
     let max = limits.max_header_bytes;
@@ -335,21 +337,43 @@ mod tests {
                 .await
                 .unwrap();
             let (_tx, mut w) = watch();
-            let head = read_head(&mut stream, None, None, &limits(1000, 1000, 1024), &mut w).await;
+            let head = read_head(
+                &mut stream,
+                None,
+                None,
+                &limits(1000, 1000, 1024),
+                &mut w,
+                &mut IdleTimer::default(),
+            )
+            .await;
             let Head::Ready(bytes) = head else {
                 panic!("{head:?}")
             };
             assert!(bytes.ends_with(b"\r\n\r\nhi"));
             // A complete head in the prefix needs no read at all.
             let prefix = BytesMut::from(&b"GET /next HTTP/1.1\r\nHost: a\r\n\r\n"[..]);
-            let head =
-                read_head(&mut stream, Some(prefix), None, &limits(1, 1, 1024), &mut w).await;
+            let head = read_head(
+                &mut stream,
+                Some(prefix),
+                None,
+                &limits(1, 1, 1024),
+                &mut w,
+                &mut IdleTimer::default(),
+            )
+            .await;
             assert!(matches!(head, Head::Ready(_)), "{head:?}");
             // A head over the cap is refused even when it came whole.
             let big = format!("GET / HTTP/1.1\r\nX: {}\r\n\r\n", "a".repeat(2000));
             let prefix = BytesMut::from(big.as_bytes());
-            let head =
-                read_head(&mut stream, Some(prefix), None, &limits(1, 1, 1024), &mut w).await;
+            let head = read_head(
+                &mut stream,
+                Some(prefix),
+                None,
+                &limits(1, 1, 1024),
+                &mut w,
+                &mut IdleTimer::default(),
+            )
+            .await;
             assert!(
                 matches!(head, Head::Limit(DownstreamLimit::HeaderTooLarge)),
                 "{head:?}"
@@ -363,6 +387,7 @@ mod tests {
                 None,
                 &limits(1000, 50, 1024),
                 &mut w,
+                &mut IdleTimer::default(),
             )
             .await;
             assert!(
@@ -380,7 +405,15 @@ mod tests {
             client.write_all(b"GET / HT").await.unwrap();
             let (_tx, mut w) = watch();
             let started = Instant::now();
-            let head = read_head(&mut stream, None, None, &limits(200, 5000, 1024), &mut w).await;
+            let head = read_head(
+                &mut stream,
+                None,
+                None,
+                &limits(200, 5000, 1024),
+                &mut w,
+                &mut IdleTimer::default(),
+            )
+            .await;
             assert!(
                 matches!(head, Head::Limit(DownstreamLimit::HeaderTimeout)),
                 "{head:?}"
@@ -409,8 +442,15 @@ mod tests {
             let mut stream: Stream = Box::new(server);
             client.write_all(&[b'a'; 40_000]).await.unwrap();
             let (_tx, mut w) = watch();
-            let head =
-                read_head(&mut stream, None, None, &limits(5000, 5000, 10_000), &mut w).await;
+            let head = read_head(
+                &mut stream,
+                None,
+                None,
+                &limits(5000, 5000, 10_000),
+                &mut w,
+                &mut IdleTimer::default(),
+            )
+            .await;
             assert!(
                 matches!(head, Head::Limit(DownstreamLimit::HeaderTooLarge)),
                 "{head:?}"
@@ -430,7 +470,16 @@ mod tests {
             let mut stream: Stream = Box::new(server);
             let (tx, mut w) = watch();
             let long = limits(5000, 5000, 1024);
-            let head = read_head(&mut stream, None, None, &limits(5000, 100, 1024), &mut w).await;
+            let mut idle = IdleTimer::default();
+            let head = read_head(
+                &mut stream,
+                None,
+                None,
+                &limits(5000, 100, 1024),
+                &mut w,
+                &mut IdleTimer::default(),
+            )
+            .await;
             assert!(
                 matches!(head, Head::Limit(DownstreamLimit::KeepaliveTimeout)),
                 "{head:?}"
@@ -439,7 +488,7 @@ mod tests {
                 answer_limit(&mut stream, DownstreamLimit::KeepaliveTimeout).await,
                 0
             );
-            let waiting = read_head(&mut stream, None, None, &long, &mut w);
+            let waiting = read_head(&mut stream, None, None, &long, &mut w, &mut idle);
             let stop = async {
                 tokio::time::sleep(Duration::from_millis(50)).await;
                 tx.send(true).unwrap();

@@ -13,6 +13,7 @@
 pub mod connections;
 pub mod gate;
 pub mod head;
+pub mod idle;
 pub mod sniff;
 
 use crate::error::{invalid, ConfigError, Timeout};

@@ -11,6 +11,7 @@
 //! a time is still HTTP as soon as its request line says so.
 
 use super::head::{first_bytes, read_more, FirstRead, Head};
+use super::idle::IdleTimer;
 use super::Downstream;
 use crate::flow::{DownstreamLimit, Protocol};
 use crate::tls::{peek_client_hello, ClientHello, Peeked};
@@ -149,7 +150,8 @@ pub async fn sniff(
     shutdown: &mut ShutdownWatch,
 ) -> Sniff {
     let wait = server_first_after.unwrap_or(limits.keepalive_timeout);
-    let mut buf = match first_bytes(stream, wait, limits, shutdown).await {
+    let mut buf = match first_bytes(stream, wait, limits, shutdown, &mut IdleTimer::default()).await
+    {
         Ok(b) => b,
         Err(FirstRead::Closed) => return Sniff::Closed,
         Err(FirstRead::Silent) if server_first_after.is_some() => return Sniff::Silent,

@@ -13,6 +13,7 @@
 use super::tunnel::{tunnel, Opening};
 use crate::destination::{stream_client, stream_destination};
 use crate::downstream::head::{answer_limit, answer_refused, read_head, refused_head, Head};
+use crate::downstream::idle::IdleTimer;
 use crate::downstream::sniff::{sniff, Sniff};
 use crate::flow::{DownstreamLimit, Protocol, Refusal};
 use crate::listener::ListenerKind;
@@ -176,6 +177,7 @@ impl<P: HttpServerApp + Send + Sync + 'static> ServerApp for HttpConnections<P> 
         // Pingora's own idle bound per read, kept above ours: it only
         // matters if Pingora ever reads a head itself.
         let keepalive = limits.keepalive_timeout.as_secs() + 1;
+        let mut idle = IdleTimer::default();
         loop {
             let (prefix, started) = match first.take() {
                 Some((head, started)) => (Some(head), Some(started)),
@@ -184,7 +186,9 @@ impl<P: HttpServerApp + Send + Sync + 'static> ServerApp for HttpConnections<P> 
                     None,
                 ),
             };
-            let head = match read_head(&mut stream, prefix, started, &limits, &mut watch).await {
+            let head = match read_head(&mut stream, prefix, started, &limits, &mut watch, &mut idle)
+                .await
+            {
                 Head::Ready(head) => head,
                 Head::Closed => break,
                 Head::Limit(limit) => {
