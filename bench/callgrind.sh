@@ -2,8 +2,9 @@
 # Instruction counts per request (valgrind --tool=callgrind), for tproxyd,
 # pingora-bare (examples/pingora_bare.rs, Pingora's floor) or HAProxy, in
 # the lab: stable on noisy shared machines, where timings are
-# not; the top 15 functions by inclusive cost are printed too. User-space instructions only (the kernel's share is the same network
-# work for both). Usage: sudo bench/callgrind.sh [tproxyd|haproxy] [requests]
+# not; the top 15 functions by inclusive cost are printed too. User-space
+# instructions only (the kernel's share is the same network work for both).
+# Usage: sudo bench/callgrind.sh [tproxyd|tproxyd-nolog|pingora-bare|pingora-bare-timeouts|haproxy] [requests]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 who=${1:-tproxyd}; n=${2:-20000}
@@ -12,8 +13,8 @@ cleanup() { pkill -f "$work" 2>/dev/null || true; sleep 0.5; lab/lab.sh down $P;
 trap cleanup EXIT
 command -v valgrind >/dev/null || apt-get install -y -qq valgrind >/dev/null
 case $who in
-  tproxyd) cargo build --release --quiet --bin tproxyd ;;
-  pingora-bare) cargo build --release --quiet --bin tproxyd --example pingora_bare ;;
+  tproxyd*) cargo build --release --quiet --bin tproxyd ;;
+  pingora-bare*) cargo build --release --quiet --bin tproxyd --example pingora_bare ;;
 esac
 lab/lab.sh up $P >/dev/null
 mkdir -p "$work/www"; head -c 100 /dev/zero | tr '\0' x >"$work/www/small.bin"; chmod -R a+rX "$work"
@@ -28,6 +29,13 @@ if [ "$who" = tproxyd ]; then
   cmd=(target/release/tproxyd -c "$work/t.yaml")
 elif [ "$who" = pingora-bare ]; then
   cmd=(target/release/examples/pingora_bare "[::]:8888" 2)
+elif [ "$who" = pingora-bare-timeouts ]; then
+  export PINGORA_BARE_TIMEOUTS=1
+  cmd=(target/release/examples/pingora_bare "[::]:8888" 2)
+elif [ "$who" = tproxyd-nolog ]; then
+  sed "s#/run/tproxyd#$work#" conf/tproxyd.yaml >"$work/t.yaml"
+  printf '  access_log: { enabled: false }\n' >>"$work/t.yaml"
+  cmd=(target/release/tproxyd -c "$work/t.yaml")
 else
   cmd=(haproxy -db -f bench/haproxy.cfg)
 fi

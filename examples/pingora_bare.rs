@@ -8,6 +8,10 @@
 //! Pingora is visible.
 //!
 //! Usage: `pingora-bare [ADDRESS] [THREADS]` (default `[::]:8888`, 2).
+//! With `PINGORA_BARE_TIMEOUTS=1` in the environment it sets the upstream
+//! timeouts tproxyd sets by default (connect 5 s, read, write and pool idle
+//! 60 s): what Pingora's timers cost on their own, measured apart from
+//! tproxyd's code (`bench/callgrind.sh pingora-bare-timeouts`).
 
 use async_trait::async_trait;
 use pingora_core::server::configuration::{Opt, ServerConf};
@@ -23,7 +27,10 @@ use tproxyd::transparent::TransparentService;
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-struct Bare;
+struct Bare {
+    /// Set tproxyd's default upstream timeouts on each peer.
+    timeouts: bool,
+}
 
 #[async_trait]
 impl ProxyHttp for Bare {
@@ -37,7 +44,15 @@ impl ProxyHttp for Bare {
             .and_then(|a| a.as_inet())
             .map(|a| std::net::SocketAddr::new(a.ip().to_canonical(), a.port()))
             .ok_or_else(|| Error::explain(ErrorType::InternalError, "no local address"))?;
-        Ok(Box::new(HttpPeer::new(dst, false, String::new())))
+        let mut peer = HttpPeer::new(dst, false, String::new());
+        if self.timeouts {
+            let minute = std::time::Duration::from_secs(60);
+            peer.options.connection_timeout = Some(std::time::Duration::from_secs(5));
+            peer.options.read_timeout = Some(minute);
+            peer.options.write_timeout = Some(minute);
+            peer.options.idle_timeout = Some(minute);
+        }
+        Ok(Box::new(peer))
     }
 }
 
@@ -53,7 +68,8 @@ fn main() {
         .expect("a valid Pingora config");
     let mut server = Server::new_with_opt_and_conf(Opt::default(), conf);
     server.bootstrap();
-    let mut service = http_proxy_service(&server.configuration, Bare);
+    let timeouts = std::env::var_os("PINGORA_BARE_TIMEOUTS").is_some_and(|v| v == "1");
+    let mut service = http_proxy_service(&server.configuration, Bare { timeouts });
     service.add_tcp(&address);
     let readiness = Readiness::new(1, Draining::default());
     server.add_service(TransparentService::new(service, listener, None, readiness));
