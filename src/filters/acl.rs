@@ -19,7 +19,7 @@
 //! A denied request gets `403` with a short body naming the rule; the access
 //! log records the decision.
 
-use super::{Filter, FilterCtx, RequestHeader, Result, Verdict};
+use super::{Filter, FilterCtx, Hooks, RequestHeader, Result, Verdict};
 pub use crate::addr::{host_name, parse_net};
 use crate::error::{parse_settings, ConfigError};
 use crate::flow::Refusal;
@@ -270,6 +270,13 @@ impl AclFilter {
 impl Filter for AclFilter {
     fn name(&self) -> &str {
         "acl"
+    }
+
+    fn hooks(&self) -> Hooks {
+        Hooks {
+            request: true,
+            ..Hooks::NONE
+        }
     }
 
     async fn request(&self, ctx: &mut FilterCtx, req: &RequestHeader) -> Result<Verdict> {

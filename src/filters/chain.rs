@@ -1,17 +1,25 @@
 //! The filters of a process in order, run with errors and panics turned
 //! into clean failures: one bad filter fails its request, never the proxy.
 
-use super::{EarlyResponse, Filter, FilterCtx, LogSummary, RequestHeader, ResponseHeader, Verdict};
+use super::{
+    EarlyResponse, Filter, FilterCtx, Hooks, LogSummary, RequestHeader, ResponseHeader, Verdict,
+};
 use futures::FutureExt;
 use pingora_error::{Error, ErrorType, Result};
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 
-/// The filters of a process, in order.
+/// The filters of a process, in order, listed per hook: each hook runs only
+/// the filters whose [`Filter::hooks`] name it, so a hook a filter leaves
+/// at its default costs nothing (calling it would box a future per
+/// request).
 #[derive(Clone, Default)]
 pub struct FilterChain {
-    filters: Vec<Arc<dyn Filter>>,
+    request: Vec<Arc<dyn Filter>>,
+    upstream_request: Vec<Arc<dyn Filter>>,
+    response: Vec<Arc<dyn Filter>>,
+    log: Vec<Arc<dyn Filter>>,
 }
 
 async fn guarded<T>(name: &str, fut: impl Future<Output = Result<T>>) -> Result<T> {
@@ -25,12 +33,27 @@ async fn guarded<T>(name: &str, fut: impl Future<Output = Result<T>>) -> Result<
 impl FilterChain {
     /// A chain running `filters` in this order.
     pub fn new(filters: Vec<Arc<dyn Filter>>) -> Self {
-        FilterChain { filters }
+        let with = |hook: fn(Hooks) -> bool| -> Vec<Arc<dyn Filter>> {
+            filters
+                .iter()
+                .filter(|f| hook(f.hooks()))
+                .cloned()
+                .collect()
+        };
+        FilterChain {
+            request: with(|h| h.request),
+            upstream_request: with(|h| h.upstream_request),
+            response: with(|h| h.response),
+            log: with(|h| h.log),
+        }
     }
 
     /// True when there is nothing to run.
     pub fn is_empty(&self) -> bool {
-        self.filters.is_empty()
+        self.request.is_empty()
+            && self.upstream_request.is_empty()
+            && self.response.is_empty()
+            && self.log.is_empty()
     }
 
     /// Runs the request hooks until one answers; returns that answer.
@@ -39,7 +62,7 @@ impl FilterChain {
         ctx: &mut FilterCtx,
         req: &RequestHeader,
     ) -> Result<Option<EarlyResponse>> {
-        for f in &self.filters {
+        for f in &self.request {
             if let Verdict::Respond(r) = guarded(f.name(), f.request(ctx, req)).await? {
                 return Ok(Some(r));
             }
@@ -53,7 +76,7 @@ impl FilterChain {
         ctx: &mut FilterCtx,
         req: &mut RequestHeader,
     ) -> Result<()> {
-        for f in &self.filters {
+        for f in &self.upstream_request {
             guarded(f.name(), f.upstream_request(ctx, req)).await?;
         }
         Ok(())
@@ -61,7 +84,7 @@ impl FilterChain {
 
     /// Runs every response hook.
     pub async fn response(&self, ctx: &mut FilterCtx, resp: &mut ResponseHeader) -> Result<()> {
-        for f in &self.filters {
+        for f in &self.response {
             guarded(f.name(), f.response(ctx, resp)).await?;
         }
         Ok(())
@@ -69,7 +92,7 @@ impl FilterChain {
 
     /// Runs every log hook; a panicking one is skipped.
     pub async fn log(&self, ctx: &FilterCtx, summary: &LogSummary<'_>) {
-        for f in &self.filters {
+        for f in &self.log {
             let _ = guarded(f.name(), f.log(ctx, summary).map(Ok)).await;
         }
     }
@@ -136,5 +159,38 @@ mod tests {
         assert_eq!(answer.status, 418);
         assert_eq!(answer.refusal, Some(Refusal::Filter));
         assert_eq!(c.state.get::<u32>(), Some(&7));
+    }
+
+    /// `Answer` again, but saying it only has an upstream-request hook.
+    struct Declared(Hooks);
+
+    #[async_trait]
+    impl Filter for Declared {
+        fn name(&self) -> &str {
+            "declared"
+        }
+        fn hooks(&self) -> Hooks {
+            self.0
+        }
+        async fn request(&self, ctx: &mut FilterCtx, req: &RequestHeader) -> Result<Verdict> {
+            Answer.request(ctx, req).await
+        }
+    }
+
+    #[test]
+    fn a_hook_runs_only_for_filters_that_name_it() {
+        let req = RequestHeader::build("GET", b"/", None).unwrap();
+        let run = |hooks: Hooks| {
+            let chain = FilterChain::new(vec![Arc::new(Declared(hooks))]);
+            futures::executor::block_on(chain.request(&mut ctx(), &req)).unwrap()
+        };
+        assert!(run(Hooks::ALL).is_some(), "named: runs");
+        let only_upstream = Hooks {
+            upstream_request: true,
+            ..Hooks::NONE
+        };
+        assert!(run(only_upstream).is_none(), "not named: skipped");
+        assert!(!FilterChain::new(vec![Arc::new(Declared(only_upstream))]).is_empty());
+        assert!(FilterChain::new(vec![Arc::new(Declared(Hooks::NONE))]).is_empty());
     }
 }

@@ -17,7 +17,7 @@
 //! whose `Via` already carries it has passed through this proxy and is
 //! refused with 508. Give each tproxyd in a chain its own `via_token`.
 
-use super::{Filter, FilterCtx, RequestHeader, Result};
+use super::{Filter, FilterCtx, Hooks, RequestHeader, Result};
 use crate::error::ConfigError;
 use async_trait::async_trait;
 use http::header::{FORWARDED, VIA};
@@ -199,6 +199,13 @@ fn forwarded_node(ip: std::net::IpAddr) -> String {
 impl Filter for Forwarding {
     fn name(&self) -> &str {
         "forwarding"
+    }
+
+    fn hooks(&self) -> Hooks {
+        Hooks {
+            upstream_request: true,
+            ..Hooks::NONE
+        }
     }
 
     async fn upstream_request(&self, ctx: &mut FilterCtx, req: &mut RequestHeader) -> Result<()> {

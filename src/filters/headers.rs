@@ -14,7 +14,7 @@
 //! Within one side the order is remove, set, add.
 
 use super::template::Template;
-use super::{Filter, FilterCtx, RequestHeader, ResponseHeader, Result};
+use super::{Filter, FilterCtx, Hooks, RequestHeader, ResponseHeader, Result};
 use crate::error::parse_settings;
 use crate::error::ConfigError;
 use async_trait::async_trait;
@@ -144,6 +144,14 @@ impl HeadersFilter {
 impl Filter for HeadersFilter {
     fn name(&self) -> &str {
         "headers"
+    }
+
+    fn hooks(&self) -> Hooks {
+        Hooks {
+            upstream_request: true,
+            response: true,
+            ..Hooks::NONE
+        }
     }
 
     async fn upstream_request(&self, ctx: &mut FilterCtx, req: &mut RequestHeader) -> Result<()> {

@@ -19,7 +19,7 @@
 //! time: when it fails or times out the request is let through and logged
 //! as unverified — a lookup never blocks the proxy.
 
-use super::{Filter, FilterCtx, RequestHeader, Result, Verdict};
+use super::{Filter, FilterCtx, Hooks, RequestHeader, Result, Verdict};
 use crate::addr::{host_name, host_port};
 use crate::error::{parse_settings, ConfigError, Timeout};
 use crate::flow::Refusal;
@@ -185,6 +185,13 @@ impl HostCheckFilter {
 impl Filter for HostCheckFilter {
     fn name(&self) -> &str {
         "host_check"
+    }
+
+    fn hooks(&self) -> Hooks {
+        Hooks {
+            request: true,
+            ..Hooks::NONE
+        }
     }
 
     async fn request(&self, ctx: &mut FilterCtx, _req: &RequestHeader) -> Result<Verdict> {

@@ -129,6 +129,38 @@ pub struct LogSummary<'a> {
     pub error: Option<&'a Error>,
 }
 
+/// Which of its hooks a [`Filter`] implements. The chain calls a filter only
+/// for these: a hook left at its default still costs a boxed future per
+/// call (`async_trait`), so the built-in filters name exactly theirs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Hooks {
+    /// [`Filter::request`].
+    pub request: bool,
+    /// [`Filter::upstream_request`].
+    pub upstream_request: bool,
+    /// [`Filter::response`].
+    pub response: bool,
+    /// [`Filter::log`].
+    pub log: bool,
+}
+
+impl Hooks {
+    /// Every hook: the default, always correct.
+    pub const ALL: Hooks = Hooks {
+        request: true,
+        upstream_request: true,
+        response: true,
+        log: true,
+    };
+    /// No hook; start from this and set the ones implemented.
+    pub const NONE: Hooks = Hooks {
+        request: false,
+        upstream_request: false,
+        response: false,
+        log: false,
+    };
+}
+
 /// A hook into each request's life. All methods have do-nothing defaults;
 /// implement the ones you need. The table in the [module docs](self) says
 /// which hooks run for which kind of traffic.
@@ -136,6 +168,15 @@ pub struct LogSummary<'a> {
 pub trait Filter: Send + Sync {
     /// Shown in logs and error messages.
     fn name(&self) -> &str;
+
+    /// The hooks this filter implements; the others are never called.
+    ///
+    /// By default: all of them (correct for any filter). A filter that
+    /// leaves some at their defaults may name only its own, which saves an
+    /// allocation per request for each hook left out.
+    fn hooks(&self) -> Hooks {
+        Hooks::ALL
+    }
 
     /// Runs once per request, after its head was read and tproxyd admitted
     /// it (the destination is known and not a loop), before any upstream

@@ -17,7 +17,7 @@
 //! `Retry-After`, counted as refusal `rate-limit`; refused requests do not
 //! count against the key.
 
-use super::{Filter, FilterCtx, RequestHeader, Result, Verdict};
+use super::{Filter, FilterCtx, Hooks, RequestHeader, Result, Verdict};
 use crate::addr::host_name;
 use crate::error::{invalid, parse_settings, ConfigError};
 use crate::flow::{Answer, Refusal};
@@ -139,6 +139,13 @@ impl RateLimitFilter {
 impl Filter for RateLimitFilter {
     fn name(&self) -> &str {
         "rate_limit"
+    }
+
+    fn hooks(&self) -> Hooks {
+        Hooks {
+            request: true,
+            ..Hooks::NONE
+        }
     }
 
     async fn request(&self, ctx: &mut FilterCtx, _req: &RequestHeader) -> Result<Verdict> {
