@@ -9,6 +9,9 @@ Scenarios, measured in one run on the same lab with the same load:
                  same transparent socket path, nothing else (the framework floor)
   haproxy        HAProxy as a transparent proxy (bind ... transparent, server 0.0.0.0:0)
   go-seed        the article's Go proxy (../shared/seed/go-proxy), built at bench time
+  tproxyd-alt    only with --alt-conf and/or --alt-bin: tproxyd with another
+                 config or another build (say, the last commit's), for an A/B
+                 of one change in the same run
 
 HTTPS scenarios (nginx with a self-signed certificate as the origin; the
 proxies never decrypt):
@@ -19,8 +22,10 @@ proxies never decrypt):
   haproxy-tcp     HAProxy `mode tcp`, transparent, no splicing
   haproxy-splice  the same with `option splice-request` / `splice-response`
 
-Workloads: small responses over keep-alive, small responses with a new client
-connection per request, a 100 MiB download, and many idle keep-alive
+Workloads: small responses over keep-alive (as fast as the machine goes, and
+paced at a fixed offered rate no proxy saturates, for the latency a proxy
+adds rather than its queue), small responses with a new client connection
+per request, a 100 MiB download, and many idle keep-alive
 connections; over HTTPS, 4 parallel 100 MiB downloads and a new TLS
 connection per request. Each (workload, scenario) pair runs `--rounds` times,
 interleaved, with a freshly started proxy; the report gives the median and
@@ -62,7 +67,8 @@ DIRECT_TLS_PORT = 9443  # not intercepted
 TARGET = os.environ.get("CARGO_TARGET_DIR") or os.path.join(ROOT, "target")
 STATUS_PORT = 9090  # nginx stub_status, in the server namespace
 TICK = os.sysconf("SC_CLK_TCK")
-SCENARIOS = ["direct", "tproxyd", "tproxyd-nolog", "pingora-bare", "haproxy", "go-seed"]
+SCENARIOS = ["direct", "tproxyd", "tproxyd-nolog", "pingora-bare", "haproxy", "go-seed",
+             "tproxyd-alt"]
 TLS_SCENARIOS = ["direct", "tproxyd", "tproxyd-copy", "haproxy-tcp", "haproxy-splice"]
 
 
@@ -214,9 +220,12 @@ http {{
             return None
         out = open(os.path.join(self.tmp, f"{scenario}.log"), "ab")
         tls = workload.startswith("https")
-        if scenario in ("tproxyd", "tproxyd-nolog", "tproxyd-copy"):
+        if scenario in ("tproxyd", "tproxyd-nolog", "tproxyd-copy", "tproxyd-alt"):
             conf = os.path.join(self.tmp, f"{scenario}.yaml")
-            with open(self.args.tproxyd_conf) as src, open(conf, "w") as dst:
+            base = self.args.tproxyd_conf
+            if scenario == "tproxyd-alt" and self.args.alt_conf:
+                base = self.args.alt_conf
+            with open(base) as src, open(conf, "w") as dst:
                 text = src.read().replace("/run/tproxyd", self.tmp)
                 if tls:
                     text = tls_listener(text, scenario == "tproxyd-copy")
@@ -229,7 +238,10 @@ http {{
                 dst.write("\n" + self.args.tproxyd_extra.replace("\\n", "\n") + "\n")
                 if scenario == "tproxyd-nolog":
                     dst.write("  access_log: { enabled: false }\n")
-            cmd = ["env", *self.args.tproxyd_env.split(), self.tproxyd, "-c", conf]
+            binary = self.tproxyd
+            if scenario == "tproxyd-alt" and self.args.alt_bin:
+                binary = self.args.alt_bin
+            cmd = ["env", *self.args.tproxyd_env.split(), binary, "-c", conf]
         elif scenario == "pingora-bare":
             cmd = [self.bare, "[::]:8888", "2"]
         elif scenario == "haproxy":
@@ -290,9 +302,9 @@ http {{
         return 0
 
     # --- workloads -------------------------------------------------------
-    def wrk(self, url, conns, threads, duration, close=False):
+    def wrk(self, url, conns, threads, duration, close=False, script="wrk-percentiles.lua"):
         cmd = ["wrk", "-t", str(threads), "-c", str(conns), "-d", f"{duration}s",
-               "--latency", "-s", os.path.join(ROOT, "bench", "wrk-percentiles.lua")]
+               "--latency", "-s", os.path.join(ROOT, "bench", script)]
         if close:
             cmd += ["-H", "Connection: close"]
         out = subprocess.run(ns(CLI, *cmd, url), capture_output=True, text=True, check=True).stdout
@@ -345,6 +357,8 @@ http {{
             acc0 = self.nginx_accepts()
             if workload == "keepalive":
                 res = self.wrk(f"{base}/small.bin", 50, 2, a.duration)
+            elif workload == "paced":
+                res = self.wrk(f"{base}/small.bin", 50, 2, a.duration, script="wrk-paced.lua")
             elif workload == "close":
                 res = self.wrk(f"{base}/small.bin", 20, 2, a.duration, close=True)
             elif workload == "https-large":
@@ -414,13 +428,16 @@ SMALL_COLUMNS = [
     ("upstream_conns", "upstream conns opened", "{:.0f}", False),
     ("requests", "requests", "{:.0f}", True), ("errors", "errors", "{:.0f}", False)]
 HTTP_RATIOS = [("tproxyd", "pingora-bare"), ("tproxyd-nolog", "pingora-bare"),
-               ("tproxyd", "haproxy"), ("tproxyd-nolog", "haproxy"), ("tproxyd", "direct")]
+               ("tproxyd", "haproxy"), ("tproxyd-nolog", "haproxy"), ("tproxyd", "direct"),
+               ("tproxyd-alt", "tproxyd")]
 TLS_RATIOS = [("tproxyd", "haproxy-splice"), ("tproxyd", "haproxy-tcp"),
               ("tproxyd", "tproxyd-copy"), ("tproxyd", "direct")]
 SYSCALL_COLUMNS = [("syscalls_per_mib", "proxy syscalls /MiB (strace -c)", "{:.1f}", False),
                    ("syscalls_per_req", "proxy syscalls /request (strace -c)", "{:.1f}", False)]
 WORKLOADS = {
     "keepalive": ("Small responses (100 B) over keep-alive, 50 connections", SMALL_COLUMNS),
+    "paced": ("Small responses over keep-alive at a fixed pace: 50 connections, each pausing 5 ms "
+              "between requests (about 9,000 req/s offered; no proxy saturates)", SMALL_COLUMNS),
     "close": ("Small responses, a new client connection per request, 20 concurrent", SMALL_COLUMNS),
     "https-large": ("HTTPS: 100 MiB downloads, 4 in parallel", [
         ("mib_s", "MiB/s", "{:.0f}", True),
@@ -480,8 +497,11 @@ def report(results, args, started):
         if wl not in args.workloads:
             continue
         tls = wl.startswith("https")
-        scenarios = TLS_SCENARIOS if tls else SCENARIOS
-        ratios = TLS_RATIOS if tls else HTTP_RATIOS
+        # Only the scenarios that ran, and the ratios between them.
+        scenarios = [sc for sc in (TLS_SCENARIOS if tls else SCENARIOS)
+                     if any(r for r in results.get((wl, sc), []))]
+        ratios = [(a, b) for a, b in (TLS_RATIOS if tls else HTTP_RATIOS)
+                  if a in scenarios and b in scenarios]
         names = [f"{a.replace('tproxyd-', '')}/{b}" if a != "tproxyd" else f"tproxyd/{b}"
                  for a, b in ratios]
         out += [f"### {title}", "",
@@ -512,8 +532,11 @@ def main():
     ap.add_argument("--duration", type=int, default=10, help="seconds per wrk run")
     ap.add_argument("--rounds", type=int, default=2)
     ap.add_argument("--idle", type=int, default=5000, help="idle connections to hold")
-    ap.add_argument("--workloads", default="keepalive,close,large,idle,https-large,https-close")
-    ap.add_argument("--scenarios", default=",".join(dict.fromkeys(SCENARIOS + TLS_SCENARIOS)),
+    ap.add_argument("--workloads", default="keepalive,paced,close,large,idle,https-large,https-close")
+    ap.add_argument("--alt-conf", help="config for the tproxyd-alt scenario (default: the same as tproxyd)")
+    ap.add_argument("--alt-bin", help="tproxyd binary for the tproxyd-alt scenario (default: this build)")
+    ap.add_argument("--scenarios", default=",".join(s for s in dict.fromkeys(SCENARIOS + TLS_SCENARIOS)
+                                                   if s != "tproxyd-alt"),
                     help="which to run (each workload runs those of its kind: HTTP or HTTPS)")
     ap.add_argument("--strace-duration", type=int, default=5,
                     help="seconds of the separate strace -c run of each HTTPS cell")
@@ -528,6 +551,8 @@ def main():
         args.duration, args.rounds, args.idle, args.strace_duration = 2, 1, 200, 2
     args.workloads = args.workloads.split(",")
     args.scenarios = args.scenarios.split(",")
+    if (args.alt_conf or args.alt_bin) and "tproxyd-alt" not in args.scenarios:
+        args.scenarios.append("tproxyd-alt")
     if os.geteuid() != 0:
         sys.exit("bench: needs root (network namespaces, TPROXY)")
     started = datetime.datetime.now(datetime.timezone.utc)
