@@ -375,3 +375,55 @@ fn curl_through_the_forward_proxy() {
     assert!(!ok && err.contains("403"), "{err}");
     assert_eq!(origin.seen().len(), 2);
 }
+
+/// Pooled upstream connections are reused under concurrent keep-alive load
+/// on several threads: Pingora's `reused_stream` used to give up on a
+/// healthy pooled connection when the idle watcher on another thread had
+/// unlocked it but not yet dropped its reference, closing it and opening a
+/// new one (vendor/PATCHES.md, pingora#998). With `work_stealing: false`
+/// that happened to about 1 reuse in 120.
+#[test]
+fn pooled_upstream_connections_survive_reuse_across_threads() {
+    if !lab_available("pool_reuse_threads") {
+        return;
+    }
+    let lab = Lab::up();
+    let origin = Origin::start(&lab, &[80]);
+    let dir = TempDir::new("pool-threads");
+    let _proxy = Proxy::start(&lab, &lab_config(&dir.0, ""), &[8888, 8889]);
+    const WORKERS: usize = 16;
+    const REQUESTS: usize = 150;
+    let dst: std::net::SocketAddr = format!("{SERVER_V4}:80").parse().unwrap();
+    let before = origin.count();
+    let workers: Vec<_> = (0..WORKERS)
+        .map(|w| {
+            spawn_in_netns(&lab.client_ns(), move || {
+                let stream = std::net::TcpStream::connect(dst).expect("connect");
+                let mut c = Client::new(stream);
+                for i in 0..REQUESTS {
+                    let path = format!("/reuse/{w}/{i}");
+                    let r = c.get("pool.test", &path, &[]).expect("a response");
+                    assert_eq!(r.status, 200, "{path}");
+                    // A pause, so that connections go idle in the pool
+                    // and are picked up by other threads' requests.
+                    std::thread::sleep(std::time::Duration::from_millis(1));
+                }
+            })
+        })
+        .collect();
+    for w in workers {
+        w.join().expect("a worker failed");
+    }
+    let seen = &origin.seen()[before..];
+    assert_eq!(seen.len(), WORKERS * REQUESTS);
+    let conns: std::collections::HashSet<usize> = seen.iter().map(|s| s.conn).collect();
+    // At most one request per client connection is in flight, so the pool
+    // never needs more upstream connections than there are clients.
+    assert!(
+        conns.len() <= WORKERS + 2,
+        "{} upstream connections for {WORKERS} keep-alive clients ({} requests): \
+         pooled connections were dropped instead of reused",
+        conns.len(),
+        seen.len()
+    );
+}

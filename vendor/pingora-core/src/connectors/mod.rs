@@ -252,10 +252,8 @@ impl TransportConnector {
         match self.connection_pool.get(&peer.reuse_hash()) {
             Some(s) => {
                 debug!("find reusable stream, trying to acquire it");
-                {
-                    let _ = s.lock().await;
-                } // wait for the idle poll to release it
-                match Arc::try_unwrap(s) {
+                // wait for the idle poll to release it
+                match take_released(s).await {
                     Ok(l) => {
                         let mut stream = l.into_inner();
                         // test_reusable_stream: we assume server would never actively send data
@@ -472,6 +470,35 @@ use futures::future::FutureExt;
 use tokio::io::AsyncReadExt;
 
 /// Test whether a stream is already closed or not reusable (server sent unexpected data)
+/// Takes sole ownership of a pooled stream once its idle watcher lets go.
+///
+/// The watcher holds the stream through an `OwnedMutexGuard`, which unlocks
+/// before it drops its `Arc`: a waiter woken on another thread can find the
+/// `Arc` still shared, for as long as the watcher's thread is descheduled
+/// between the two (on a busy machine, milliseconds). Giving up then closes
+/// a healthy connection, and the caller opens a new one to the same peer.
+/// So wait for the `Arc` to become unique: a few yields, then a few short
+/// sleeps, bounded.
+async fn take_released<T>(mut shared: Arc<Mutex<T>>) -> Result<Mutex<T>, Arc<Mutex<T>>> {
+    const YIELDS: u32 = 4;
+    const NAPS: u32 = 10;
+    {
+        let _ = shared.lock().await;
+    }
+    for attempt in 0..YIELDS + NAPS {
+        match Arc::try_unwrap(shared) {
+            Ok(stream) => return Ok(stream),
+            Err(still) => shared = still,
+        }
+        if attempt < YIELDS {
+            tokio::task::yield_now().await;
+        } else {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+    }
+    Arc::try_unwrap(shared)
+}
+
 fn test_reusable_stream(stream: &mut Stream, unexpected_data_conn_count: &AtomicU64) -> bool {
     let mut buf = [0; 1];
     // tokio::task::unconstrained because now_or_never may yield None when the future is ready
