@@ -170,7 +170,7 @@ impl ConnectorOptions {
 /// [TransportConnector] provides APIs to connect to servers via TCP or TLS with connection reuse
 pub struct TransportConnector {
     tls_ctx: tls::Connector,
-    connection_pool: Arc<ConnectionPool<Arc<Mutex<Stream>>>>,
+    connection_pool: Arc<ConnectionPool<Arc<Mutex<Pooled>>>>,
     offload: Option<OffloadRuntime>,
     bind_to_v4: Vec<SocketAddr>,
     bind_to_v6: Vec<SocketAddr>,
@@ -252,10 +252,13 @@ impl TransportConnector {
         match self.connection_pool.get(&peer.reuse_hash()) {
             Some(s) => {
                 debug!("find reusable stream, trying to acquire it");
-                // wait for the idle poll to release it
-                match take_released(s).await {
-                    Ok(l) => {
-                        let mut stream = l.into_inner();
+                // wait for the idle poll to release it, then take the stream
+                // out under the lock (pingora#998: the poll's guard unlocks
+                // before it drops its `Arc`, so `Arc::try_unwrap` could fail
+                // on a healthy connection and close it)
+                let taken = s.lock().await.0.take();
+                match taken {
+                    Some(mut stream) => {
                         // test_reusable_stream: we assume server would never actively send data
                         // first on an idle stream.
                         #[cfg(unix)]
@@ -287,7 +290,7 @@ impl TransportConnector {
                             }
                         }
                     }
-                    Err(_) => {
+                    None => {
                         error!("failed to acquire reusable stream");
                         None
                     }
@@ -319,7 +322,7 @@ impl TransportConnector {
         let id = stream.id();
         let meta = ConnectionMeta::new(key, id);
         debug!("Try to keepalive client session");
-        let stream = Arc::new(Mutex::new(stream));
+        let stream = Arc::new(Mutex::new(Pooled(Some(stream))));
         let locked_stream = stream.clone().try_lock_owned().unwrap(); // safe as we just created it
         let (notify_close, watch_use) = self.connection_pool.put(&meta, stream);
         let idle_meta = IdleConnection::new(meta);
@@ -470,33 +473,22 @@ use futures::future::FutureExt;
 use tokio::io::AsyncReadExt;
 
 /// Test whether a stream is already closed or not reusable (server sent unexpected data)
-/// Takes sole ownership of a pooled stream once its idle watcher lets go.
-///
-/// The watcher holds the stream through an `OwnedMutexGuard`, which unlocks
-/// before it drops its `Arc`: a waiter woken on another thread can find the
-/// `Arc` still shared, for as long as the watcher's thread is descheduled
-/// between the two (on a busy machine, milliseconds). Giving up then closes
-/// a healthy connection, and the caller opens a new one to the same peer.
-/// So wait for the `Arc` to become unique: a few yields, then a few short
-/// sleeps, bounded.
-async fn take_released<T>(mut shared: Arc<Mutex<T>>) -> Result<Mutex<T>, Arc<Mutex<T>>> {
-    const YIELDS: u32 = 4;
-    const NAPS: u32 = 10;
-    {
-        let _ = shared.lock().await;
-    }
-    for attempt in 0..YIELDS + NAPS {
-        match Arc::try_unwrap(shared) {
-            Ok(stream) => return Ok(stream),
-            Err(still) => shared = still,
-        }
-        if attempt < YIELDS {
-            tokio::task::yield_now().await;
-        } else {
-            tokio::time::sleep(Duration::from_millis(1)).await;
+/// A stream in the idle pool. The request that reuses it takes it out
+/// under the lock, so reuse never depends on when the idle poll drops its
+/// reference to the mutex (pingora#998). Taken, it reads as closed.
+struct Pooled(Option<Stream>);
+
+impl tokio::io::AsyncRead for Pooled {
+    fn poll_read(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        match &mut self.get_mut().0 {
+            Some(stream) => std::pin::Pin::new(stream).poll_read(cx, buf),
+            None => std::task::Poll::Ready(Ok(())),
         }
     }
-    Arc::try_unwrap(shared)
 }
 
 fn test_reusable_stream(stream: &mut Stream, unexpected_data_conn_count: &AtomicU64) -> bool {
