@@ -14,24 +14,28 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 use tokio::time::Instant;
 
+/// A sleep armed to end at its deadline.
+type Armed = (Instant, Pin<Box<dyn Future<Output = ()> + Send>>);
+
 /// The running timer of one connection; see the module docs.
 #[derive(Default)]
 pub struct IdleTimer {
-    sleep: Option<Pin<Box<dyn Future<Output = ()> + Send>>>,
+    armed: Option<Armed>,
 }
 
 impl std::fmt::Debug for IdleTimer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("IdleTimer")
-            .field("armed", &self.sleep.is_some())
+            .field("deadline", &self.armed.as_ref().map(|(d, _)| d))
             .finish()
     }
 }
 
 impl IdleTimer {
-    /// Resolves once a wait that began at `since` has lasted `wait`: the
-    /// running timer may fire earlier (it was armed for an earlier wait), in
-    /// which case it is re-armed for what is left.
+    /// Resolves once a wait that began at `since` has lasted `wait`. The
+    /// running timer may fire earlier (it was armed for an earlier wait):
+    /// it is then re-armed for what is left. One armed for a later deadline
+    /// (a longer wait before) is re-armed at once.
     pub fn expired(&mut self, since: Instant, wait: Duration) -> Expired<'_> {
         Expired {
             timer: self,
@@ -52,17 +56,21 @@ impl Future for Expired<'_> {
     type Output = ();
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
-        let (since, wait) = (self.since, self.wait);
+        let deadline = self.since + self.wait;
         loop {
-            let sleep = self.timer.sleep.get_or_insert_with(|| {
-                let left = wait.saturating_sub(since.elapsed());
-                Box::pin(pingora_timeout::sleep(left))
-            });
+            let armed = &mut self.timer.armed;
+            if armed.as_ref().is_none_or(|(at, _)| *at > deadline) {
+                let left = deadline.saturating_duration_since(Instant::now());
+                *armed = Some((deadline, Box::pin(pingora_timeout::sleep(left))));
+            }
+            let Some((_, sleep)) = armed else {
+                unreachable!("armed just above");
+            };
             if sleep.as_mut().poll(cx).is_pending() {
                 return Poll::Pending;
             }
-            self.timer.sleep = None;
-            if since.elapsed() >= wait {
+            *armed = None;
+            if Instant::now() >= deadline {
                 return Poll::Ready(());
             }
             // Fired for an earlier wait: arm again for the rest of this one.
@@ -97,6 +105,25 @@ mod tests {
             "fired after {waited:?}, before the second wait's deadline"
         );
         assert!(waited < Duration::from_secs(2), "fired after {waited:?}");
+    }
+
+    #[tokio::test]
+    async fn a_shorter_wait_after_a_longer_one_is_not_late() {
+        let mut timer = IdleTimer::default();
+        let long = tokio::time::timeout(
+            Duration::from_millis(20),
+            timer.expired(Instant::now(), Duration::from_secs(30)),
+        )
+        .await;
+        assert!(long.is_err(), "a 30 s wait fired early");
+        let started = Instant::now();
+        tokio::time::timeout(
+            Duration::from_secs(2),
+            timer.expired(started, Duration::from_millis(100)),
+        )
+        .await
+        .expect("the 100 ms wait waited for the 30 s timer");
+        assert!(started.elapsed() >= Duration::from_millis(100));
     }
 
     #[tokio::test]
