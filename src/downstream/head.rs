@@ -308,6 +308,16 @@ mod tests {
         tokio::sync::watch::channel(false)
     }
 
+    /// [`read_head`] with no start time and a connection's fresh timer.
+    async fn head_of(
+        stream: &mut Stream,
+        prefix: Option<BytesMut>,
+        limits: &Downstream,
+        w: &mut ShutdownWatch,
+    ) -> Head {
+        read_head(stream, prefix, None, limits, w, &mut IdleTimer::default()).await
+    }
+
     #[test]
     fn heads_end_at_an_empty_line_after_content() {
         let cases: &[(&[u8], bool)] = &[
@@ -337,43 +347,19 @@ mod tests {
                 .await
                 .unwrap();
             let (_tx, mut w) = watch();
-            let head = read_head(
-                &mut stream,
-                None,
-                None,
-                &limits(1000, 1000, 1024),
-                &mut w,
-                &mut IdleTimer::default(),
-            )
-            .await;
+            let head = head_of(&mut stream, None, &limits(1000, 1000, 1024), &mut w).await;
             let Head::Ready(bytes) = head else {
                 panic!("{head:?}")
             };
             assert!(bytes.ends_with(b"\r\n\r\nhi"));
             // A complete head in the prefix needs no read at all.
             let prefix = BytesMut::from(&b"GET /next HTTP/1.1\r\nHost: a\r\n\r\n"[..]);
-            let head = read_head(
-                &mut stream,
-                Some(prefix),
-                None,
-                &limits(1, 1, 1024),
-                &mut w,
-                &mut IdleTimer::default(),
-            )
-            .await;
+            let head = head_of(&mut stream, Some(prefix), &limits(1, 1, 1024), &mut w).await;
             assert!(matches!(head, Head::Ready(_)), "{head:?}");
             // A head over the cap is refused even when it came whole.
             let big = format!("GET / HTTP/1.1\r\nX: {}\r\n\r\n", "a".repeat(2000));
             let prefix = BytesMut::from(big.as_bytes());
-            let head = read_head(
-                &mut stream,
-                Some(prefix),
-                None,
-                &limits(1, 1, 1024),
-                &mut w,
-                &mut IdleTimer::default(),
-            )
-            .await;
+            let head = head_of(&mut stream, Some(prefix), &limits(1, 1, 1024), &mut w).await;
             assert!(
                 matches!(head, Head::Limit(DownstreamLimit::HeaderTooLarge)),
                 "{head:?}"
@@ -381,15 +367,7 @@ mod tests {
             // Only empty lines carried over: idle, not a head (the idle
             // deadline applies, and it is quiet).
             let prefix = BytesMut::from(&b"\r\n"[..]);
-            let head = read_head(
-                &mut stream,
-                Some(prefix),
-                None,
-                &limits(1000, 50, 1024),
-                &mut w,
-                &mut IdleTimer::default(),
-            )
-            .await;
+            let head = head_of(&mut stream, Some(prefix), &limits(1000, 50, 1024), &mut w).await;
             assert!(
                 matches!(head, Head::Limit(DownstreamLimit::KeepaliveTimeout)),
                 "{head:?}"
@@ -405,15 +383,7 @@ mod tests {
             client.write_all(b"GET / HT").await.unwrap();
             let (_tx, mut w) = watch();
             let started = Instant::now();
-            let head = read_head(
-                &mut stream,
-                None,
-                None,
-                &limits(200, 5000, 1024),
-                &mut w,
-                &mut IdleTimer::default(),
-            )
-            .await;
+            let head = head_of(&mut stream, None, &limits(200, 5000, 1024), &mut w).await;
             assert!(
                 matches!(head, Head::Limit(DownstreamLimit::HeaderTimeout)),
                 "{head:?}"
@@ -442,15 +412,7 @@ mod tests {
             let mut stream: Stream = Box::new(server);
             client.write_all(&[b'a'; 40_000]).await.unwrap();
             let (_tx, mut w) = watch();
-            let head = read_head(
-                &mut stream,
-                None,
-                None,
-                &limits(5000, 5000, 10_000),
-                &mut w,
-                &mut IdleTimer::default(),
-            )
-            .await;
+            let head = head_of(&mut stream, None, &limits(5000, 5000, 10_000), &mut w).await;
             assert!(
                 matches!(head, Head::Limit(DownstreamLimit::HeaderTooLarge)),
                 "{head:?}"
@@ -470,16 +432,7 @@ mod tests {
             let mut stream: Stream = Box::new(server);
             let (tx, mut w) = watch();
             let long = limits(5000, 5000, 1024);
-            let mut idle = IdleTimer::default();
-            let head = read_head(
-                &mut stream,
-                None,
-                None,
-                &limits(5000, 100, 1024),
-                &mut w,
-                &mut IdleTimer::default(),
-            )
-            .await;
+            let head = head_of(&mut stream, None, &limits(5000, 100, 1024), &mut w).await;
             assert!(
                 matches!(head, Head::Limit(DownstreamLimit::KeepaliveTimeout)),
                 "{head:?}"
@@ -488,7 +441,7 @@ mod tests {
                 answer_limit(&mut stream, DownstreamLimit::KeepaliveTimeout).await,
                 0
             );
-            let waiting = read_head(&mut stream, None, None, &long, &mut w, &mut idle);
+            let waiting = head_of(&mut stream, None, &long, &mut w);
             let stop = async {
                 tokio::time::sleep(Duration::from_millis(50)).await;
                 tx.send(true).unwrap();
