@@ -417,6 +417,16 @@ fn pooled_upstream_connections_survive_reuse_across_threads() {
     }
     let seen = &origin.seen()[before..];
     assert_eq!(seen.len(), WORKERS * REQUESTS);
+    for s in seen {
+        // Through tproxyd (not routed around it), to the address dialed.
+        assert_eq!(
+            s.headers.get("via").map(String::as_str),
+            Some("1.1 tproxyd"),
+            "{}",
+            s.path
+        );
+        assert_eq!(s.local, dst, "{} reached the wrong destination", s.path);
+    }
     let conns: std::collections::HashSet<usize> = seen.iter().map(|s| s.conn).collect();
     // At most one request per client connection is in flight, so the pool
     // never needs more upstream connections than there are clients.
