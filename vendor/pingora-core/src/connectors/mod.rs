@@ -472,7 +472,6 @@ impl PreferredHttpVersion {
 use futures::future::FutureExt;
 use tokio::io::AsyncReadExt;
 
-/// Test whether a stream is already closed or not reusable (server sent unexpected data)
 /// A stream in the idle pool. The request that reuses it takes it out
 /// under the lock, so reuse never depends on when the idle poll drops its
 /// reference to the mutex (pingora#998). Taken, it reads as closed.
@@ -491,6 +490,7 @@ impl tokio::io::AsyncRead for Pooled {
     }
 }
 
+/// Test whether a stream is already closed or not reusable (server sent unexpected data)
 fn test_reusable_stream(stream: &mut Stream, unexpected_data_conn_count: &AtomicU64) -> bool {
     let mut buf = [0; 1];
     // tokio::task::unconstrained because now_or_never may yield None when the future is ready
