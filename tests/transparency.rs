@@ -391,7 +391,10 @@ fn pooled_upstream_connections_survive_reuse_across_threads() {
     let lab = Lab::up();
     let origin = Origin::start(&lab, &[80]);
     let dir = TempDir::new("pool-threads");
-    let _proxy = Proxy::start(&lab, &lab_config(&dir.0, ""), &[8888, 8889]);
+    // A runtime per thread, where the race was frequent.
+    let yaml = lab_config(&dir.0, "").replace("threads: 2\n", "threads: 2\nwork_stealing: false\n");
+    assert!(yaml.contains("work_stealing: false"));
+    let _proxy = Proxy::start(&lab, &yaml, &[8888, 8889]);
     const WORKERS: usize = 16;
     const REQUESTS: usize = 150;
     let dst: std::net::SocketAddr = format!("{SERVER_V4}:80").parse().unwrap();

@@ -54,14 +54,12 @@ pub fn example_bin(name: &str) -> String {
 }
 
 /// The lab's standard config: TPROXY on [::]:8888, REDIRECT on [::]:8889,
-/// the shipped runtime settings (2 threads, no work stealing), short
-/// timeouts so that failure tests are quick. `extra` is appended to the
+/// 2 threads, short timeouts so that failure tests are quick. `extra` is appended to the
 /// `tproxyd:` section.
 pub fn lab_config(dir: &Path, extra: &str) -> String {
     format!(
         r#"version: 1
 threads: 2
-work_stealing: false
 pid_file: {dir}/tproxyd.pid
 upgrade_sock: {dir}/upgrade.sock
 grace_period_seconds: 1
