@@ -282,7 +282,13 @@ impl<A: ServerApp + Send + Sync + 'static> ServiceTrait for Service<A> {
         shutdown: ShutdownWatch,
         listeners_per_fd: usize,
     ) {
-        let runtime = current_handle();
+        // The listeners are registered with the I/O driver of the runtime
+        // this runs on, so their accept loops run here too. With a
+        // no-steal runtime, `current_handle()` picks a random thread's
+        // runtime: when the owning one shut down first (SIGINT), the
+        // accept loop elsewhere got "runtime is being shutdown" errors in a
+        // loop that never yields, and its thread never exited.
+        let runtime = tokio::runtime::Handle::current();
         let endpoints = self
             .listeners
             .build(
