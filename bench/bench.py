@@ -6,6 +6,7 @@ Scenarios, measured in one run on the same lab with the same load:
   tproxyd        release build, conf/tproxyd.yaml (the shipped default config)
   tproxyd-nolog  the same with `access_log: { enabled: false }`
   pingora-bare   examples/pingora_bare.rs: the smallest Pingora ProxyHttp on the
+                 same kind of runtime as the shipped config (`work_stealing`),
                  same transparent socket path, nothing else (the framework floor)
   haproxy        HAProxy as a transparent proxy (bind ... transparent, server 0.0.0.0:0)
   go-seed        the article's Go proxy (../shared/seed/go-proxy), built at bench time
@@ -78,6 +79,13 @@ def log(msg):
 
 def run(cmd, **kw):
     return subprocess.run(cmd, check=True, **kw)
+
+
+def shipped_work_stealing():
+    """`work_stealing` in conf/tproxyd.yaml (Pingora's default: true)."""
+    with open(os.path.join(ROOT, "conf", "tproxyd.yaml")) as f:
+        m = re.search(r"^work_stealing:\s*(true|false)\b", f.read(), re.M)
+    return m.group(1) if m else "true"
 
 
 def ns(name, *cmd):
@@ -247,7 +255,9 @@ http {{
                 binary = self.args.alt_bin
             cmd = ["env", *self.args.tproxyd_env.split(), binary, "-c", conf]
         elif scenario == "pingora-bare":
-            cmd = [self.bare, "[::]:8888", "2"]
+            # The floor on the same kind of runtime as the shipped config.
+            cmd = ["env", f"PINGORA_BARE_WORK_STEALING={shipped_work_stealing()}",
+                   self.bare, "[::]:8888", "2"]
         elif scenario == "haproxy":
             conf = os.path.join(ROOT, "bench", "haproxy.cfg")
             cmd = ["haproxy", "-db", "-f", conf]

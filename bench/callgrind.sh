@@ -17,6 +17,9 @@ case $who in
   pingora-bare*) cargo build --release --quiet --bin tproxyd --example pingora_bare ;;
 esac
 lab/lab.sh up $P >/dev/null
+# The floor runs on the same kind of runtime as the shipped config.
+stealing=$(sed -n 's/^work_stealing: *\(true\|false\).*/\1/p' conf/tproxyd.yaml)
+export PINGORA_BARE_WORK_STEALING=${stealing:-true}
 mkdir -p "$work/www"; head -c 100 /dev/zero | tr '\0' x >"$work/www/small.bin"; chmod -R a+rX "$work"
 cat >"$work/nginx.conf" <<NGX
 worker_processes 1; pid $work/nginx.pid; error_log $work/nginx.err warn;
