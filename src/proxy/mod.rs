@@ -154,19 +154,26 @@ impl TransparentProxy {
 
 #[async_trait]
 impl ProxyHttp for TransparentProxy {
-    type CTX = RequestCtx;
+    /// Boxed: Pingora keeps the context inside its per-request future,
+    /// which is copied into a fresh `Box` for every request; a pointer there
+    /// instead of the context itself makes that copy smaller.
+    type CTX = Box<RequestCtx>;
 
-    fn new_ctx(&self) -> RequestCtx {
-        RequestCtx {
+    fn new_ctx(&self) -> Box<RequestCtx> {
+        Box::new(RequestCtx {
             summary: Summary::new(None),
             filter: None,
             connect_started: None,
             _in_flight: ConnectionGuard::new(&self.state.metrics.in_flight),
-        }
+        })
     }
 
     /// Admission, then the filters' request hooks.
-    async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
+    async fn request_filter(
+        &self,
+        session: &mut Session,
+        ctx: &mut Box<RequestCtx>,
+    ) -> Result<bool> {
         if self.state.shared.draining.is_draining() {
             // Let the client reconnect (to the new process) after this one.
             session.set_keepalive(None);
@@ -221,7 +228,7 @@ impl ProxyHttp for TransparentProxy {
     fn on_connection_reuse(
         &self,
         _session: &mut Session,
-        _ctx: &mut RequestCtx,
+        _ctx: &mut Box<RequestCtx>,
         token: Box<dyn std::any::Any + Send + Sync>,
     ) {
         if let Some(connection::RequestSeen(seen)) = token.downcast_ref::<connection::RequestSeen>()
@@ -233,7 +240,7 @@ impl ProxyHttp for TransparentProxy {
     async fn upstream_peer(
         &self,
         _session: &mut Session,
-        ctx: &mut RequestCtx,
+        ctx: &mut Box<RequestCtx>,
     ) -> Result<Box<HttpPeer>> {
         ctx.connect_started = Some(Instant::now());
         let dst = ctx
@@ -271,7 +278,7 @@ impl ProxyHttp for TransparentProxy {
         &self,
         _session: &mut Session,
         upstream_request: &mut RequestHeader,
-        ctx: &mut RequestCtx,
+        ctx: &mut Box<RequestCtx>,
     ) -> Result<()> {
         if self.is_forward() {
             to_origin_form(upstream_request);
@@ -299,7 +306,7 @@ impl ProxyHttp for TransparentProxy {
         &self,
         _session: &mut Session,
         upstream_response: &mut ResponseHeader,
-        ctx: &mut RequestCtx,
+        ctx: &mut Box<RequestCtx>,
     ) -> Result<()> {
         match ctx.filter.as_mut() {
             Some(f) => self.state.shared.chain.response(f, upstream_response).await,
@@ -314,7 +321,7 @@ impl ProxyHttp for TransparentProxy {
         _peer: &HttpPeer,
         _fd: std::os::unix::io::RawFd,
         digest: Option<&pingora_core::protocols::Digest>,
-        ctx: &mut RequestCtx,
+        ctx: &mut Box<RequestCtx>,
     ) -> Result<()> {
         ctx.summary.upstream = Some(UpstreamUse {
             local: digest
@@ -333,7 +340,7 @@ impl ProxyHttp for TransparentProxy {
         &self,
         _session: &mut Session,
         _peer: &HttpPeer,
-        _ctx: &mut RequestCtx,
+        _ctx: &mut Box<RequestCtx>,
         mut e: Box<Error>,
     ) -> Box<Error> {
         self.state.metrics.connect_failed(match e.etype() {
@@ -352,7 +359,7 @@ impl ProxyHttp for TransparentProxy {
         &self,
         session: &mut Session,
         e: &Error,
-        ctx: &mut RequestCtx,
+        ctx: &mut Box<RequestCtx>,
     ) -> FailToProxy {
         let code = status_for(e);
         if e.esource() == &ErrorSource::Upstream {
@@ -379,7 +386,7 @@ impl ProxyHttp for TransparentProxy {
 
     /// The filters' log hooks, then the one summary: metrics and the
     /// access-log record.
-    async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut RequestCtx) {
+    async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut Box<RequestCtx>) {
         let status = session.response_written().map_or(0, |r| r.status.as_u16());
         let s = &mut ctx.summary;
         s.status = status;
