@@ -154,10 +154,19 @@ impl Forwarding {
     }
 }
 
+/// A header we add: its name, and the same in the case sent on the wire
+/// (Pingora would otherwise copy the lower-case name into a fresh buffer
+/// for every request, and send it in lower case).
+type Field = (HeaderName, &'static str);
+
+const VIA_FIELD: Field = (VIA, "Via");
+const X_FORWARDED_FOR_FIELD: Field = (X_FORWARDED_FOR, "X-Forwarded-For");
+const FORWARDED_FIELD: Field = (FORWARDED, "Forwarded");
+
 /// Applies `mode` to header `name` with our `entry` (built only if needed).
 fn apply(
     req: &mut RequestHeader,
-    name: HeaderName,
+    (name, wire): Field,
     mode: HeaderMode,
     entry: impl FnOnce() -> HeaderValue,
 ) -> Result<()> {
@@ -167,7 +176,7 @@ fn apply(
             req.remove_header(&name);
             Ok(())
         }
-        HeaderMode::Replace => req.insert_header(name, entry()),
+        HeaderMode::Replace => req.insert_header(wire, entry()),
         HeaderMode::On => {
             let existing: Vec<&[u8]> = req
                 .headers
@@ -176,13 +185,13 @@ fn apply(
                 .map(|v| v.as_bytes())
                 .collect();
             if existing.is_empty() {
-                return req.insert_header(name, entry());
+                return req.insert_header(wire, entry());
             }
             // One combined field line: `a, b, ours`.
             let mut combined = existing.join(&b", "[..]);
             combined.extend_from_slice(b", ");
             combined.extend_from_slice(entry().as_bytes());
-            req.insert_header(name, combined)
+            req.insert_header(wire, combined)
         }
     }
 }
@@ -214,12 +223,12 @@ impl Filter for Forwarding {
         } else {
             &self.via_value
         };
-        apply(req, VIA, self.via, || ours.clone())?;
+        apply(req, VIA_FIELD, self.via, || ours.clone())?;
         let client = ctx.flow.client.ip();
-        apply(req, X_FORWARDED_FOR, self.x_forwarded_for, || {
+        apply(req, X_FORWARDED_FOR_FIELD, self.x_forwarded_for, || {
             HeaderValue::from_str(&client.to_string()).expect("an IP is a header value")
         })?;
-        apply(req, FORWARDED, self.forwarded, || {
+        apply(req, FORWARDED_FIELD, self.forwarded, || {
             let mut v = format!("for={};proto=http", forwarded_node(client));
             if let Some(h) = ctx.host.as_deref().filter(|h| !h.contains(['"', ';', ','])) {
                 v.push_str(&format!(";host=\"{h}\""));
@@ -285,6 +294,22 @@ mod tests {
         // The token only counts as a received-by field.
         assert!(!f.is_looping(&req(&[("Via", "1.1 other (tproxyd inside)")])));
         assert!(f.is_looping(&req(&[("Via", "1.0 a, 1.1 TPROXYD")])));
+    }
+
+    #[test]
+    fn added_headers_go_out_in_their_usual_case() {
+        let f = fwd("{x_forwarded_for: on, forwarded: replace}");
+        let mut r = RequestHeader::build("GET", b"/", None).unwrap();
+        run(&f, &mut r);
+        let mut wire = Vec::new();
+        r.header_to_h1_wire(&mut wire);
+        let wire = String::from_utf8(wire).unwrap();
+        assert!(wire.contains("Via: 1.1 tproxyd\r\n"), "{wire}");
+        assert!(
+            wire.contains("X-Forwarded-For: 2001:db8:1::10\r\n"),
+            "{wire}"
+        );
+        assert!(wire.contains("Forwarded: for="), "{wire}");
     }
 
     #[test]
