@@ -69,8 +69,7 @@ fn main() {
         .unwrap_or_else(|e| panic!("{e}"));
     let stealing = std::env::var("PINGORA_BARE_WORK_STEALING").unwrap_or_else(|_| "true".into());
     let yaml = format!("version: 1\nthreads: {threads}\nwork_stealing: {stealing}\n");
-    let conf = ServerConf::from_yaml(&yaml)
-        .expect("a valid Pingora config");
+    let conf = ServerConf::from_yaml(&yaml).expect("a valid Pingora config");
     let mut server = Server::new_with_opt_and_conf(Opt::default(), conf);
     server.bootstrap();
     let timeouts = std::env::var_os("PINGORA_BARE_TIMEOUTS").is_some_and(|v| v == "1");

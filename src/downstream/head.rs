@@ -48,20 +48,51 @@ struct EndScan {
 }
 
 impl EndScan {
+    /// Whether `buf` (which starts with what earlier calls saw) holds a
+    /// whole head; `pos` is then just past its end. The end is a line
+    /// feed, any carriage returns, and another line feed; line feeds are
+    /// found with `memchr`, since a browser's head is several hundred bytes.
     fn complete(&mut self, buf: &[u8]) -> bool {
-        for &b in &buf[self.pos..] {
-            self.pos += 1;
-            match b {
-                b'\n' if self.content && self.newline => return true,
-                b'\n' => self.newline = true,
-                b'\r' => {}
-                _ => {
+        if !self.content {
+            // Empty lines before a request are skipped.
+            let rest = &buf[self.pos..];
+            match rest.iter().position(|b| !matches!(b, b'\r' | b'\n')) {
+                Some(i) => {
+                    self.pos += i;
                     self.content = true;
                     self.newline = false;
                 }
+                None => {
+                    self.pos = buf.len();
+                    return false;
+                }
             }
         }
-        false
+        loop {
+            if self.newline {
+                while buf.get(self.pos) == Some(&b'\r') {
+                    self.pos += 1;
+                }
+                match buf.get(self.pos) {
+                    None => return false,
+                    Some(b'\n') => {
+                        self.pos += 1;
+                        return true;
+                    }
+                    Some(_) => self.newline = false,
+                }
+            }
+            match memchr::memchr(b'\n', &buf[self.pos..]) {
+                Some(i) => {
+                    self.pos += i + 1;
+                    self.newline = true;
+                }
+                None => {
+                    self.pos = buf.len();
+                    return false;
+                }
+            }
+        }
     }
 }
 
@@ -335,6 +366,53 @@ mod tests {
         let mut s = EndScan::default();
         assert!(!s.complete(b"GET / HTTP/1.1\r\n\r"));
         assert!(s.complete(b"GET / HTTP/1.1\r\n\r\n"));
+    }
+
+    /// The scan as first written, a byte at a time: the reference.
+    fn reference_end(buf: &[u8]) -> Option<usize> {
+        let (mut content, mut newline) = (false, false);
+        for (i, &b) in buf.iter().enumerate() {
+            match b {
+                b'\n' if content && newline => return Some(i + 1),
+                b'\n' => newline = true,
+                b'\r' => {}
+                _ => {
+                    content = true;
+                    newline = false;
+                }
+            }
+        }
+        None
+    }
+
+    #[test]
+    fn the_scan_finds_the_same_end_as_a_byte_at_a_time_in_any_split() {
+        // Every string of up to 7 bytes over these, split at every point.
+        let alphabet = [b'\r', b'\n', b'a', b' '];
+        let mut checked = 0;
+        for len in 0..=7u32 {
+            for mut code in 0..4usize.pow(len) {
+                let buf: Vec<u8> = (0..len)
+                    .map(|_| {
+                        let b = alphabet[code % 4];
+                        code /= 4;
+                        b
+                    })
+                    .collect();
+                let want = reference_end(&buf);
+                for split in 0..=buf.len() {
+                    let mut s = EndScan::default();
+                    let found = if s.complete(&buf[..split]) {
+                        Some(s.pos)
+                    } else {
+                        s.complete(&buf).then_some(s.pos)
+                    };
+                    assert_eq!(found, want, "{buf:?} split at {split}");
+                    checked += 1;
+                }
+            }
+        }
+        assert!(checked > 20_000);
     }
 
     #[test]
