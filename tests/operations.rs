@@ -272,6 +272,15 @@ fn sigterm_finishes_in_flight_requests_then_stops() {
     let mut proxy = Proxy::spawn(&lab, &dir.0, "p", &yaml, &[]);
     proxy.wait_listening(&lab, &[8888]);
 
+    // A keep-alive connection idle after two requests: the wait for its
+    // third ends with the shutdown signal (the connection's one shutdown
+    // waiter, kept across its requests), not at exit.
+    let idle_stream = lab.client_connect(&format!("{SERVER_V4}:80")).unwrap();
+    let mut idle = Client::new(idle_stream.try_clone().unwrap());
+    for _ in 0..2 {
+        assert_eq!(idle.get("example.test", "/", &[]).unwrap().status, 200);
+    }
+
     let stream = lab.client_connect(&format!("{SERVER_V4}:80")).unwrap();
     let slow = std::thread::spawn(move || Client::new(stream).get("example.test", "/slow/15", &[]));
     // In flight for ~1.5 s from here on.
@@ -290,6 +299,18 @@ fn sigterm_finishes_in_flight_requests_then_stops() {
     );
     let err = lab.client_connect(&format!("{SERVER_V4}:80")).unwrap_err();
     assert_eq!(err.kind(), std::io::ErrorKind::ConnectionRefused, "{err}");
+    // The idle connection is closed by now too (EOF), long before exit.
+    idle_stream
+        .set_read_timeout(Some(Duration::from_millis(500)))
+        .unwrap();
+    let mut byte = [0u8; 1];
+    let read = std::io::Read::read(&mut &idle_stream, &mut byte);
+    assert!(
+        matches!(read, Ok(0)),
+        "idle keep-alive connection not closed {:?} after SIGTERM: {read:?}",
+        t.elapsed()
+    );
+    assert!(t.elapsed() < Duration::from_millis(2500));
     let resp = slow.join().unwrap().expect("in-flight response completes");
     assert_eq!(resp.status, 200);
     assert!(resp.body == slow_body(15), "body differs");

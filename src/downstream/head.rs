@@ -18,6 +18,8 @@ use bytes::{BufMut, Bytes, BytesMut};
 use pingora_core::protocols::Stream;
 use pingora_core::server::ShutdownWatch;
 use pingora_timeout::fast_timeout::fast_timeout;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::LazyLock;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::time::Instant;
@@ -99,15 +101,15 @@ impl EndScan {
 /// Reads the next request head from `stream`, starting with `prefix` (bytes
 /// of it already read, since `started` when known). Waits at most
 /// `keepalive_timeout` for a first byte, timed by the connection's `idle`
-/// timer (and gives up at once when `shutdown` is signalled meanwhile), then at
-/// most `header_timeout` for the rest, and never buffers more than
-/// `max_header_bytes + 1` bytes.
-pub async fn read_head(
+/// timer (and gives up at once when `shutdown`, the connection's wait for
+/// the shutdown signal, ends meanwhile), then at most `header_timeout` for
+/// the rest, and never buffers more than `max_header_bytes + 1` bytes.
+pub async fn read_head<S: Future + ?Sized>(
     stream: &mut Stream,
     prefix: Option<BytesMut>,
     started: Option<Instant>,
     limits: &Downstream,
-    shutdown: &mut ShutdownWatch,
+    shutdown: Pin<&mut S>,
     idle: &mut IdleTimer,
 ) -> Head {
     let mut buf: Vec<u8> = prefix.map(Vec::from).unwrap_or_default();
@@ -149,17 +151,19 @@ pub(super) enum FirstRead {
 }
 
 /// Waits at most `wait` for the first bytes of a request (giving up when
-/// `shutdown` is signalled) and returns them in a buffer sized for a head.
+/// `shutdown` ends: a wait for the shutdown signal) and returns them in a
+/// buffer sized for a head.
 ///
 /// The wait holds no buffer: it waits for the socket to become readable
 /// and only then allocates, so an idle keep-alive connection costs its
-/// task and socket, not a head buffer. Nor does it register a timer per
-/// request: `idle` is the connection's running one.
-pub(super) async fn first_bytes(
+/// task and socket, not a head buffer. Nor does it register a timer or a
+/// shutdown waiter per request: `idle` is the connection's running timer,
+/// and `shutdown` is made once per connection ([`shutdown_wait`]).
+pub(super) async fn first_bytes<S: Future + ?Sized>(
     stream: &mut Stream,
     wait: std::time::Duration,
     limits: &Downstream,
-    shutdown: &mut ShutdownWatch,
+    mut shutdown: Pin<&mut S>,
     idle: &mut IdleTimer,
 ) -> Result<Vec<u8>, FirstRead> {
     let since = Instant::now();
@@ -169,7 +173,7 @@ pub(super) async fn first_bytes(
             return Err(FirstRead::Closed);
         },
         _ = idle.expired(since, wait) => return Err(FirstRead::Silent),
-        _ = shutdown.changed() => return Err(FirstRead::Closed),
+        _ = shutdown.as_mut() => return Err(FirstRead::Closed),
     }
     let max = limits.max_header_bytes;
     let mut buf = Vec::with_capacity(MIN_HEAD_BUF.min(max + 1));
@@ -184,8 +188,16 @@ pub(super) async fn first_bytes(
             Ok(_) => Err(FirstRead::Closed),
             Err(_) => Err(FirstRead::Silent),
         },
-        _ = shutdown.changed() => Err(FirstRead::Closed),
+        _ = shutdown.as_mut() => Err(FirstRead::Closed),
     }
+}
+
+/// Ends when the process starts shutting down (or the signal's sender is
+/// gone). Made once per connection and polled by each wait for a request:
+/// a fresh `changed()` per request registered and removed a waiter each
+/// time. Once it has ended the connection closes; it is not polled again.
+pub async fn shutdown_wait(watch: &mut ShutdownWatch) {
+    let _ = watch.changed().await;
 }
 
 /// Until `stream` has bytes to read (or has ended). Streams that cannot
@@ -346,7 +358,16 @@ mod tests {
         limits: &Downstream,
         w: &mut ShutdownWatch,
     ) -> Head {
-        read_head(stream, prefix, None, limits, w, &mut IdleTimer::default()).await
+        let wait = std::pin::pin!(shutdown_wait(w));
+        read_head(
+            stream,
+            prefix,
+            None,
+            limits,
+            wait,
+            &mut IdleTimer::default(),
+        )
+        .await
     }
 
     #[test]

@@ -10,7 +10,7 @@
 //! the tunnel. Deciding costs no extra read: a request arriving one byte at
 //! a time is still HTTP as soon as its request line says so.
 
-use super::head::{first_bytes, read_more, FirstRead, Head};
+use super::head::{first_bytes, read_more, shutdown_wait, FirstRead, Head};
 use super::idle::IdleTimer;
 use super::Downstream;
 use crate::flow::{DownstreamLimit, Protocol};
@@ -150,6 +150,7 @@ pub async fn sniff(
     shutdown: &mut ShutdownWatch,
 ) -> Sniff {
     let wait = server_first_after.unwrap_or(limits.keepalive_timeout);
+    let shutdown = std::pin::pin!(shutdown_wait(shutdown));
     let mut buf = match first_bytes(stream, wait, limits, shutdown, &mut IdleTimer::default()).await
     {
         Ok(b) => b,

@@ -12,7 +12,9 @@
 
 use super::tunnel::{tunnel, Opening};
 use crate::destination::{stream_client, stream_destination};
-use crate::downstream::head::{answer_limit, answer_refused, read_head, refused_head, Head};
+use crate::downstream::head::{
+    answer_limit, answer_refused, read_head, refused_head, shutdown_wait, Head,
+};
 use crate::downstream::idle::IdleTimer;
 use crate::downstream::sniff::{sniff, Sniff};
 use crate::flow::{DownstreamLimit, Protocol, Refusal};
@@ -178,6 +180,7 @@ impl<P: HttpServerApp + Send + Sync + 'static> ServerApp for HttpConnections<P> 
         // matters if Pingora ever reads a head itself.
         let keepalive = limits.keepalive_timeout.as_secs() + 1;
         let mut idle = IdleTimer::default();
+        let mut shutdown_wait = std::pin::pin!(shutdown_wait(&mut watch));
         loop {
             let (prefix, started) = match first.take() {
                 Some((head, started)) => (Some(head), Some(started)),
@@ -186,8 +189,8 @@ impl<P: HttpServerApp + Send + Sync + 'static> ServerApp for HttpConnections<P> 
                     None,
                 ),
             };
-            let head = match read_head(&mut stream, prefix, started, &limits, &mut watch, &mut idle)
-                .await
+            let wait = shutdown_wait.as_mut();
+            let head = match read_head(&mut stream, prefix, started, &limits, wait, &mut idle).await
             {
                 Head::Ready(head) => head,
                 Head::Closed => break,
