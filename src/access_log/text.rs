@@ -30,21 +30,44 @@ pub(super) fn push_addr(out: &mut String, addr: Option<SocketAddr>) {
     match addr {
         None => out.push('-'),
         Some(SocketAddr::V4(a)) => {
-            let mut buf = itoa::Buffer::new();
+            // Built on the stack and appended once: a `push` per piece
+            // checked the string's capacity eleven times per address.
+            let mut buf = [0u8; 21]; // 255.255.255.255:65535
+            let mut n = 0;
             for (i, octet) in a.ip().octets().into_iter().enumerate() {
                 if i > 0 {
-                    out.push('.');
+                    buf[n] = b'.';
+                    n += 1;
                 }
-                out.push_str(buf.format(octet));
+                n += put_decimal(&mut buf[n..], u16::from(octet));
             }
-            out.push(':');
-            out.push_str(buf.format(a.port()));
+            buf[n] = b':';
+            n += 1;
+            n += put_decimal(&mut buf[n..], a.port());
+            // Only ASCII digits and separators were written.
+            out.push_str(std::str::from_utf8(&buf[..n]).unwrap_or("?"));
         }
         Some(a @ SocketAddr::V6(_)) => {
             use std::fmt::Write;
             let _ = write!(out, "{a}");
         }
     }
+}
+
+/// Writes `v` in decimal at the start of `buf`; returns how many bytes.
+fn put_decimal(buf: &mut [u8], mut v: u16) -> usize {
+    let len = match v {
+        0..=9 => 1,
+        10..=99 => 2,
+        100..=999 => 3,
+        1000..=9999 => 4,
+        _ => 5,
+    };
+    for slot in buf[..len].iter_mut().rev() {
+        *slot = b'0' + (v % 10) as u8;
+        v /= 10;
+    }
+    len
 }
 
 /// Appends `d` in milliseconds with one decimal, rounded half up (`1.5`,
@@ -90,6 +113,13 @@ mod tests {
             assert_eq!(with(|s| push_addr(s, Some(a))), a.to_string());
         }
         assert_eq!(with(|s| push_addr(s, None)), "-");
+        // Every octet value and port width.
+        for octet in 0..=255u8 {
+            for port in [0, 7, 80, 443, 8080, 12345, 65535] {
+                let a = SocketAddr::from(([octet, 255 - octet, 0, octet / 3], port));
+                assert_eq!(with(|s| push_addr(s, Some(a))), a.to_string());
+            }
+        }
         for n in [0, 1, 0xab, u64::MAX, 0x0123_4567_89ab_cdef] {
             assert_eq!(with(|s| push_hex16(s, n)), format!("{n:016x}"));
             assert_eq!(with(|s| push_uint(s, n)), n.to_string());
