@@ -347,8 +347,8 @@ fn sigint_stops_at_once() {
         for i in 0..starts {
             let dir = TempDir::new("int");
             let yaml = gen_config(&dir.0, "x", true).replace(
-                "work_stealing: false\n",
-                &format!("work_stealing: {stealing}\n"),
+                "threads: 2\n",
+                &format!("threads: 2\nwork_stealing: {stealing}\n"),
             );
             assert!(yaml.contains(&format!("work_stealing: {stealing}\n")));
             let mut proxy = Proxy::spawn(&lab, &dir.0, "p", &yaml, &[]);

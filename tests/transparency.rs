@@ -391,8 +391,8 @@ fn pooled_upstream_connections_survive_reuse_across_threads() {
     let lab = Lab::up();
     let origin = Origin::start(&lab, &[80]);
     let dir = TempDir::new("pool-threads");
-    // A runtime per thread (as shipped), where the race was frequent.
-    let yaml = lab_config(&dir.0, "");
+    // A runtime per thread, where the race was frequent.
+    let yaml = lab_config(&dir.0, "").replace("threads: 2\n", "threads: 2\nwork_stealing: false\n");
     assert!(yaml.contains("work_stealing: false"));
     let _proxy = Proxy::start(&lab, &yaml, &[8888, 8889]);
     const WORKERS: usize = 16;

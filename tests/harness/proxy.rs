@@ -60,7 +60,6 @@ pub fn lab_config(dir: &Path, extra: &str) -> String {
     format!(
         r#"version: 1
 threads: 2
-work_stealing: false
 pid_file: {dir}/tproxyd.pid
 upgrade_sock: {dir}/upgrade.sock
 grace_period_seconds: 1
