@@ -343,7 +343,7 @@ fn sigint_stops_at_once() {
         return;
     }
     let lab = Lab::up();
-    for (stealing, starts) in [(true, 4), (false, 24)] {
+    for (stealing, starts) in [(true, 4), (false, 60)] {
         for i in 0..starts {
             let dir = TempDir::new("int");
             let yaml = gen_config(&dir.0, "x", true).replace(

@@ -158,7 +158,7 @@ pub(super) enum FirstRead {
 /// and only then allocates, so an idle keep-alive connection costs its
 /// task and socket, not a head buffer. Nor does it register a timer or a
 /// shutdown waiter per request: `idle` is the connection's running timer,
-/// and `shutdown` is made once per connection ([`shutdown_wait`]).
+/// and `shutdown` is made once per connection loop ([`shutdown_wait`]).
 pub(super) async fn first_bytes<S: Future + ?Sized>(
     stream: &mut Stream,
     wait: std::time::Duration,
@@ -193,7 +193,7 @@ pub(super) async fn first_bytes<S: Future + ?Sized>(
 }
 
 /// Ends when the process starts shutting down (or the signal's sender is
-/// gone). Made once per connection and polled by each wait for a request:
+/// gone). Made once per keep-alive loop and polled by each wait for a request:
 /// a fresh `changed()` per request registered and removed a waiter each
 /// time. Once it has ended the connection closes; it is not polled again.
 pub async fn shutdown_wait(watch: &mut ShutdownWatch) {
@@ -546,6 +546,40 @@ mod tests {
                 tx.send(true).unwrap();
             };
             let (head, ()) = tokio::join!(waiting, stop);
+            assert!(matches!(head, Head::Closed), "{head:?}");
+        });
+    }
+
+    /// One shutdown waiter for a connection's whole life: it is polled
+    /// (and left waiting) during one request's wait, not polled while the
+    /// signal comes, and still ends the wait after that.
+    #[test]
+    fn one_shutdown_waiter_serves_every_request_of_a_connection() {
+        rt().block_on(async {
+            let (mut client, server) = tokio::io::duplex(4096);
+            let mut stream: Stream = Box::new(server);
+            let (tx, mut w) = watch();
+            let long = limits(5000, 5000, 1024);
+            let mut wait = std::pin::pin!(shutdown_wait(&mut w));
+            let mut idle = IdleTimer::default();
+            let req = b"GET / HTTP/1.1\r\nHost: a\r\n\r\n";
+            // The second head comes late: the waiter is polled meanwhile.
+            for delay in [0, 50] {
+                let head = read_head(&mut stream, None, None, &long, wait.as_mut(), &mut idle);
+                let send = async {
+                    tokio::time::sleep(Duration::from_millis(delay)).await;
+                    client.write_all(req).await.unwrap();
+                };
+                let (head, ()) = tokio::join!(head, send);
+                assert!(matches!(head, Head::Ready(_)), "{head:?}");
+            }
+            tx.send(true).unwrap();
+            let head = tokio::time::timeout(
+                Duration::from_secs(2),
+                read_head(&mut stream, None, None, &long, wait.as_mut(), &mut idle),
+            )
+            .await
+            .expect("the signal, sent between waits, ends the next one");
             assert!(matches!(head, Head::Closed), "{head:?}");
         });
     }

@@ -310,6 +310,13 @@ mod tests {
             "{wire}"
         );
         assert!(wire.contains("Forwarded: for="), "{wire}");
+        // Appended to what the client sent, under our spelling.
+        let mut r = req(&[("via", "1.0 a")]);
+        run(&f, &mut r);
+        let mut wire = Vec::new();
+        r.header_to_h1_wire(&mut wire);
+        let wire = String::from_utf8(wire).unwrap();
+        assert!(wire.contains("Via: 1.0 a, 1.1 tproxyd\r\n"), "{wire}");
     }
 
     #[test]

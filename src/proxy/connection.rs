@@ -180,7 +180,7 @@ impl<P: HttpServerApp + Send + Sync + 'static> ServerApp for HttpConnections<P> 
         // matters if Pingora ever reads a head itself.
         let keepalive = limits.keepalive_timeout.as_secs() + 1;
         let mut idle = IdleTimer::default();
-        let mut shutdown_wait = std::pin::pin!(shutdown_wait(&mut watch));
+        let mut stopping = std::pin::pin!(shutdown_wait(&mut watch));
         loop {
             let (prefix, started) = match first.take() {
                 Some((head, started)) => (Some(head), Some(started)),
@@ -189,7 +189,7 @@ impl<P: HttpServerApp + Send + Sync + 'static> ServerApp for HttpConnections<P> 
                     None,
                 ),
             };
-            let wait = shutdown_wait.as_mut();
+            let wait = stopping.as_mut();
             let head = match read_head(&mut stream, prefix, started, &limits, wait, &mut idle).await
             {
                 Head::Ready(head) => head,
