@@ -34,16 +34,20 @@ pub(super) fn push_addr(out: &mut String, addr: Option<SocketAddr>) {
             // checked the string's capacity eleven times per address.
             let mut buf = [0u8; 21]; // 255.255.255.255:65535
             let mut n = 0;
-            for (i, octet) in a.ip().octets().into_iter().enumerate() {
-                if i > 0 {
-                    buf[n] = b'.';
+            let mut digits = itoa::Buffer::new();
+            let mut put = |sep: Option<u8>, v: u16| {
+                if let Some(sep) = sep {
+                    buf[n] = sep;
                     n += 1;
                 }
-                n += put_decimal(&mut buf[n..], u16::from(octet));
+                let d = digits.format(v).as_bytes();
+                buf[n..n + d.len()].copy_from_slice(d);
+                n += d.len();
+            };
+            for (i, octet) in a.ip().octets().into_iter().enumerate() {
+                put((i > 0).then_some(b'.'), u16::from(octet));
             }
-            buf[n] = b':';
-            n += 1;
-            n += put_decimal(&mut buf[n..], a.port());
+            put(Some(b':'), a.port());
             // Only ASCII digits and separators were written.
             out.push_str(std::str::from_utf8(&buf[..n]).unwrap_or("?"));
         }
@@ -52,22 +56,6 @@ pub(super) fn push_addr(out: &mut String, addr: Option<SocketAddr>) {
             let _ = write!(out, "{a}");
         }
     }
-}
-
-/// Writes `v` in decimal at the start of `buf`; returns how many bytes.
-fn put_decimal(buf: &mut [u8], mut v: u16) -> usize {
-    let len = match v {
-        0..=9 => 1,
-        10..=99 => 2,
-        100..=999 => 3,
-        1000..=9999 => 4,
-        _ => 5,
-    };
-    for slot in buf[..len].iter_mut().rev() {
-        *slot = b'0' + (v % 10) as u8;
-        v /= 10;
-    }
-    len
 }
 
 /// Appends `d` in milliseconds with one decimal, rounded half up (`1.5`,

@@ -158,7 +158,7 @@ pub(super) enum FirstRead {
 /// and only then allocates, so an idle keep-alive connection costs its
 /// task and socket, not a head buffer. Nor does it register a timer or a
 /// shutdown waiter per request: `idle` is the connection's running timer,
-/// and `shutdown` is made once per connection loop ([`shutdown_wait`]).
+/// and `shutdown` is made once per connection ([`shutdown_wait`]).
 pub(super) async fn first_bytes<S: Future + ?Sized>(
     stream: &mut Stream,
     wait: std::time::Duration,
@@ -193,7 +193,7 @@ pub(super) async fn first_bytes<S: Future + ?Sized>(
 }
 
 /// Ends when the process starts shutting down (or the signal's sender is
-/// gone). Made once per keep-alive loop and polled by each wait for a request:
+/// gone). Made once per connection and polled by each wait for a request:
 /// a fresh `changed()` per request registered and removed a waiter each
 /// time. Once it has ended the connection closes; it is not polled again.
 pub async fn shutdown_wait(watch: &mut ShutdownWatch) {

@@ -10,14 +10,15 @@
 //! the tunnel. Deciding costs no extra read: a request arriving one byte at
 //! a time is still HTTP as soon as its request line says so.
 
-use super::head::{first_bytes, read_more, shutdown_wait, FirstRead, Head};
+use super::head::{first_bytes, read_more, FirstRead, Head};
 use super::idle::IdleTimer;
 use super::Downstream;
 use crate::flow::{DownstreamLimit, Protocol};
 use crate::tls::{peek_client_hello, ClientHello, Peeked};
 use bytes::{Bytes, BytesMut};
 use pingora_core::protocols::Stream;
-use pingora_core::server::ShutdownWatch;
+use std::future::Future;
+use std::pin::Pin;
 use std::time::Duration;
 use tokio::time::Instant;
 
@@ -143,14 +144,15 @@ pub enum Sniff {
 /// means a server-first protocol) or else `keepalive_timeout` for the first
 /// byte, then `header_timeout` and `max_header_bytes` as for any head. A TLS
 /// ClientHello is read to its end (it is small) so its SNI can be logged.
-pub async fn sniff(
+/// Gives up (`Closed`) when `shutdown`, the connection's wait for the
+/// shutdown signal, ends.
+pub async fn sniff<S: Future + ?Sized>(
     stream: &mut Stream,
     limits: &Downstream,
     server_first_after: Option<Duration>,
-    shutdown: &mut ShutdownWatch,
+    shutdown: Pin<&mut S>,
 ) -> Sniff {
     let wait = server_first_after.unwrap_or(limits.keepalive_timeout);
-    let shutdown = std::pin::pin!(shutdown_wait(shutdown));
     let mut buf = match first_bytes(stream, wait, limits, shutdown, &mut IdleTimer::default()).await
     {
         Ok(b) => b,

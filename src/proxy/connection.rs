@@ -27,7 +27,9 @@ use pingora_core::apps::{HttpPersistentSettings, HttpServerApp, ServerApp};
 use pingora_core::protocols::http::ServerSession;
 use pingora_core::protocols::Stream;
 use pingora_core::server::ShutdownWatch;
+use std::future::Future;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use tokio::time::Instant;
@@ -112,10 +114,10 @@ impl<P> HttpConnections<P> {
     /// HTTP: `Ok` with the first bytes of an HTTP request (none where there
     /// is nothing to tell), `Err` with what to tunnel, or `Err(None)` when
     /// the connection is over (closed, or a limit fired and was handled).
-    async fn first_request(
+    async fn first_request<S: Future + ?Sized>(
         &self,
         stream: &mut Stream,
-        watch: &mut ShutdownWatch,
+        stopping: Pin<&mut S>,
         peers: Peers,
     ) -> Result<Option<(BytesMut, Instant)>, Option<Opening>> {
         let ListenerKind::Http {
@@ -126,7 +128,7 @@ impl<P> HttpConnections<P> {
         };
         let limits = self.state.shared.downstream;
         let (protocol, first, hello) =
-            match sniff(stream, &limits, *server_first_after, watch).await {
+            match sniff(stream, &limits, *server_first_after, stopping).await {
                 Sniff::Http(head, started) => return Ok(Some((head, started))),
                 Sniff::Other(p, first, hello) => (p, first, hello),
                 Sniff::Silent => (Protocol::ServerFirst, Vec::new(), None),
@@ -166,7 +168,11 @@ impl<P: HttpServerApp + Send + Sync + 'static> ServerApp for HttpConnections<P> 
         let mut persistent: Option<HttpPersistentSettings> = None;
         let seen = Arc::new(AtomicBool::new(false));
         let peers = (stream_client(&stream), self.destination(&stream));
-        let mut first = match self.first_request(&mut stream, &mut watch, peers).await {
+        // The connection's one wait for the shutdown signal, polled by
+        // every wait for a request (the first one's included).
+        let mut stopping = std::pin::pin!(shutdown_wait(&mut watch));
+        let first = self.first_request(&mut stream, stopping.as_mut(), peers);
+        let mut first = match first.await {
             Ok(prefix) => prefix,
             Err(Some(opening)) => {
                 // Boxed: the tunnel's relay future is large, and inline it
@@ -180,7 +186,6 @@ impl<P: HttpServerApp + Send + Sync + 'static> ServerApp for HttpConnections<P> 
         // matters if Pingora ever reads a head itself.
         let keepalive = limits.keepalive_timeout.as_secs() + 1;
         let mut idle = IdleTimer::default();
-        let mut stopping = std::pin::pin!(shutdown_wait(&mut watch));
         loop {
             let (prefix, started) = match first.take() {
                 Some((head, started)) => (Some(head), Some(started)),
