@@ -101,6 +101,16 @@ pub struct Outputs<'a> {
     pub log: Option<&'a AccessLog>,
 }
 
+impl RequestLine<'_> {
+    /// No request line: for a record that is not written.
+    pub const NONE: RequestLine<'static> = RequestLine {
+        method: "-",
+        host: None,
+        path: "-",
+        decision: None,
+    };
+}
+
 impl Summary {
     /// A flow from `client` starting now.
     pub fn new(client: Option<SocketAddr>) -> Summary {

@@ -14,7 +14,7 @@
 use super::idle::IdleTimer;
 use super::Downstream;
 use crate::flow::DownstreamLimit;
-use bytes::{BufMut, Bytes, BytesMut};
+use bytes::{BufMut, BytesMut};
 use pingora_core::protocols::Stream;
 use pingora_core::server::ShutdownWatch;
 use pingora_timeout::fast_timeout::fast_timeout;
@@ -112,7 +112,7 @@ pub async fn read_head<S: Future + ?Sized>(
     shutdown: Pin<&mut S>,
     idle: &mut IdleTimer,
 ) -> Head {
-    let mut buf: Vec<u8> = prefix.map(Vec::from).unwrap_or_default();
+    let mut buf = prefix.unwrap_or_default();
     // Empty lines between requests (RFC 9112 §2.2: to be ignored) leave the
     // connection idle, not half-way through a head.
     if buf.iter().all(|b| matches!(b, b'\r' | b'\n')) {
@@ -126,15 +126,19 @@ pub async fn read_head<S: Future + ?Sized>(
             Err(FirstRead::Silent) => return Head::Limit(DownstreamLimit::KeepaliveTimeout),
         }
     }
-    let deadline = started.unwrap_or_else(Instant::now) + limits.header_timeout;
+    // Set when the head turns out to need more reads (most come whole):
+    // the clock is read only then.
+    let mut deadline = None;
     loop {
         if scan.complete(&buf) {
             // The head itself, not what came after it, must fit the cap.
             if scan.pos > limits.max_header_bytes {
                 return Head::Limit(DownstreamLimit::HeaderTooLarge);
             }
-            return Head::Ready(BytesMut::from(Bytes::from(buf)));
+            return Head::Ready(buf);
         }
+        let deadline = *deadline
+            .get_or_insert_with(|| started.unwrap_or_else(Instant::now) + limits.header_timeout);
         if let Err(head) = read_more(stream, &mut buf, deadline, limits.max_header_bytes).await {
             return head;
         }
@@ -165,7 +169,7 @@ pub(super) async fn first_bytes<S: Future + ?Sized>(
     limits: &Downstream,
     mut shutdown: Pin<&mut S>,
     idle: &mut IdleTimer,
-) -> Result<Vec<u8>, FirstRead> {
+) -> Result<BytesMut, FirstRead> {
     let since = Instant::now();
     tokio::select! {
         biased;
@@ -176,7 +180,7 @@ pub(super) async fn first_bytes<S: Future + ?Sized>(
         _ = shutdown.as_mut() => return Err(FirstRead::Closed),
     }
     let max = limits.max_header_bytes;
-    let mut buf = Vec::with_capacity(MIN_HEAD_BUF.min(max + 1));
+    let mut buf = BytesMut::with_capacity(MIN_HEAD_BUF.min(max + 1));
     let mut limited = (&mut buf).limit(MIN_HEAD_BUF.min(max + 1));
     // Readiness can be stale: the read may still have to wait, within
     // what is left of `wait`.
@@ -214,7 +218,7 @@ async fn readable(stream: &Stream) -> std::io::Result<()> {
 /// bytes; `Err` with how the head ended otherwise.
 pub(super) async fn read_more(
     stream: &mut Stream,
-    buf: &mut Vec<u8>,
+    buf: &mut BytesMut,
     deadline: Instant,
     max: usize,
 ) -> Result<(), Head> {
@@ -224,7 +228,7 @@ pub(super) async fn read_more(
     // Grow by doubling, but never past the cap (plus one byte to tell).
     let room = max + 1 - buf.len();
     if buf.capacity() == buf.len() {
-        buf.reserve_exact(buf.capacity().max(MIN_HEAD_BUF).min(room));
+        buf.reserve(buf.capacity().max(MIN_HEAD_BUF).min(room));
     }
     let spare = (buf.capacity() - buf.len()).min(room);
     let mut limited = buf.limit(spare);

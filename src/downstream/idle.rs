@@ -6,8 +6,10 @@
 //! almost never times out. This timer is armed once and left running: when
 //! it fires, the wait that is under way checks how long it has really been
 //! idle and re-arms for the rest. So a busy connection registers about one
-//! timer per `keepalive_timeout`, not one per request.
+//! timer per `keepalive_timeout`, not one per request. Its sleep is polled
+//! through a [`WakeGate`]: only when it has fired, not on every wait.
 
+use super::wake::WakeGate;
 use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll};
@@ -21,6 +23,7 @@ type Armed = (Instant, Pin<Box<dyn Future<Output = ()> + Send>>);
 #[derive(Default)]
 pub struct IdleTimer {
     armed: Option<Armed>,
+    gate: WakeGate,
 }
 
 impl std::fmt::Debug for IdleTimer {
@@ -58,18 +61,19 @@ impl Future for Expired<'_> {
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
         let deadline = self.since + self.wait;
         loop {
-            let armed = &mut self.timer.armed;
-            if armed.as_ref().is_none_or(|(at, _)| *at > deadline) {
+            let timer = &mut *self.timer;
+            if timer.armed.as_ref().is_none_or(|(at, _)| *at > deadline) {
                 let left = deadline.saturating_duration_since(Instant::now());
-                *armed = Some((deadline, Box::pin(pingora_timeout::sleep(left))));
+                timer.armed = Some((deadline, Box::pin(pingora_timeout::sleep(left))));
+                timer.gate.reset();
             }
-            let Some((_, sleep)) = armed else {
+            let Some((_, sleep)) = &mut timer.armed else {
                 unreachable!("armed just above");
             };
-            if sleep.as_mut().poll(cx).is_pending() {
+            if timer.gate.poll(cx, sleep.as_mut()).is_pending() {
                 return Poll::Pending;
             }
-            *armed = None;
+            timer.armed = None;
             if Instant::now() >= deadline {
                 return Poll::Ready(());
             }

@@ -15,6 +15,7 @@ pub mod gate;
 pub mod head;
 pub mod idle;
 pub mod sniff;
+pub mod wake;
 
 use crate::error::{invalid, ConfigError, Timeout};
 use pingora_core::listeners::{L4BufferSettings, ListenerConfig};

@@ -15,7 +15,7 @@ use super::idle::IdleTimer;
 use super::Downstream;
 use crate::flow::{DownstreamLimit, Protocol};
 use crate::tls::{peek_client_hello, ClientHello, Peeked};
-use bytes::{Bytes, BytesMut};
+use bytes::BytesMut;
 use pingora_core::protocols::Stream;
 use std::future::Future;
 use std::pin::Pin;
@@ -165,12 +165,12 @@ pub async fn sniff<S: Future + ?Sized>(
     let mut classifier = Classifier::default();
     loop {
         match classifier.classify(&buf) {
-            Class::Http => return Sniff::Http(BytesMut::from(Bytes::from(buf)), started),
+            Class::Http => return Sniff::Http(buf, started),
             Class::Other(Protocol::Tls) => {
                 let hello = read_hello(stream, &mut buf, deadline).await;
-                return Sniff::Other(Protocol::Tls, buf, hello);
+                return Sniff::Other(Protocol::Tls, Vec::from(buf), hello);
             }
-            Class::Other(p) => return Sniff::Other(p, buf, None),
+            Class::Other(p) => return Sniff::Other(p, Vec::from(buf), None),
             Class::NeedMore => {}
         }
         match read_more(stream, &mut buf, deadline, limits.max_header_bytes).await {
@@ -185,7 +185,7 @@ pub async fn sniff<S: Future + ?Sized>(
 /// deadline); `None` when it is not a valid one, which is tunnelled too.
 async fn read_hello(
     stream: &mut Stream,
-    buf: &mut Vec<u8>,
+    buf: &mut BytesMut,
     deadline: Instant,
 ) -> Option<ClientHello> {
     let max = crate::tls::MAX_CLIENT_HELLO + 1024;

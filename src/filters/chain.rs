@@ -1,6 +1,7 @@
 //! The filters of a process in order, run with errors and panics turned
 //! into clean failures: one bad filter fails its request, never the proxy.
 
+use super::forwarding::Forwarding;
 use super::{
     EarlyResponse, Filter, FilterCtx, Hooks, LogSummary, RequestHeader, ResponseHeader, Verdict,
 };
@@ -14,8 +15,13 @@ use std::sync::Arc;
 /// the filters whose [`Filter::hooks`] name it, so a hook a filter leaves
 /// at its default costs nothing (calling it would box a future per
 /// request).
+///
+/// The forwarding headers (`tproxyd.forwarding`) come first and are applied
+/// in place, not through [`Filter`]: a built-in that cannot wait needs no
+/// boxed future per request.
 #[derive(Clone, Default)]
 pub struct FilterChain {
+    forwarding: Option<Arc<Forwarding>>,
     request: Vec<Arc<dyn Filter>>,
     upstream_request: Vec<Arc<dyn Filter>>,
     response: Vec<Arc<dyn Filter>>,
@@ -41,6 +47,7 @@ impl FilterChain {
                 .collect()
         };
         FilterChain {
+            forwarding: None,
             request: with(|h| h.request),
             upstream_request: with(|h| h.upstream_request),
             response: with(|h| h.response),
@@ -48,9 +55,17 @@ impl FilterChain {
         }
     }
 
+    /// The same chain with `forwarding` applied before its filters'
+    /// upstream-request hooks.
+    pub fn with_forwarding(mut self, forwarding: Forwarding) -> Self {
+        self.forwarding = Some(Arc::new(forwarding));
+        self
+    }
+
     /// True when there is nothing to run.
     pub fn is_empty(&self) -> bool {
-        self.request.is_empty()
+        self.forwarding.is_none()
+            && self.request.is_empty()
             && self.upstream_request.is_empty()
             && self.response.is_empty()
             && self.log.is_empty()
@@ -76,6 +91,9 @@ impl FilterChain {
         ctx: &mut FilterCtx,
         req: &mut RequestHeader,
     ) -> Result<()> {
+        if let Some(f) = &self.forwarding {
+            f.apply(ctx, req)?;
+        }
         for f in &self.upstream_request {
             guarded(f.name(), f.upstream_request(ctx, req)).await?;
         }

@@ -204,20 +204,10 @@ fn forwarded_node(ip: std::net::IpAddr) -> String {
     }
 }
 
-#[async_trait]
-impl Filter for Forwarding {
-    fn name(&self) -> &str {
-        "forwarding"
-    }
-
-    fn hooks(&self) -> Hooks {
-        Hooks {
-            upstream_request: true,
-            ..Hooks::NONE
-        }
-    }
-
-    async fn upstream_request(&self, ctx: &mut FilterCtx, req: &mut RequestHeader) -> Result<()> {
+impl Forwarding {
+    /// Adds, replaces or removes the forwarding headers of a request on its
+    /// way upstream. The chain calls this directly, before the filters.
+    pub fn apply(&self, ctx: &FilterCtx, req: &mut RequestHeader) -> Result<()> {
         let ours = if ctx.version == http::Version::HTTP_10 {
             &self.via_value_10
         } else {
@@ -235,6 +225,25 @@ impl Filter for Forwarding {
             }
             HeaderValue::from_str(&v).unwrap_or_else(|_| HeaderValue::from_static("for=unknown"))
         })
+    }
+}
+
+/// The same headers as a filter, for a chain built by hand.
+#[async_trait]
+impl Filter for Forwarding {
+    fn name(&self) -> &str {
+        "forwarding"
+    }
+
+    fn hooks(&self) -> Hooks {
+        Hooks {
+            upstream_request: true,
+            ..Hooks::NONE
+        }
+    }
+
+    async fn upstream_request(&self, ctx: &mut FilterCtx, req: &mut RequestHeader) -> Result<()> {
+        self.apply(ctx, req)
     }
 }
 

@@ -60,7 +60,7 @@ impl FilterSettings {
         registry: &FilterRegistry,
         extra: &[Arc<dyn Filter>],
     ) -> Result<FilterChain, ConfigError> {
-        let mut filters: Vec<Arc<dyn Filter>> = vec![Arc::new(self.forwarding.clone())];
+        let mut filters: Vec<Arc<dyn Filter>> = Vec::new();
         if !self.add_request_headers.is_empty() {
             filters.push(Arc::new(HeadersFilter::request_add(
                 self.add_request_headers.clone(),
@@ -68,6 +68,6 @@ impl FilterSettings {
         }
         filters.extend(registry.build(&self.filters)?);
         filters.extend(extra.iter().cloned());
-        Ok(FilterChain::new(filters))
+        Ok(FilterChain::new(filters).with_forwarding(self.forwarding.clone()))
     }
 }

@@ -17,6 +17,7 @@ use crate::downstream::head::{
 };
 use crate::downstream::idle::IdleTimer;
 use crate::downstream::sniff::{sniff, Sniff};
+use crate::downstream::wake::Gated;
 use crate::flow::{DownstreamLimit, Protocol, Refusal};
 use crate::listener::ListenerKind;
 use crate::shared::ListenerState;
@@ -170,7 +171,8 @@ impl<P: HttpServerApp + Send + Sync + 'static> ServerApp for HttpConnections<P> 
         let peers = (stream_client(&stream), self.destination(&stream));
         // The connection's one wait for the shutdown signal, polled by
         // every wait for a request (the first one's included).
-        let mut stopping = std::pin::pin!(shutdown_wait(&mut watch));
+        // Gated: polled again only once the signal came, not on each wait.
+        let mut stopping = std::pin::pin!(Gated::new(shutdown_wait(&mut watch)));
         let first = self.first_request(&mut stream, stopping.as_mut(), peers);
         let mut first = match first.await {
             Ok(prefix) => prefix,

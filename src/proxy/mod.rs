@@ -54,6 +54,9 @@ pub struct RequestCtx {
     filter: Option<FilterCtx>,
     /// When the upstream connect started (for its duration).
     connect_started: Option<Instant>,
+    /// Whether the client sent a Host header (the upstream request, a
+    /// copy of the client's, has one then too).
+    has_host: bool,
     _in_flight: ConnectionGuard,
 }
 
@@ -164,6 +167,7 @@ impl ProxyHttp for TransparentProxy {
             summary: Summary::new(None),
             filter: None,
             connect_started: None,
+            has_host: false,
             _in_flight: ConnectionGuard::new(&self.state.metrics.in_flight),
         })
     }
@@ -180,13 +184,16 @@ impl ProxyHttp for TransparentProxy {
         }
         let client = client_address(session);
         ctx.summary.client = client;
-        let version = session.req_header().version;
-        if version == http::Version::HTTP_11
-            && !session
-                .req_header()
-                .headers
-                .contains_key(http::header::HOST)
-        {
+        let req = session.req_header();
+        let version = req.version;
+        // Host is looked up once here: the filters, the upstream request
+        // and the access log take it from the context.
+        let host_header = req.headers.get(http::header::HOST);
+        ctx.has_host = host_header.is_some();
+        let host_header = host_header
+            .and_then(|h| h.to_str().ok())
+            .map(str::to_string);
+        if version == http::Version::HTTP_11 && !ctx.has_host {
             // RFC 9112 §3.2: a server must answer 400.
             let a = Answer::failed(
                 400,
@@ -208,10 +215,7 @@ impl ProxyHttp for TransparentProxy {
                 .and_then(|t| t.parse().ok());
             target.and_then(|t| t.authority().map(|a| a.as_str().to_string()))
         } else {
-            req.headers
-                .get(http::header::HOST)
-                .and_then(|h| h.to_str().ok())
-                .map(str::to_string)
+            host_header
         };
         let id = &self.state.listener.id;
         let flow = FlowInfo::new(id, client, dst, ctx.summary.request_id);
@@ -283,7 +287,7 @@ impl ProxyHttp for TransparentProxy {
         if self.is_forward() {
             to_origin_form(upstream_request);
         }
-        if !upstream_request.headers.contains_key(http::header::HOST) {
+        if !ctx.has_host && !upstream_request.headers.contains_key(http::header::HOST) {
             // An HTTP/1.0 request may come without Host; the origin gets
             // the authority it was really sent to.
             if let Some(host) = self.host_for(ctx) {
@@ -399,22 +403,30 @@ impl ProxyHttp for TransparentProxy {
         if let Some(f) = ctx.filter.as_ref() {
             shared.chain.log(f, &LogSummary { status, error: e }).await;
         }
+        let outputs = self.state.outputs();
         let req = session.req_header();
-        let query = shared.access_log.as_ref().is_some_and(|l| l.query);
-        let line = RequestLine {
-            method: req.method.as_str(),
-            host: req
-                .headers
-                .get(http::header::HOST)
-                .and_then(|h| h.to_str().ok()),
-            path: if query {
-                req.uri.path_and_query().map_or("/", |p| p.as_str())
-            } else {
-                req.uri.path()
+        // The request line is for the access log only.
+        let line = match outputs.log {
+            None => RequestLine::NONE,
+            Some(log) => RequestLine {
+                method: req.method.as_str(),
+                // The Host header, as the context keeps it (a forward
+                // request's context has the URI's authority instead).
+                host: match ctx.filter.as_ref() {
+                    Some(f) if !self.is_forward() => f.host.as_deref(),
+                    _ => req
+                        .headers
+                        .get(http::header::HOST)
+                        .and_then(|h| h.to_str().ok()),
+                },
+                path: if log.query {
+                    req.uri.path_and_query().map_or("/", |p| p.as_str())
+                } else {
+                    req.uri.path()
+                },
+                decision: ctx.filter.as_ref().and_then(|f| f.decision()),
             },
-            decision: ctx.filter.as_ref().and_then(|f| f.decision()),
         };
-        ctx.summary
-            .finish(self.state.outputs(), line, Kind::Request);
+        ctx.summary.finish(outputs, line, Kind::Request);
     }
 }
