@@ -55,7 +55,7 @@ const MAX_PENDING: usize = 4 * 1024 * 1024;
 
 thread_local! {
     /// The line being formatted, reused by every record of a thread.
-    static SCRATCH: RefCell<String> = RefCell::new(String::with_capacity(256));
+    static SCRATCH: RefCell<Vec<u8>> = RefCell::new(Vec::with_capacity(256));
 }
 
 impl AccessLog {
@@ -99,14 +99,14 @@ impl AccessLog {
                 Format::Text => rec.write_text(&mut line, now),
                 Format::Json => rec.write_json(&mut line, now),
             }
-            line.push('\n');
+            line.push(b'\n');
             let mut lines = self.pending.lines.lock().unwrap_or_else(|p| p.into_inner());
             if lines.len() + line.len() > MAX_PENDING {
                 drop(lines);
                 crate::metrics::access_log_dropped();
                 return;
             }
-            lines.extend_from_slice(line.as_bytes());
+            lines.extend_from_slice(&line);
         });
     }
 }

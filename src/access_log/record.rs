@@ -110,7 +110,7 @@ thread_local! {
 
 /// Appends `ts` as RFC 3339 UTC with milliseconds, formatting the date and
 /// time of day only when the second changes.
-fn timestamp(out: &mut String, ts: SystemTime) {
+fn timestamp(out: &mut Vec<u8>, ts: SystemTime) {
     let since = ts
         .duration_since(SystemTime::UNIX_EPOCH)
         .unwrap_or_default();
@@ -121,11 +121,11 @@ fn timestamp(out: &mut String, ts: SystemTime) {
             let text = humantime::format_rfc3339_seconds(whole).to_string();
             *cache = (since.as_secs(), text.trim_end_matches('Z').to_string());
         }
-        out.push_str(&cache.1);
+        out.extend_from_slice(cache.1.as_bytes());
     });
-    out.push('.');
+    out.push(b'.');
     super::text::push_3digits(out, since.subsec_millis());
-    out.push('Z');
+    out.push(b'Z');
 }
 
 fn ms(d: Duration) -> f64 {
@@ -134,18 +134,18 @@ fn ms(d: Duration) -> f64 {
 
 impl Record<'_> {
     /// The JSON form, appended to `out`.
-    pub(super) fn write_json(&self, out: &mut String, ts: SystemTime) {
-        match serde_json::to_string(&self.json(ts)) {
-            Ok(j) => out.push_str(&j),
-            Err(e) => out.push_str(&format!("{{\"log_error\":\"{e}\"}}")),
+    pub(super) fn write_json(&self, out: &mut Vec<u8>, ts: SystemTime) {
+        match serde_json::to_vec(&self.json(ts)) {
+            Ok(j) => out.extend_from_slice(&j),
+            Err(e) => out.extend_from_slice(format!("{{\"log_error\":\"{e}\"}}").as_bytes()),
         }
     }
 
     #[cfg(test)]
     pub(super) fn json_line(&self, ts: SystemTime) -> String {
-        let mut s = String::new();
+        let mut s = Vec::new();
         self.write_json(&mut s, ts);
-        s
+        String::from_utf8(s).expect("JSON is UTF-8")
     }
 
     fn json(&self, ts: SystemTime) -> JsonRecord<'_> {
@@ -185,46 +185,46 @@ impl Record<'_> {
     /// on the request path of every request.
     #[cfg(test)]
     pub(super) fn text_line(&self, ts: SystemTime) -> String {
-        let mut line = String::new();
+        let mut line = Vec::new();
         self.write_text(&mut line, ts);
-        line
+        String::from_utf8(line).expect("a line of UTF-8 pieces")
     }
 
     /// The text form, appended to `line`: the default log, written for
     /// every request, so it formats into a reused buffer and takes the
     /// timestamp's date part from a per-second cache.
-    pub(super) fn write_text(&self, line: &mut String, ts: SystemTime) {
+    pub(super) fn write_text(&self, line: &mut Vec<u8>, ts: SystemTime) {
         use super::text::{push_addr, push_hex16, push_ms_tenths, push_uint};
-        use std::fmt::Write;
+        use std::io::Write;
         timestamp(line, ts);
-        line.push(' ');
+        line.push(b' ');
         push_hex16(line, self.request_id.0);
-        line.push(' ');
-        line.push_str(self.listener);
-        line.push(' ');
+        line.push(b' ');
+        line.extend_from_slice(self.listener.as_bytes());
+        line.push(b' ');
         push_addr(line, self.client);
-        line.push_str(" -> ");
+        line.extend_from_slice(" -> ".as_bytes());
         push_addr(line, self.dst);
-        line.push_str(" \"");
-        line.push_str(self.method);
-        line.push(' ');
-        line.push_str(self.host.unwrap_or("-"));
-        line.push(' ');
-        line.push_str(self.path);
-        line.push_str("\" ");
+        line.extend_from_slice(" \"".as_bytes());
+        line.extend_from_slice(self.method.as_bytes());
+        line.push(b' ');
+        line.extend_from_slice(self.host.unwrap_or("-").as_bytes());
+        line.push(b' ');
+        line.extend_from_slice(self.path.as_bytes());
+        line.extend_from_slice("\" ".as_bytes());
         push_uint(line, u64::from(self.status));
-        line.push(' ');
+        line.push(b' ');
         push_uint(line, self.resp_body_bytes as u64);
-        line.push_str("B ");
+        line.extend_from_slice("B ".as_bytes());
         push_ms_tenths(line, self.duration);
-        line.push_str("ms");
+        line.extend_from_slice("ms".as_bytes());
         if let Some(l) = self.upstream_local {
-            line.push_str(" via=");
+            line.extend_from_slice(" via=".as_bytes());
             push_addr(line, Some(l));
         }
         if let Some(p) = self.protocol {
-            line.push_str(" tunnel=");
-            line.push_str(p);
+            line.extend_from_slice(" tunnel=".as_bytes());
+            line.extend_from_slice(p.as_bytes());
         }
         if let Some(t) = self.tls {
             let _ = write!(
@@ -235,11 +235,11 @@ impl Record<'_> {
                 t.versions.join(",")
             );
             if t.ech {
-                line.push_str(" ech");
+                line.extend_from_slice(" ech".as_bytes());
             }
         }
         if let Some(r) = self.upstream_reused {
-            line.push_str(if r { " reused" } else { " new" });
+            line.extend_from_slice(if r { " reused" } else { " new" }.as_bytes());
         }
         for (k, v) in [
             ("refused", self.refused),
@@ -247,10 +247,10 @@ impl Record<'_> {
             ("error", self.error),
         ] {
             if let Some(v) = v {
-                line.push(' ');
-                line.push_str(k);
-                line.push('=');
-                line.push_str(v);
+                line.push(b' ');
+                line.extend_from_slice(k.as_bytes());
+                line.push(b'=');
+                line.extend_from_slice(v.as_bytes());
             }
         }
     }
@@ -319,9 +319,9 @@ mod tests {
     #[test]
     fn timestamps_across_a_second_boundary() {
         let at = |ms: u64| {
-            let mut s = String::new();
+            let mut s = Vec::new();
             timestamp(&mut s, ts() + Duration::from_millis(ms));
-            s
+            String::from_utf8(s).unwrap()
         };
         assert_eq!(at(999), "2026-11-27T22:00:00.999Z");
         assert_eq!(at(1001), "2026-11-27T22:00:01.001Z");

@@ -1,58 +1,79 @@
 //! The pieces of a text line, appended without `core::fmt`: the line is
 //! written for every request, and `Display` for addresses and integers
 //! (padding, width and precision handling per call) was most of its cost.
-//! Each function writes exactly what the `Display` it replaces would.
+//! Each function writes exactly what the `Display` it replaces would,
+//! as bytes: the line is a byte buffer, so nothing is checked for UTF-8
+//! again on the way.
 
 use std::net::SocketAddr;
 use std::time::Duration;
 
 /// Appends `n` in decimal.
-pub(super) fn push_uint(out: &mut String, n: u64) {
-    out.push_str(itoa::Buffer::new().format(n));
+pub(super) fn push_uint(out: &mut Vec<u8>, n: u64) {
+    out.extend_from_slice(itoa::Buffer::new().format(n).as_bytes());
 }
 
 /// Appends `n` as 16 lowercase hex digits (`{:016x}`).
-pub(super) fn push_hex16(out: &mut String, n: u64) {
+pub(super) fn push_hex16(out: &mut Vec<u8>, n: u64) {
     const HEX: &[u8; 16] = b"0123456789abcdef";
     let mut digits = [0u8; 16];
     for (i, d) in digits.iter_mut().enumerate() {
         *d = HEX[((n >> (60 - 4 * i)) & 0xf) as usize];
     }
-    // Only ASCII hex digits were written.
-    out.push_str(std::str::from_utf8(&digits).unwrap_or("?"));
+    out.extend_from_slice(&digits);
 }
+
+/// The decimal digits of each octet value, and how many there are.
+const OCTETS: [([u8; 3], u8); 256] = {
+    let mut table = [([0u8; 3], 0u8); 256];
+    let mut i = 0;
+    while i < 256 {
+        let (h, t, o) = ((i / 100) as u8, (i / 10 % 10) as u8, (i % 10) as u8);
+        table[i] = if i >= 100 {
+            ([b'0' + h, b'0' + t, b'0' + o], 3)
+        } else if i >= 10 {
+            ([b'0' + t, b'0' + o, 0], 2)
+        } else {
+            ([b'0' + o, 0, 0], 1)
+        };
+        i += 1;
+    }
+    table
+};
 
 /// Appends `addr` as `SocketAddr`'s `Display` does, or `-` for none. IPv4
 /// (and so every v4 client of a dual-stack listener, which tproxyd
 /// canonicalises) is written octet by octet; IPv6, with its zero
 /// compression, still goes through `Display`.
-pub(super) fn push_addr(out: &mut String, addr: Option<SocketAddr>) {
+pub(super) fn push_addr(out: &mut Vec<u8>, addr: Option<SocketAddr>) {
     match addr {
-        None => out.push('-'),
+        None => out.push(b'-'),
         Some(SocketAddr::V4(a)) => {
-            // Built on the stack and appended once: a `push` per piece
-            // checked the string's capacity eleven times per address.
+            // Built on the stack from a table of the 256 octets and
+            // appended once: formatting each octet as a number cost more
+            // than the rest of the line.
             let mut buf = [0u8; 21]; // 255.255.255.255:65535
             let mut n = 0;
-            let mut digits = itoa::Buffer::new();
-            let mut put = |sep: Option<u8>, v: u16| {
-                if let Some(sep) = sep {
-                    buf[n] = sep;
+            for (i, octet) in a.ip().octets().into_iter().enumerate() {
+                if i > 0 {
+                    buf[n] = b'.';
                     n += 1;
                 }
-                let d = digits.format(v).as_bytes();
-                buf[n..n + d.len()].copy_from_slice(d);
-                n += d.len();
-            };
-            for (i, octet) in a.ip().octets().into_iter().enumerate() {
-                put((i > 0).then_some(b'.'), u16::from(octet));
+                let (digits, len) = OCTETS[usize::from(octet)];
+                // All three bytes are copied; `len` of them count.
+                buf[n..n + 3].copy_from_slice(&digits);
+                n += usize::from(len);
             }
-            put(Some(b':'), a.port());
-            // Only ASCII digits and separators were written.
-            out.push_str(std::str::from_utf8(&buf[..n]).unwrap_or("?"));
+            buf[n] = b':';
+            n += 1;
+            let mut port = itoa::Buffer::new();
+            let port = port.format(a.port()).as_bytes();
+            buf[n..n + port.len()].copy_from_slice(port);
+            n += port.len();
+            out.extend_from_slice(&buf[..n]);
         }
         Some(a @ SocketAddr::V6(_)) => {
-            use std::fmt::Write;
+            use std::io::Write;
             let _ = write!(out, "{a}");
         }
     }
@@ -60,19 +81,19 @@ pub(super) fn push_addr(out: &mut String, addr: Option<SocketAddr>) {
 
 /// Appends `d` in milliseconds with one decimal, rounded half up (`1.5`,
 /// `0.0`, `1234.6`).
-pub(super) fn push_ms_tenths(out: &mut String, d: Duration) {
+pub(super) fn push_ms_tenths(out: &mut Vec<u8>, d: Duration) {
     let tenths = (d.as_nanos() + 50_000) / 100_000;
     let tenths = u64::try_from(tenths).unwrap_or(u64::MAX);
     push_uint(out, tenths / 10);
-    out.push('.');
-    out.push(char::from(b'0' + (tenths % 10) as u8));
+    out.push(b'.');
+    out.push(b'0' + (tenths % 10) as u8);
 }
 
 /// Appends `n` (below 1000) as three digits (`{:03}`).
-pub(super) fn push_3digits(out: &mut String, n: u32) {
+pub(super) fn push_3digits(out: &mut Vec<u8>, n: u32) {
     let n = n.min(999);
     for d in [n / 100, n / 10 % 10, n % 10] {
-        out.push(char::from(b'0' + d as u8));
+        out.push(b'0' + d as u8);
     }
 }
 
@@ -80,10 +101,10 @@ pub(super) fn push_3digits(out: &mut String, n: u32) {
 mod tests {
     use super::*;
 
-    fn with(f: impl FnOnce(&mut String)) -> String {
-        let mut s = String::new();
+    fn with(f: impl FnOnce(&mut Vec<u8>)) -> String {
+        let mut s = Vec::new();
         f(&mut s);
-        s
+        String::from_utf8(s).expect("ASCII")
     }
 
     #[test]
