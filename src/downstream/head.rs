@@ -15,6 +15,7 @@ use super::idle::IdleTimer;
 use super::Downstream;
 use crate::flow::DownstreamLimit;
 use bytes::{BufMut, BytesMut};
+use futures::FutureExt;
 use pingora_core::protocols::Stream;
 use pingora_core::server::ShutdownWatch;
 use pingora_timeout::fast_timeout::fast_timeout;
@@ -182,8 +183,16 @@ pub(super) async fn first_bytes<S: Future + ?Sized>(
     let max = limits.max_header_bytes;
     let mut buf = BytesMut::with_capacity(MIN_HEAD_BUF.min(max + 1));
     let mut limited = (&mut buf).limit(MIN_HEAD_BUF.min(max + 1));
-    // Readiness can be stale: the read may still have to wait, within
-    // what is left of `wait`.
+    // The socket is readable, so the bytes are almost always there: one
+    // read, without a timer or the shutdown wait around it.
+    match stream.read_buf(&mut limited).now_or_never() {
+        Some(Ok(n)) if n > 0 => return Ok(buf),
+        Some(_) => return Err(FirstRead::Closed),
+        None => {}
+    }
+    // Readiness was stale: the read has to wait, within what is left of
+    // `wait`.
+    let mut limited = (&mut buf).limit(MIN_HEAD_BUF.min(max + 1));
     let left = wait.saturating_sub(since.elapsed());
     tokio::select! {
         biased;

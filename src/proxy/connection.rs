@@ -39,12 +39,16 @@ use tokio::time::Instant;
 /// Pingora gives it back to `ProxyHttp::on_connection_reuse` once it has
 /// accepted the head, so a request it refused before any hook ran (a head
 /// it cannot parse: 400; `CONNECT` on a transparent listener: 405) can
-/// still be logged and counted here.
-pub(super) struct RequestSeen(pub(super) Arc<AtomicBool>);
+/// still be logged and counted here. It also carries the connection's
+/// addresses, so a request does not look them up again.
+pub(super) struct RequestSeen {
+    pub(super) seen: Arc<AtomicBool>,
+    pub(super) peers: Peers,
+}
 
 /// The client and (on transparent listeners) the original destination of
 /// a connection, looked up once for its records.
-type Peers = (Option<SocketAddr>, Option<SocketAddr>);
+pub(super) type Peers = (Option<SocketAddr>, Option<SocketAddr>);
 
 /// Whether a head's request line (after any empty lines) is a CONNECT.
 fn is_connect(head: &[u8]) -> bool {
@@ -224,7 +228,10 @@ impl<P: HttpServerApp + Send + Sync + 'static> ServerApp for HttpConnections<P> 
             let connect = is_connect(&head);
             session.set_pipelined_prefix(head);
             seen.store(false, Ordering::Relaxed);
-            session.set_connection_user_context(Some(Box::new(RequestSeen(seen.clone()))));
+            session.set_connection_user_context(Some(Box::new(RequestSeen {
+                seen: seen.clone(),
+                peers,
+            })));
             match self.proxy.process_new_http(session, shutdown).await {
                 Some(reused) => (stream, persistent) = reused.consume(),
                 None => {

@@ -54,6 +54,9 @@ pub struct RequestCtx {
     filter: Option<FilterCtx>,
     /// When the upstream connect started (for its duration).
     connect_started: Option<Instant>,
+    /// The connection's client and original destination, as its loop
+    /// looked them up (none if Pingora did not hand them over).
+    peers: Option<connection::Peers>,
     /// Whether the client sent a Host header (the upstream request, a
     /// copy of the client's, has one then too).
     has_host: bool,
@@ -83,20 +86,22 @@ fn to_origin_form(req: &mut RequestHeader) {
 }
 
 impl TransparentProxy {
-    /// Where this request goes, if admission lets it.
+    /// Where this request goes, if admission lets it (`known_dst`: the
+    /// connection's original destination, when already looked up).
     /// The destination is noted in `summary` as soon as it is known, so a
     /// refusal is logged with it.
     async fn admitted_destination(
         &self,
         session: &Session,
         summary: &mut Summary,
+        known_dst: Option<Option<SocketAddr>>,
     ) -> std::result::Result<SocketAddr, Answer> {
         let shared = &self.state.shared;
         let req = session.req_header();
         let client = summary.client;
         let target = match &self.state.listener.kind {
             ListenerKind::Http { source, .. } => {
-                summary.dst = original_destination(session, *source);
+                summary.dst = known_dst.unwrap_or_else(|| original_destination(session, *source));
                 Target::Original(summary.dst)
             }
             ListenerKind::Forward(policy) => {
@@ -167,6 +172,7 @@ impl ProxyHttp for TransparentProxy {
             summary: Summary::new(None),
             filter: None,
             connect_started: None,
+            peers: None,
             has_host: false,
             _in_flight: ConnectionGuard::new(&self.state.metrics.in_flight),
         })
@@ -182,7 +188,10 @@ impl ProxyHttp for TransparentProxy {
             // Let the client reconnect (to the new process) after this one.
             session.set_keepalive(None);
         }
-        let client = client_address(session);
+        let client = match ctx.peers {
+            Some((client, _)) => client,
+            None => client_address(session),
+        };
         ctx.summary.client = client;
         let req = session.req_header();
         let version = req.version;
@@ -202,7 +211,11 @@ impl ProxyHttp for TransparentProxy {
             );
             return self.answer(session, ctx, a).await;
         }
-        let dst = match self.admitted_destination(session, &mut ctx.summary).await {
+        let known_dst = ctx.peers.map(|(_, dst)| dst);
+        let dst = match self
+            .admitted_destination(session, &mut ctx.summary, known_dst)
+            .await
+        {
             Ok(dst) => dst,
             Err(a) => return self.answer(session, ctx, a).await,
         };
@@ -232,12 +245,12 @@ impl ProxyHttp for TransparentProxy {
     fn on_connection_reuse(
         &self,
         _session: &mut Session,
-        _ctx: &mut Box<RequestCtx>,
+        ctx: &mut Box<RequestCtx>,
         token: Box<dyn std::any::Any + Send + Sync>,
     ) {
-        if let Some(connection::RequestSeen(seen)) = token.downcast_ref::<connection::RequestSeen>()
-        {
-            seen.store(true, std::sync::atomic::Ordering::Relaxed);
+        if let Some(token) = token.downcast_ref::<connection::RequestSeen>() {
+            token.seen.store(true, std::sync::atomic::Ordering::Relaxed);
+            ctx.peers = Some(token.peers);
         }
     }
 
