@@ -17,8 +17,9 @@ pub(super) fn push_uint(out: &mut Vec<u8>, n: u64) {
 pub(super) fn push_hex16(out: &mut Vec<u8>, n: u64) {
     const HEX: &[u8; 16] = b"0123456789abcdef";
     let mut digits = [0u8; 16];
-    for (i, d) in digits.iter_mut().enumerate() {
-        *d = HEX[((n >> (60 - 4 * i)) & 0xf) as usize];
+    for (pair, byte) in digits.chunks_exact_mut(2).zip(n.to_be_bytes()) {
+        pair[0] = HEX[usize::from(byte >> 4)];
+        pair[1] = HEX[usize::from(byte & 0xf)];
     }
     out.extend_from_slice(&digits);
 }
@@ -82,8 +83,11 @@ pub(super) fn push_addr(out: &mut Vec<u8>, addr: Option<SocketAddr>) {
 /// Appends `d` in milliseconds with one decimal, rounded half up (`1.5`,
 /// `0.0`, `1234.6`).
 pub(super) fn push_ms_tenths(out: &mut Vec<u8>, d: Duration) {
-    let tenths = (d.as_nanos() + 50_000) / 100_000;
-    let tenths = u64::try_from(tenths).unwrap_or(u64::MAX);
+    // In 64 bits: `as_nanos` is a u128, and dividing it calls a helper.
+    let tenths = d
+        .as_secs()
+        .saturating_mul(10_000)
+        .saturating_add(u64::from((d.subsec_nanos() + 50_000) / 100_000));
     push_uint(out, tenths / 10);
     out.push(b'.');
     out.push(b'0' + (tenths % 10) as u8);
@@ -146,6 +150,8 @@ mod tests {
         assert_eq!(ms(49), "0.0");
         assert_eq!(ms(50), "0.1");
         assert_eq!(ms(999_960), "1000.0");
+        assert_eq!(ms(1_999_950), "2000.0");
+        assert_eq!(ms(61_000_049), "61000.0");
         assert_eq!(ms(1_234_567), "1234.6");
     }
 }
