@@ -117,7 +117,8 @@ pub async fn read_head<S: Future + ?Sized>(
     // Empty lines between requests (RFC 9112 §2.2: to be ignored) leave the
     // connection idle, not half-way through a head.
     if buf.iter().all(|b| matches!(b, b'\r' | b'\n')) {
-        buf.clear();
+        // Dropped, not cleared: the wait that follows holds no buffer.
+        buf = BytesMut::new();
     }
     let mut scan = EndScan::default();
     if buf.is_empty() {
@@ -237,7 +238,11 @@ pub(super) async fn read_more(
     // Grow by doubling, but never past the cap (plus one byte to tell).
     let room = max + 1 - buf.len();
     if buf.capacity() == buf.len() {
-        buf.reserve(buf.capacity().max(MIN_HEAD_BUF).min(room));
+        // Exactly this much: `BytesMut::reserve` may double past the cap.
+        let grow = buf.capacity().max(MIN_HEAD_BUF).min(room);
+        let mut bigger = BytesMut::with_capacity(buf.len() + grow);
+        bigger.extend_from_slice(buf);
+        *buf = bigger;
     }
     let spare = (buf.capacity() - buf.len()).min(room);
     let mut limited = buf.limit(spare);
@@ -514,6 +519,28 @@ mod tests {
                 head.contains(&format!("Content-Length: {}", body.len())),
                 "{reply}"
             );
+        });
+    }
+
+    #[test]
+    fn a_growing_head_buffer_never_outgrows_the_cap() {
+        rt().block_on(async {
+            // 10,000 is not a power-of-two multiple of the first 4 KiB, so
+            // the last doubling step is the one that could overshoot.
+            let max = 10_000;
+            let (mut client, server) = tokio::io::duplex(64 * 1024);
+            let mut stream: Stream = Box::new(server);
+            client.write_all(&[b'a'; 20_000]).await.unwrap();
+            let deadline = Instant::now() + Duration::from_secs(5);
+            let mut buf = BytesMut::new();
+            while read_more(&mut stream, &mut buf, deadline, max)
+                .await
+                .is_ok()
+            {
+                assert!(buf.capacity() <= max + 1, "capacity {}", buf.capacity());
+            }
+            assert_eq!(buf.len(), max + 1);
+            assert_eq!(buf.capacity(), max + 1);
         });
     }
 

@@ -92,7 +92,8 @@ impl FilterChain {
         req: &mut RequestHeader,
     ) -> Result<()> {
         if let Some(f) = &self.forwarding {
-            f.apply(ctx, req)?;
+            f.apply(ctx, req)
+                .map_err(|e| e.more_context("in filter forwarding"))?;
         }
         for f in &self.upstream_request {
             guarded(f.name(), f.upstream_request(ctx, req)).await?;

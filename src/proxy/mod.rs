@@ -423,15 +423,12 @@ impl ProxyHttp for TransparentProxy {
             None => RequestLine::NONE,
             Some(log) => RequestLine {
                 method: req.method.as_str(),
-                // The Host header, as the context keeps it (a forward
-                // request's context has the URI's authority instead).
-                host: match ctx.filter.as_ref() {
-                    Some(f) if !self.is_forward() => f.host.as_deref(),
-                    _ => req
-                        .headers
-                        .get(http::header::HOST)
-                        .and_then(|h| h.to_str().ok()),
-                },
+                // As the client sent it (filters may rewrite the
+                // context's copy).
+                host: req
+                    .headers
+                    .get(http::header::HOST)
+                    .and_then(|h| h.to_str().ok()),
                 path: if log.query {
                     req.uri.path_and_query().map_or("/", |p| p.as_str())
                 } else {
