@@ -203,27 +203,27 @@ impl Record<'_> {
         line.extend_from_slice(self.listener.as_bytes());
         line.push(b' ');
         push_addr(line, self.client);
-        line.extend_from_slice(" -> ".as_bytes());
+        line.extend_from_slice(b" -> ");
         push_addr(line, self.dst);
-        line.extend_from_slice(" \"".as_bytes());
+        line.extend_from_slice(b" \"");
         line.extend_from_slice(self.method.as_bytes());
         line.push(b' ');
         line.extend_from_slice(self.host.unwrap_or("-").as_bytes());
         line.push(b' ');
         line.extend_from_slice(self.path.as_bytes());
-        line.extend_from_slice("\" ".as_bytes());
+        line.extend_from_slice(b"\" ");
         push_uint(line, u64::from(self.status));
         line.push(b' ');
         push_uint(line, self.resp_body_bytes as u64);
-        line.extend_from_slice("B ".as_bytes());
+        line.extend_from_slice(b"B ");
         push_ms_tenths(line, self.duration);
-        line.extend_from_slice("ms".as_bytes());
+        line.extend_from_slice(b"ms");
         if let Some(l) = self.upstream_local {
-            line.extend_from_slice(" via=".as_bytes());
+            line.extend_from_slice(b" via=");
             push_addr(line, Some(l));
         }
         if let Some(p) = self.protocol {
-            line.extend_from_slice(" tunnel=".as_bytes());
+            line.extend_from_slice(b" tunnel=");
             line.extend_from_slice(p.as_bytes());
         }
         if let Some(t) = self.tls {
@@ -235,11 +235,11 @@ impl Record<'_> {
                 t.versions.join(",")
             );
             if t.ech {
-                line.extend_from_slice(" ech".as_bytes());
+                line.extend_from_slice(b" ech");
             }
         }
         if let Some(r) = self.upstream_reused {
-            line.extend_from_slice(if r { " reused" } else { " new" }.as_bytes());
+            line.extend_from_slice(if r { b" reused" } else { b" new" });
         }
         for (k, v) in [
             ("refused", self.refused),

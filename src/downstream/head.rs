@@ -193,7 +193,6 @@ pub(super) async fn first_bytes<S: Future + ?Sized>(
     }
     // Readiness was stale: the read has to wait, within what is left of
     // `wait`.
-    let mut limited = (&mut buf).limit(MIN_HEAD_BUF.min(max + 1));
     let left = wait.saturating_sub(since.elapsed());
     tokio::select! {
         biased;
