@@ -37,6 +37,7 @@ use crate::proxy::{HttpConnections, TransparentProxy};
 use crate::relay;
 use crate::rules::{host, Ruleset};
 use crate::shared::{ListenerState, Shared};
+use crate::signals::EarlySignals;
 use crate::transparent::{has_cap_net_admin, prebind, TransparentService};
 use crate::upstream::connector::mark_hook;
 use clap::Parser;
@@ -359,7 +360,15 @@ impl Tproxyd {
             Err(e) => return fail(&e),
         };
         server.bootstrap();
-        server.run_forever()
+        // Heard from before the first listener opens (see `signals`).
+        let signals = match EarlySignals::listen() {
+            Ok(s) => s,
+            Err(e) => return fail(&format!("cannot listen for signals: {e}")),
+        };
+        server.run(pingora_core::server::RunArgs {
+            shutdown_signal: Box::new(signals),
+        });
+        0
     }
 }
 

@@ -13,7 +13,8 @@
 //!    refusals, answers), [`addr`] (the one `host[:port]` parser, CIDRs,
 //!    local addresses).
 //! 2. **Components**, each owning its settings and their validation:
-//!    [`lifecycle`], [`metrics`], [`access_log`], [`relay`], [`upstream`],
+//!    [`lifecycle`], [`signals`] (stop and upgrade signals, heard from
+//!    start-up on), [`metrics`], [`access_log`], [`relay`], [`upstream`],
 //!    [`destination`], [`filters`], [`tls`], [`downstream`], [`admin`],
 //!    [`interception`] (what the firewall steers to which listener).
 //! 3. **Request path**: [`admission`] (the pure admit decision and the
@@ -42,6 +43,7 @@ pub mod interception;
 pub mod lifecycle;
 pub mod metrics;
 pub mod relay;
+pub mod signals;
 pub mod tls;
 pub mod upstream;
 

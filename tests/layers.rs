@@ -12,7 +12,7 @@ const ORDER: &[&str] = &[
     // bottom: nothing of the crate
     "error", "flow", "addr",
     // components
-    "lifecycle", "metrics", "access_log", "relay", "upstream", "destination", "filters", "tls",
+    "lifecycle", "signals", "metrics", "access_log", "relay", "upstream", "destination", "filters", "tls",
     "downstream", "admin", "interception",
     // request path
     "admission", "summary", "listener", "transparent", "shared",
