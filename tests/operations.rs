@@ -281,6 +281,11 @@ fn sigterm_finishes_in_flight_requests_then_stops() {
         assert_eq!(idle.get("example.test", "/", &[]).unwrap().status, 200);
     }
 
+    // A connection accepted just before the shutdown whose client has not
+    // sent its request yet (it will, below, once shutdown has begun): it
+    // must be answered, not closed like the idle one.
+    let mut fresh = Client::new(lab.client_connect(&format!("{SERVER_V4}:80")).unwrap());
+
     let stream = lab.client_connect(&format!("{SERVER_V4}:80")).unwrap();
     let slow = std::thread::spawn(move || Client::new(stream).get("example.test", "/slow/15", &[]));
     // In flight for ~1.5 s from here on.
@@ -311,6 +316,17 @@ fn sigterm_finishes_in_flight_requests_then_stops() {
         t.elapsed()
     );
     assert!(t.elapsed() < Duration::from_millis(2500));
+    // Shutdown has begun (the idle connection is closed): the fresh
+    // connection's first request still gets its answer, and no keep-alive.
+    let resp = fresh
+        .get("example.test", "/fresh-during-shutdown", &[])
+        .expect("the first request of a connection accepted before SIGTERM is answered");
+    assert_eq!(resp.status, 200);
+    assert_eq!(
+        resp.headers.get("connection").map(String::as_str),
+        Some("close")
+    );
+    assert_eq!(origin.seen().pop().unwrap().path, "/fresh-during-shutdown");
     let resp = slow.join().unwrap().expect("in-flight response completes");
     assert_eq!(resp.status, 200);
     assert!(resp.body == slow_body(15), "body differs");

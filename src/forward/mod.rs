@@ -39,13 +39,11 @@ impl<A: ServerApp + Send + Sync + 'static> ServerApp for ForwardApp<A> {
         shutdown: &ShutdownWatch,
     ) -> Option<Stream> {
         let mut first = [0u8; 8];
-        let mut down = shutdown.clone();
-        // Idle before the first request: the keep-alive bound applies.
+        // Idle before the first request: the keep-alive bound applies. Not
+        // cut short by a shutdown: a connection accepted as it begins still
+        // gets its first request answered (see `proxy::connection`).
         let idle = self.state.shared.downstream.keepalive_timeout;
-        let peeked = tokio::select! {
-            r = tokio::time::timeout(idle, stream.try_peek(&mut first)) => r,
-            _ = down.changed() => return None,
-        };
+        let peeked = tokio::time::timeout(idle, stream.try_peek(&mut first)).await;
         match peeked {
             Ok(Ok(true)) if &first == b"CONNECT " => {
                 connect::tunnel(&self.state, stream).await;

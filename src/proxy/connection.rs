@@ -174,10 +174,15 @@ impl<P: HttpServerApp + Send + Sync + 'static> ServerApp for HttpConnections<P> 
         let seen = Arc::new(AtomicBool::new(false));
         let peers = (stream_client(&stream), self.destination(&stream));
         // The connection's one wait for the shutdown signal, polled by
-        // every wait for a request (the first one's included).
-        // Gated: polled again only once the signal came, not on each wait.
+        // every wait for a request after the first. Gated: polled again
+        // only once the signal came, not on each wait.
         let mut stopping = std::pin::pin!(Gated::new(shutdown_wait(&mut watch)));
-        let first = self.first_request(&mut stream, stopping.as_mut(), peers);
+        // The first request is awaited even once shutdown has begun: the
+        // client of a connection accepted at that moment has sent it or is
+        // about to, and must get an answer, not a close (the process still
+        // serves it; keep-alive is then off). Its wait is bounded in time.
+        let mut never = std::future::pending::<()>();
+        let first = self.first_request(&mut stream, Pin::new(&mut never), peers);
         let mut first = match first.await {
             Ok(prefix) => prefix,
             Err(Some(opening)) => {
@@ -192,6 +197,7 @@ impl<P: HttpServerApp + Send + Sync + 'static> ServerApp for HttpConnections<P> 
         // matters if Pingora ever reads a head itself.
         let keepalive = limits.keepalive_timeout.as_secs() + 1;
         let mut idle = IdleTimer::default();
+        let mut first_wait = true;
         loop {
             let (prefix, started) = match first.take() {
                 Some((head, started)) => (Some(head), Some(started)),
@@ -200,9 +206,18 @@ impl<P: HttpServerApp + Send + Sync + 'static> ServerApp for HttpConnections<P> 
                     None,
                 ),
             };
-            let wait = stopping.as_mut();
-            let head = match read_head(&mut stream, prefix, started, &limits, wait, &mut idle).await
-            {
+            let read = match first_wait {
+                true => {
+                    let wait = Pin::new(&mut never);
+                    read_head(&mut stream, prefix, started, &limits, wait, &mut idle).await
+                }
+                false => {
+                    let wait = stopping.as_mut();
+                    read_head(&mut stream, prefix, started, &limits, wait, &mut idle).await
+                }
+            };
+            first_wait = false;
+            let head = match read {
                 Head::Ready(head) => head,
                 Head::Closed => break,
                 Head::Limit(limit) => {
