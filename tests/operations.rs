@@ -326,7 +326,11 @@ fn sigterm_finishes_in_flight_requests_then_stops() {
         resp.headers.get("connection").map(String::as_str),
         Some("close")
     );
-    assert_eq!(origin.seen().pop().unwrap().path, "/fresh-during-shutdown");
+    // Through this tproxyd (its header) to the address the client dialed.
+    let seen = origin.seen().pop().unwrap();
+    assert_eq!(seen.path, "/fresh-during-shutdown");
+    assert_eq!(seen.headers["x-proxy-gen"], "x");
+    assert_eq!(seen.local.to_string(), format!("{SERVER_V4}:80"));
     let resp = slow.join().unwrap().expect("in-flight response completes");
     assert_eq!(resp.status, 200);
     assert!(resp.body == slow_body(15), "body differs");
