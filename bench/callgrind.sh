@@ -5,6 +5,9 @@
 # not; the top 15 functions by inclusive cost are printed too. User-space
 # instructions only (the kernel's share is the same network work for both).
 # Usage: sudo bench/callgrind.sh [tproxyd|tproxyd-nolog|pingora-bare|pingora-bare-timeouts|haproxy] [requests]
+# CALLGRIND_HEAD=browser sends a browser-like head (11 fields, ~480 bytes)
+# instead of the minimal one (Host only): costs that grow with the head
+# (parsing, header maps) then show at a realistic size.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 who=${1:-tproxyd}; n=${2:-20000}
@@ -48,10 +51,18 @@ for _ in $(seq 100); do
   sleep 0.3
 done
 # Warm-up, then a fixed number of requests on 4 keep-alive connections.
-ip netns exec $P-cli python3 - "$n" <<'PY'
+ip netns exec $P-cli python3 - "$n" "${CALLGRIND_HEAD:-minimal}" <<'PY'
 import socket, sys
 n = int(sys.argv[1]); conns = [socket.create_connection(("198.51.100.10", 80)) for _ in range(4)]
 req = b"GET /small.bin HTTP/1.1\r\nHost: bench\r\n\r\n"
+if sys.argv[2] == "browser":
+    req = (b"GET /small.bin?v=3 HTTP/1.1\r\nHost: bench.example\r\n"
+           b"User-Agent: Mozilla/5.0 (X11; Linux x86_64; rv:128.0) Gecko/20100101 Firefox/128.0\r\n"
+           b"Accept: text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8\r\n"
+           b"Accept-Language: en-US,en;q=0.5\r\nAccept-Encoding: gzip, deflate\r\n"
+           b"Referer: http://bench.example/index.html\r\nConnection: keep-alive\r\n"
+           b"Cookie: session=8f14e45fceea167a5a36dedd4bea2543; theme=dark\r\n"
+           b"Upgrade-Insecure-Requests: 1\r\nPriority: u=0, i\r\nCache-Control: max-age=0\r\n\r\n")
 for i in range(n):
     s = conns[i % 4]; s.sendall(req); data = b""
     while not data.endswith(b"x" * 100):
@@ -60,8 +71,9 @@ PY
 pid=$(pgrep -f "callgrind-out-file=$work/cg.out" | head -1)
 if [ "$who" = haproxy ]; then kill -TERM "$pid"; else kill -INT "$pid"; fi; for _ in $(seq 300); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
 total=$(grep -hE "^summary:" "$work"/cg.out* | awk '{s+=$2} END {printf "%.0f", s}')
-cp "$work"/cg.out "/tmp/callgrind-$who.out" 2>/dev/null || true
-echo "$who: $total instructions for $n requests (+ start-up): $((total / n)) per request"
+out=/tmp/callgrind-$who${CALLGRIND_HEAD:+-$CALLGRIND_HEAD}.out
+cp "$work"/cg.out "$out" 2>/dev/null || true
+echo "$who${CALLGRIND_HEAD:+ ($CALLGRIND_HEAD head)}: $total instructions for $n requests (+ start-up): $((total / n)) per request"
 # The functions that dominate, by inclusive cost (callgrind_annotate).
-callgrind_annotate --inclusive=yes "/tmp/callgrind-$who.out" 2>/dev/null \
+callgrind_annotate --inclusive=yes "$out" 2>/dev/null \
   | grep -E "^ *[0-9,]+ \(" | head -16 | sed 's/\[[^]]*\]//g' | cut -c1-160
