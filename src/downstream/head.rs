@@ -32,8 +32,10 @@ const MIN_HEAD_BUF: usize = 4096;
 /// What reading the next head gave.
 #[derive(Debug)]
 pub enum Head {
-    /// A complete head, and any bytes read after it (body, more requests).
-    Ready(BytesMut),
+    /// A complete head, and any bytes read after it (body, more requests);
+    /// with the answer Pingora would give it before any hook runs, if any
+    /// ([`refused_head`]).
+    Ready(BytesMut, Option<u16>),
     /// The client closed (or reset) the connection, or the process is
     /// shutting down: close quietly.
     Closed,
@@ -128,6 +130,15 @@ pub async fn read_head<S: Future + ?Sized>(
             Err(FirstRead::Silent) => return Head::Limit(DownstreamLimit::KeepaliveTimeout),
         }
     }
+    // Most heads are whole in their first read: then one parse finds both
+    // the end and the verdict. Tried once per head, never again as more
+    // bytes come, so a head that trickles in is not parsed over and over.
+    if let Some((end, refused)) = whole_head(&buf) {
+        if end > limits.max_header_bytes {
+            return Head::Limit(DownstreamLimit::HeaderTooLarge);
+        }
+        return Head::Ready(buf, refused);
+    }
     // Set when the head turns out to need more reads (most come whole):
     // the clock is read only then.
     let mut deadline = None;
@@ -137,7 +148,8 @@ pub async fn read_head<S: Future + ?Sized>(
             if scan.pos > limits.max_header_bytes {
                 return Head::Limit(DownstreamLimit::HeaderTooLarge);
             }
-            return Head::Ready(buf);
+            let refused = refused_head(&buf);
+            return Head::Ready(buf, refused);
         }
         let deadline = *deadline
             .get_or_insert_with(|| started.unwrap_or_else(Instant::now) + limits.header_timeout);
@@ -293,16 +305,40 @@ static REPLY_405: LazyLock<Vec<u8>> = LazyLock::new(|| {
 /// answers name it in `Server:`; tproxyd's own answers name no server, so
 /// these are given here instead, with the same parser and header bound.
 pub fn refused_head(head: &[u8]) -> Option<u16> {
+    parse_head(head, |parsed, method| match parsed {
+        Ok(_) => (method == Some("CONNECT")).then_some(405),
+        // Pingora retries these with the target escaped: its call.
+        Err(httparse::Error::Token | httparse::Error::Version) => None,
+        Err(_) => Some(400),
+    })
+}
+
+/// Where a head that is whole in `buf` ends, and [`refused_head`]'s
+/// verdict on it, from one parse; `None` if the parser cannot say yet
+/// (more bytes needed) or its verdict waits for the whole head (an
+/// error): the incremental [`EndScan`] then finds the end. Where the
+/// parser finds a head, it ends where the scan would (a test checks).
+fn whole_head(buf: &[u8]) -> Option<(usize, Option<u16>)> {
+    parse_head(buf, |parsed, method| match parsed {
+        Ok(httparse::Status::Complete(end)) => {
+            Some((end, (method == Some("CONNECT")).then_some(405)))
+        }
+        _ => None,
+    })
+}
+
+/// Parses `head` as Pingora does (its header bound) and hands `verdict`
+/// the result and the method.
+fn parse_head<T>(
+    head: &[u8],
+    verdict: impl FnOnce(httparse::Result<usize>, Option<&str>) -> T,
+) -> T {
     // Uninitialised slots: this runs for every request, and 256 zeroed
     // headers would be 8 KiB written each time.
     let mut headers = [const { std::mem::MaybeUninit::<httparse::Header<'_>>::uninit() }; 256];
     let mut req = httparse::Request::new(&mut []);
-    match req.parse_with_uninit_headers(head, &mut headers) {
-        Ok(_) => (req.method == Some("CONNECT")).then_some(405),
-        // Pingora retries these with the target escaped: its call.
-        Err(httparse::Error::Token | httparse::Error::Version) => None,
-        Err(_) => Some(400),
-    }
+    let parsed = req.parse_with_uninit_headers(head, &mut headers);
+    verdict(parsed, req.method)
 }
 
 /// Sends the 400 or 405 of [`refused_head`], then the connection closes.
@@ -454,6 +490,40 @@ mod tests {
     }
 
     #[test]
+    fn a_head_parsed_whole_ends_where_the_scan_ends_it() {
+        // Every sequence of up to 6 of these pieces: request lines, fields,
+        // bare and doubled line ends, stray bytes.
+        let pieces: [&[u8]; 8] = [
+            b"GET / HTTP/1.1",
+            b"CONNECT a:1 HTTP/1.1",
+            b"H: v",
+            b"\r\n",
+            b"\n",
+            b"\r",
+            b" ",
+            b"x",
+        ];
+        let (mut parsed, mut checked) = (0, 0);
+        for len in 0..=6u32 {
+            for mut code in 0..8usize.pow(len) {
+                let mut buf = Vec::new();
+                for _ in 0..len {
+                    buf.extend_from_slice(pieces[code % 8]);
+                    code /= 8;
+                }
+                checked += 1;
+                let Some((end, refused)) = whole_head(&buf) else {
+                    continue;
+                };
+                parsed += 1;
+                assert_eq!(Some(end), reference_end(&buf), "{buf:?}");
+                assert_eq!(refused, refused_head(&buf), "{buf:?}");
+            }
+        }
+        assert!(checked > 200_000 && parsed > 1_000, "{checked} {parsed}");
+    }
+
+    #[test]
     fn a_head_and_what_follows_it_is_handed_over() {
         rt().block_on(async {
             let (mut client, server) = tokio::io::duplex(4096);
@@ -464,14 +534,14 @@ mod tests {
                 .unwrap();
             let (_tx, mut w) = watch();
             let head = head_of(&mut stream, None, &limits(1000, 1000, 1024), &mut w).await;
-            let Head::Ready(bytes) = head else {
+            let Head::Ready(bytes, None) = head else {
                 panic!("{head:?}")
             };
             assert!(bytes.ends_with(b"\r\n\r\nhi"));
             // A complete head in the prefix needs no read at all.
             let prefix = BytesMut::from(&b"GET /next HTTP/1.1\r\nHost: a\r\n\r\n"[..]);
             let head = head_of(&mut stream, Some(prefix), &limits(1, 1, 1024), &mut w).await;
-            assert!(matches!(head, Head::Ready(_)), "{head:?}");
+            assert!(matches!(head, Head::Ready(_, None)), "{head:?}");
             // A head over the cap is refused even when it came whole.
             let big = format!("GET / HTTP/1.1\r\nX: {}\r\n\r\n", "a".repeat(2000));
             let prefix = BytesMut::from(big.as_bytes());
@@ -610,7 +680,7 @@ mod tests {
                     client.write_all(req).await.unwrap();
                 };
                 let (head, ()) = tokio::join!(head, send);
-                assert!(matches!(head, Head::Ready(_)), "{head:?}");
+                assert!(matches!(head, Head::Ready(_, None)), "{head:?}");
             }
             tx.send(true).unwrap();
             let head = tokio::time::timeout(

@@ -12,9 +12,7 @@
 
 use super::tunnel::{tunnel, Opening};
 use crate::destination::{stream_client, stream_destination};
-use crate::downstream::head::{
-    answer_limit, answer_refused, read_head, refused_head, shutdown_wait, Head,
-};
+use crate::downstream::head::{answer_limit, answer_refused, read_head, shutdown_wait, Head};
 use crate::downstream::idle::IdleTimer;
 use crate::downstream::sniff::{sniff, Sniff};
 use crate::downstream::wake::Gated;
@@ -217,8 +215,8 @@ impl<P: HttpServerApp + Send + Sync + 'static> ServerApp for HttpConnections<P> 
                 }
             };
             first_wait = false;
-            let head = match read {
-                Head::Ready(head) => head,
+            let (head, refused) = match read {
+                Head::Ready(head, refused) => (head, refused),
                 Head::Closed => break,
                 Head::Limit(limit) => {
                     let status = answer_limit(&mut stream, limit).await;
@@ -226,7 +224,7 @@ impl<P: HttpServerApp + Send + Sync + 'static> ServerApp for HttpConnections<P> 
                     break;
                 }
             };
-            if let Some(status) = refused_head(&head) {
+            if let Some(status) = refused {
                 answer_refused(&mut stream, status).await;
                 self.record_rejected(status == 405, peers);
                 break;
