@@ -305,12 +305,7 @@ static REPLY_405: LazyLock<Vec<u8>> = LazyLock::new(|| {
 /// answers name it in `Server:`; tproxyd's own answers name no server, so
 /// these are given here instead, with the same parser and header bound.
 pub fn refused_head(head: &[u8]) -> Option<u16> {
-    parse_head(head, |parsed, method| match parsed {
-        Ok(_) => (method == Some("CONNECT")).then_some(405),
-        // Pingora retries these with the target escaped: its call.
-        Err(httparse::Error::Token | httparse::Error::Version) => None,
-        Err(_) => Some(400),
-    })
+    parse_head(head).1
 }
 
 /// Where a head that is whole in `buf` ends, and [`refused_head`]'s
@@ -319,26 +314,31 @@ pub fn refused_head(head: &[u8]) -> Option<u16> {
 /// error): the incremental [`EndScan`] then finds the end. Where the
 /// parser finds a head, it ends where the scan would (a test checks).
 fn whole_head(buf: &[u8]) -> Option<(usize, Option<u16>)> {
-    parse_head(buf, |parsed, method| match parsed {
-        Ok(httparse::Status::Complete(end)) => {
-            Some((end, (method == Some("CONNECT")).then_some(405)))
-        }
-        _ => None,
-    })
+    match parse_head(buf) {
+        (Some(end), refused) => Some((end, refused)),
+        (None, _) => None,
+    }
 }
 
-/// Parses `head` as Pingora does (its header bound) and hands `verdict`
-/// the result and the method.
-fn parse_head<T>(
-    head: &[u8],
-    verdict: impl FnOnce(httparse::Result<usize>, Option<&str>) -> T,
-) -> T {
+/// Parses `head` as Pingora does (its header bound): where it ends if it
+/// is whole, and the answer Pingora would give it, if any.
+fn parse_head(head: &[u8]) -> (Option<usize>, Option<u16>) {
     // Uninitialised slots: this runs for every request, and 256 zeroed
     // headers would be 8 KiB written each time.
     let mut headers = [const { std::mem::MaybeUninit::<httparse::Header<'_>>::uninit() }; 256];
     let mut req = httparse::Request::new(&mut []);
-    let parsed = req.parse_with_uninit_headers(head, &mut headers);
-    verdict(parsed, req.method)
+    match req.parse_with_uninit_headers(head, &mut headers) {
+        Ok(status) => (
+            match status {
+                httparse::Status::Complete(end) => Some(end),
+                httparse::Status::Partial => None,
+            },
+            (req.method == Some("CONNECT")).then_some(405),
+        ),
+        // Pingora retries these with the target escaped: its call.
+        Err(httparse::Error::Token | httparse::Error::Version) => (None, None),
+        Err(_) => (None, Some(400)),
+    }
 }
 
 /// Sends the 400 or 405 of [`refused_head`], then the connection closes.

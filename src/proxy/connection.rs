@@ -179,8 +179,8 @@ impl<P: HttpServerApp + Send + Sync + 'static> ServerApp for HttpConnections<P> 
         // client of a connection accepted at that moment has sent it or is
         // about to, and must get an answer, not a close (the process still
         // serves it; keep-alive is then off). Its wait is bounded in time.
-        let mut never = std::future::pending::<()>();
-        let first = self.first_request(&mut stream, Pin::new(&mut never), peers);
+        let mut never = std::pin::pin!(std::future::pending::<()>());
+        let first = self.first_request(&mut stream, never.as_mut(), peers);
         let mut first = match first.await {
             Ok(prefix) => prefix,
             Err(Some(opening)) => {
@@ -204,17 +204,13 @@ impl<P: HttpServerApp + Send + Sync + 'static> ServerApp for HttpConnections<P> 
                     None,
                 ),
             };
-            let read = match first_wait {
-                true => {
-                    let wait = Pin::new(&mut never);
-                    read_head(&mut stream, prefix, started, &limits, wait, &mut idle).await
-                }
-                false => {
-                    let wait = stopping.as_mut();
-                    read_head(&mut stream, prefix, started, &limits, wait, &mut idle).await
-                }
+            // The first wait ignores shutdown (see above); later ones end on it.
+            let wait: Pin<&mut (dyn Future<Output = ()> + Send)> = match first_wait {
+                true => never.as_mut(),
+                false => stopping.as_mut(),
             };
             first_wait = false;
+            let read = read_head(&mut stream, prefix, started, &limits, wait, &mut idle).await;
             let (head, refused) = match read {
                 Head::Ready(head, refused) => (head, refused),
                 Head::Closed => break,
