@@ -26,6 +26,7 @@ use crate::upstream::connector::{pool_group, SpoofConnect};
 use async_trait::async_trait;
 use failure::{failure_body, respond, status_for};
 use log::warn;
+use pingora_core::modules::http::HttpModules;
 use pingora_core::upstreams::peer::HttpPeer;
 use pingora_error::{Error, ErrorSource, ErrorType, Result};
 use pingora_http::{RequestHeader, ResponseHeader};
@@ -166,6 +167,15 @@ impl ProxyHttp for TransparentProxy {
     /// which is copied into a fresh `Box` for every request; a pointer there
     /// instead of the context itself makes that copy smaller.
     type CTX = Box<RequestCtx>;
+
+    /// No downstream modules. Pingora's default adds its response
+    /// compression module switched off (level 0), and even off its hooks
+    /// run for every request: a context built, the request and response
+    /// headers and every body chunk handed to it (about 1k instructions per
+    /// request). tproxyd passes bodies through as the origin encoded them,
+    /// and its filters never see Pingora's `Session`, so nothing could turn
+    /// the module on.
+    fn init_downstream_modules(&self, _modules: &mut HttpModules) {}
 
     fn new_ctx(&self) -> Box<RequestCtx> {
         Box::new(RequestCtx {
