@@ -133,7 +133,7 @@ pub async fn read_head<S: Future + ?Sized>(
     // Most heads are whole in their first read: then one parse finds both
     // the end and the verdict. Tried once per head, never again as more
     // bytes come, so a head that trickles in is not parsed over and over.
-    if let Some((end, refused)) = whole_head(&buf) {
+    if let (Some(end), refused) = parse_head(&buf) {
         if end > limits.max_header_bytes {
             return Head::Limit(DownstreamLimit::HeaderTooLarge);
         }
@@ -308,20 +308,11 @@ pub fn refused_head(head: &[u8]) -> Option<u16> {
     parse_head(head).1
 }
 
-/// Where a head that is whole in `buf` ends, and [`refused_head`]'s
-/// verdict on it, from one parse; `None` if the parser cannot say yet
-/// (more bytes needed) or its verdict waits for the whole head (an
-/// error): the incremental [`EndScan`] then finds the end. Where the
-/// parser finds a head, it ends where the scan would (a test checks).
-fn whole_head(buf: &[u8]) -> Option<(usize, Option<u16>)> {
-    match parse_head(buf) {
-        (Some(end), refused) => Some((end, refused)),
-        (None, _) => None,
-    }
-}
-
 /// Parses `head` as Pingora does (its header bound): where it ends if it
-/// is whole, and the answer Pingora would give it, if any.
+/// is whole, and the answer Pingora would give it, if any. No end when the
+/// parser cannot say yet (more bytes needed) or its verdict waits for the
+/// whole head (an error): the incremental [`EndScan`] then finds the end.
+/// Where the parser finds an end, the scan finds the same (a test checks).
 fn parse_head(head: &[u8]) -> (Option<usize>, Option<u16>) {
     // Uninitialised slots: this runs for every request, and 256 zeroed
     // headers would be 8 KiB written each time.
@@ -512,7 +503,7 @@ mod tests {
                     code /= 8;
                 }
                 checked += 1;
-                let Some((end, refused)) = whole_head(&buf) else {
+                let (Some(end), refused) = parse_head(&buf) else {
                     continue;
                 };
                 parsed += 1;

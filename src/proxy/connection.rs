@@ -205,9 +205,10 @@ impl<P: HttpServerApp + Send + Sync + 'static> ServerApp for HttpConnections<P> 
                 ),
             };
             // The first wait ignores shutdown (see above); later ones end on it.
-            let wait: Pin<&mut (dyn Future<Output = ()> + Send)> = match first_wait {
-                true => never.as_mut(),
-                false => stopping.as_mut(),
+            let wait: Pin<&mut (dyn Future<Output = ()> + Send)> = if first_wait {
+                never.as_mut()
+            } else {
+                stopping.as_mut()
             };
             first_wait = false;
             let read = read_head(&mut stream, prefix, started, &limits, wait, &mut idle).await;
