@@ -5,9 +5,10 @@
 //! and the original one is kept by conntrack (`SO_ORIGINAL_DST`). Either way
 //! the destination is a property of the connection, never of the Host header.
 
-use crate::addr::{canonical, is_local_ip};
+use crate::addr::{canonical, is_local_ip, ClientAddr, OrigDstAddr, Peers};
 use crate::flow::DestinationSource;
 use pingora_core::protocols::l4::socket::SocketAddr as PSocketAddr;
+use pingora_core::protocols::Stream;
 use pingora_proxy::Session;
 use std::net::SocketAddr;
 
@@ -18,8 +19,8 @@ fn inet(addr: Option<&PSocketAddr>) -> Option<SocketAddr> {
 /// The original destination of the connection behind `session`, or `None`
 /// when the kernel cannot tell (a redirect-mode listener reached without
 /// NAT, i.e. a client dialing the proxy port directly).
-pub fn original_destination(session: &Session, source: DestinationSource) -> Option<SocketAddr> {
-    match source {
+pub fn original_destination(session: &Session, source: DestinationSource) -> Option<OrigDstAddr> {
+    let found = match source {
         DestinationSource::Tproxy => inet(session.server_addr()),
         DestinationSource::Redirect => {
             // Looked up once per connection and cached in Pingora's socket
@@ -32,7 +33,8 @@ pub fn original_destination(session: &Session, source: DestinationSource) -> Opt
                 .get_or_init(|| so_original_dst(fd, local).map(PSocketAddr::Inet));
             inet(cached.as_ref())
         }
-    }
+    };
+    found.map(OrigDstAddr::new)
 }
 
 /// `SO_ORIGINAL_DST` for v4 (also on a v4-mapped connection of a dual-stack
@@ -59,13 +61,10 @@ fn so_original_dst(fd: std::os::fd::RawFd, local: SocketAddr) -> Option<SocketAd
 
 /// The original destination of a raw (non-HTTP) connection: its local
 /// address under TPROXY, `SO_ORIGINAL_DST` under REDIRECT.
-pub fn stream_destination(
-    stream: &pingora_core::protocols::Stream,
-    source: DestinationSource,
-) -> Option<SocketAddr> {
+pub fn stream_destination(stream: &Stream, source: DestinationSource) -> Option<OrigDstAddr> {
     let digest = stream.get_socket_digest()?;
     let local = inet(digest.local_addr())?;
-    match source {
+    let found = match source {
         DestinationSource::Tproxy => Some(local),
         // The same per-connection cache the HTTP path reads.
         DestinationSource::Redirect => inet(
@@ -74,17 +73,27 @@ pub fn stream_destination(
                 .get_or_init(|| so_original_dst(stream.id(), local).map(PSocketAddr::Inet))
                 .as_ref(),
         ),
+    };
+    found.map(OrigDstAddr::new)
+}
+
+/// The client's address of a Pingora session.
+pub fn client_address(session: &Session) -> Option<ClientAddr> {
+    inet(session.client_addr()).map(ClientAddr::new)
+}
+
+/// The client's address of a raw stream.
+pub fn stream_client(stream: &Stream) -> Option<ClientAddr> {
+    inet(stream.get_socket_digest()?.peer_addr()).map(ClientAddr::new)
+}
+
+/// Both ends of an accepted connection, looked up once: its client, and
+/// its original destination where the listener has one (`source`).
+pub fn connection_peers(stream: &Stream, source: Option<DestinationSource>) -> Peers {
+    Peers {
+        client: stream_client(stream),
+        dst: source.and_then(|s| stream_destination(stream, s)),
     }
-}
-
-/// The client's address, canonicalised.
-pub fn client_address(session: &Session) -> Option<SocketAddr> {
-    inet(session.client_addr())
-}
-
-/// The client's address of a raw stream, canonicalised.
-pub fn stream_client(stream: &pingora_core::protocols::Stream) -> Option<SocketAddr> {
-    inet(stream.get_socket_digest()?.peer_addr())
 }
 
 /// Detects destinations that would make the proxy connect to itself.

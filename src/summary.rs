@@ -1,10 +1,11 @@
 //! One summary per request, CONNECT tunnel or passthrough connection, from
 //! which both its access-log record and its metrics are made, so the two
 //! can never disagree: whatever path a flow took (forwarded, answered by a
-//! filter, refused by admission, failed upstream), it ends in
+//! filter, refused by its decision, failed upstream), it ends in
 //! [`Summary::finish`].
 
 use crate::access_log::{AccessLog, Record, TlsLog};
+use crate::addr::{ClientAddr, OrigDstAddr};
 use crate::flow::{Answer, ListenerId, Protocol, Refusal, RelayKind, RequestId, TlsOutcome};
 use crate::metrics::ListenerMetrics;
 use crate::relay::Relayed;
@@ -46,9 +47,9 @@ pub struct Summary {
     /// When it started (for its duration).
     pub start: Instant,
     /// The client.
-    pub client: Option<SocketAddr>,
+    pub client: Option<ClientAddr>,
     /// The (original or resolved) destination, once known.
-    pub dst: Option<SocketAddr>,
+    pub dst: Option<OrigDstAddr>,
     /// Status sent to the client; 0 when none (passthrough, gone client).
     pub status: u16,
     /// Body (or tunnel) bytes from the client.
@@ -113,7 +114,7 @@ impl RequestLine<'_> {
 
 impl Summary {
     /// A flow from `client` starting now.
-    pub fn new(client: Option<SocketAddr>) -> Summary {
+    pub fn new(client: Option<ClientAddr>) -> Summary {
         Summary {
             request_id: RequestId::next(),
             start: Instant::now(),

@@ -1,6 +1,7 @@
 //! One access-log record and its two line formats. The JSON field names
 //! are a stable interface; the text line is what people read.
 
+use crate::addr::{ClientAddr, OrigDstAddr};
 use crate::flow::RequestId;
 use serde::Serialize;
 use std::net::SocketAddr;
@@ -16,9 +17,9 @@ pub struct Record<'a> {
     /// `tproxy` or `redirect`.
     pub mode: &'a str,
     /// The client.
-    pub client: Option<SocketAddr>,
+    pub client: Option<ClientAddr>,
     /// The original destination.
-    pub dst: Option<SocketAddr>,
+    pub dst: Option<OrigDstAddr>,
     /// Local address of the upstream connection (shows source spoofing).
     pub upstream_local: Option<SocketAddr>,
     /// Request method.
@@ -202,9 +203,9 @@ impl Record<'_> {
         line.push(b' ');
         line.extend_from_slice(self.listener.as_bytes());
         line.push(b' ');
-        push_addr(line, self.client);
+        push_addr(line, self.client.map(SocketAddr::from));
         line.extend_from_slice(b" -> ");
-        push_addr(line, self.dst);
+        push_addr(line, self.dst.map(SocketAddr::from));
         line.extend_from_slice(b" \"");
         line.extend_from_slice(self.method.as_bytes());
         line.push(b' ');
@@ -265,8 +266,8 @@ mod tests {
             request_id: RequestId(0xab),
             listener: "lan-http",
             mode: "tproxy",
-            client: Some("[2001:db8:1::10]:4242".parse().unwrap()),
-            dst: Some("198.51.100.10:80".parse().unwrap()),
+            client: Some(ClientAddr::new("[2001:db8:1::10]:4242".parse().unwrap())),
+            dst: Some(OrigDstAddr::new("198.51.100.10:80".parse().unwrap())),
             upstream_local: Some("198.51.100.1:40000".parse().unwrap()),
             method: "GET",
             host: Some("example.org"),

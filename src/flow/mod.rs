@@ -2,13 +2,13 @@
 //! it, its id, who talks to whom, and how tproxyd answered when it answered
 //! itself. Every layer above speaks these types.
 //!
-//! Bottom layer: imports nothing from the crate.
+//! Bottom layer: imports only the address types.
 
 mod labels;
 
+use crate::addr::{ClientAddr, OrigDstAddr};
 pub use labels::{DownstreamLimit, Protocol, Refusal, RelayKind, TlsOutcome};
 use serde::Deserialize;
-use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, LazyLock};
 
@@ -41,6 +41,42 @@ impl Mode {
             Mode::Forward => "forward",
             Mode::TlsPassthrough => "tls-passthrough",
         }
+    }
+}
+
+/// The kinds of flow tproxyd decides on, each from its own path: a plain
+/// HTTP request on a transparent listener, an absolute-form request on a
+/// forward listener, a CONNECT tunnel, a TLS passthrough connection, and a
+/// tunnel of what is not HTTP on an HTTP listener.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum FlowKind {
+    /// HTTP on a `tproxy` or `redirect` listener.
+    Http,
+    /// An absolute-form request on a `forward` listener.
+    Forward,
+    /// `CONNECT host:port` on a `forward` listener.
+    Connect,
+    /// A connection on a `tls-passthrough` listener.
+    Passthrough,
+    /// Not HTTP on a `tproxy` or `redirect` listener, tunnelled.
+    Tunnel,
+}
+
+impl FlowKind {
+    /// The name used in the flows API and in `tproxyd explain`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FlowKind::Http => "http",
+            FlowKind::Forward => "forward",
+            FlowKind::Connect => "connect",
+            FlowKind::Passthrough => "passthrough",
+            FlowKind::Tunnel => "tunnel",
+        }
+    }
+
+    /// Whether the flow carries HTTP requests that filters see whole.
+    pub fn is_http(self) -> bool {
+        matches!(self, FlowKind::Http | FlowKind::Forward)
     }
 }
 
@@ -93,9 +129,9 @@ pub struct ListenerId {
 #[derive(Debug, Clone)]
 pub struct FlowInfo {
     /// The client's address (v4-mapped addresses canonicalised).
-    pub client: SocketAddr,
+    pub client: ClientAddr,
     /// The address the client originally dialed: where the request goes.
-    pub destination: SocketAddr,
+    pub destination: OrigDstAddr,
     /// The listener's configured name.
     pub listener: Arc<str>,
     /// The listener's mode.
@@ -110,12 +146,12 @@ impl FlowInfo {
     /// `0.0.0.0:0` (matches no client rule) rather than failing the request.
     pub fn new(
         listener: &ListenerId,
-        client: Option<SocketAddr>,
-        destination: SocketAddr,
+        client: Option<ClientAddr>,
+        destination: OrigDstAddr,
         request_id: RequestId,
     ) -> FlowInfo {
         FlowInfo {
-            client: client.unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 0))),
+            client: client.unwrap_or(ClientAddr::UNKNOWN),
             destination,
             listener: listener.name.clone(),
             mode: listener.mode,
@@ -189,8 +225,9 @@ mod tests {
             name: "lan".into(),
             mode: Mode::Tproxy,
         };
-        let f = FlowInfo::new(&l, None, "198.51.100.10:80".parse().unwrap(), RequestId(1));
-        assert_eq!(f.client, "0.0.0.0:0".parse().unwrap());
+        let dst = OrigDstAddr::new("198.51.100.10:80".parse().unwrap());
+        let f = FlowInfo::new(&l, None, dst, RequestId(1));
+        assert_eq!(f.client.to_string(), "0.0.0.0:0");
         assert_eq!(&*f.listener, "lan");
     }
 }

@@ -1,17 +1,9 @@
-//! Address helpers: canonical socket addresses, the one `host[:port]`
-//! parser (Host headers, CONNECT targets, SNI checks all use it), CIDRs,
-//! and "is this address local to us".
-//!
-//! Bottom layer: imports nothing from the crate.
+//! Parsing addresses as people write them: the one `host[:port]` parser
+//! (Host headers, CONNECT targets, SNI checks all use it), CIDRs, and
+//! "is this address local to us".
 
 use ipnet::IpNet;
-use std::net::{IpAddr, SocketAddr};
-
-/// Canonicalises v4-mapped v6 addresses (`::ffff:a.b.c.d`), which a
-/// dual-stack `[::]` listener reports for v4 clients.
-pub fn canonical(addr: SocketAddr) -> SocketAddr {
-    SocketAddr::new(addr.ip().to_canonical(), addr.port())
-}
+use std::net::IpAddr;
 
 /// Splits `host`, `host:port`, `[v6]`, `[v6]:port` or a bare v6 literal
 /// into the host (without brackets) and the port, if any. `None` when the
@@ -114,14 +106,6 @@ pub fn is_local_destination(ip: IpAddr) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn canonicalises_v4_mapped() {
-        let a: SocketAddr = "[::ffff:192.0.2.7]:80".parse().unwrap();
-        assert_eq!(canonical(a), "192.0.2.7:80".parse().unwrap());
-        let b: SocketAddr = "[2001:db8::1]:80".parse().unwrap();
-        assert_eq!(canonical(b), b);
-    }
 
     #[test]
     fn host_and_port() {
