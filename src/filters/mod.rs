@@ -24,16 +24,20 @@
 //!
 //! For CONNECT the request is the `CONNECT host:port` head with its header
 //! lines; Host in the context is the authority. A tunnel is seen as
-//! `CONNECT <destination>` without headers and without Host, so only rules
-//! on client, destination and port can match it. Passthrough listeners are
-//! governed by their own `tls:` policy (whose `acl` has the same rules, with
-//! the SNI as host).
+//! `CONNECT <destination>` without headers, with the SNI as Host when it is
+//! TLS. Hooks run only for flows the decision let through (see
+//! `crate::decision`).
 //!
-//! Built-ins: [`headers`], [`acl`], [`host_check`], [`rate_limit`]; plus [`forwarding`]
-//! (Via / X-Forwarded-For / Forwarded and the Via loop token), configured
-//! under `tproxyd.forwarding`.
+//! The `acl` entries of the list are not filters: they are the rule sets
+//! of the flows' decision (`crate::policy`), which runs before every
+//! filter, in the order they are listed. Passthrough listeners are governed
+//! by their own `tls:` policy (whose `acl` has the same rules, with the SNI
+//! as host).
+//!
+//! Built-ins: [`headers`], [`host_check`], [`rate_limit`]; plus
+//! [`forwarding`] (Via / X-Forwarded-For / Forwarded and the Via loop
+//! token), configured under `tproxyd.forwarding`.
 
-pub mod acl;
 mod chain;
 pub mod forwarding;
 pub mod headers;
@@ -83,6 +87,13 @@ impl FilterCtx {
             state: http::Extensions::new(),
             decision: None,
         }
+    }
+
+    /// The same context, with what decided the flow before any filter ran
+    /// (e.g. `acl:allow:lan`) as its decision so far.
+    pub fn with_decision(mut self, decision: Option<&str>) -> Self {
+        self.decision = decision.map(str::to_string);
+        self
     }
 
     /// Records what a filter decided (e.g. which ACL rule matched); shown

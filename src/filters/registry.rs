@@ -76,16 +76,14 @@ pub struct FilterRegistry {
 }
 
 impl Default for FilterRegistry {
-    /// The built-ins: `headers`, `acl`, `host_check`, `rate_limit`.
+    /// The built-ins: `headers`, `host_check`, `rate_limit` (`acl` is
+    /// the decision's, see [`super::FilterSettings`]).
     fn default() -> Self {
         let mut r = FilterRegistry {
             factories: HashMap::new(),
         };
         r.insert("headers", |v, key| {
             Ok(Arc::new(headers::HeadersFilter::from_yaml(v, key)?) as Arc<dyn Filter>)
-        });
-        r.insert("acl", |v, key| {
-            Ok(Arc::new(super::acl::AclFilter::from_yaml(v, key)?) as Arc<dyn Filter>)
         });
         r.insert("rate_limit", |v, key| {
             Ok(Arc::new(super::rate_limit::RateLimitFilter::from_yaml(v, key)?) as Arc<dyn Filter>)

@@ -7,6 +7,7 @@ use super::headers::{parse_pairs, HeadersFilter};
 use super::template::Template;
 use super::{Filter, FilterChain, FilterRegistry, FilterSpec};
 use crate::error::ConfigError;
+use crate::policy::Acl;
 use serde::Deserialize;
 use std::sync::Arc;
 
@@ -27,8 +28,11 @@ pub struct FilterSettings {
     pub forwarding: Forwarding,
     /// Added to each forwarded request, in order (without `Via`).
     pub add_request_headers: Vec<(http::HeaderName, Template)>,
-    /// The configured filter list, in order, not yet instantiated.
+    /// The configured filter list, in order, not yet instantiated
+    /// (without its `acl` entries).
     pub filters: Vec<FilterSpec>,
+    /// The list's `acl` entries, in order: the rule sets of the decision.
+    pub acls: Vec<Acl>,
 }
 
 impl FilterSettings {
@@ -46,10 +50,18 @@ impl FilterSettings {
             .find(|k| k.eq_ignore_ascii_case("via"))
             .cloned()
             .and_then(|k| add.shift_remove(&k));
+        let (acls, filters): (Vec<FilterSpec>, Vec<FilterSpec>) =
+            FilterSpec::parse_list(filters, "tproxyd.filters")?
+                .into_iter()
+                .partition(|f| f.name == "acl");
         Ok(FilterSettings {
             add_request_headers: parse_pairs("tproxyd.request_headers.add", &add)?,
             forwarding: Forwarding::new(forwarding, legacy_via.as_deref())?,
-            filters: FilterSpec::parse_list(filters, "tproxyd.filters")?,
+            filters,
+            acls: acls
+                .iter()
+                .map(|f| Acl::from_yaml(&f.config, &f.key))
+                .collect::<Result<_, _>>()?,
         })
     }
 

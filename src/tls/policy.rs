@@ -13,12 +13,9 @@
 //!   acl: { rules: [...] }      # the acl filter's rules; host/sni patterns match the SNI
 //! ```
 
-use super::ClientHello;
 use crate::error::{parse_settings, ConfigError, Timeout};
-use crate::filters::acl::{AclFilter, Action};
-use crate::filters::host_check::{CheckMode, HostCheckFilter, Outcome};
-use crate::filters::{FilterCtx, FlowInfo, RequestHeader};
-use log::warn;
+use crate::filters::host_check::{CheckMode, HostCheckFilter};
+use crate::policy::Acl;
 use serde::Deserialize;
 use std::sync::Arc;
 use std::time::Duration;
@@ -111,7 +108,7 @@ pub struct TlsPolicy {
     /// SNI vs destination check (`off` = none).
     pub sni_check: Option<Arc<HostCheckFilter>>,
     /// Allow/deny rules; `host`/`sni` patterns match the SNI.
-    pub acl: Option<Arc<AclFilter>>,
+    pub acl: Option<Acl>,
     /// ClientHellos offering Encrypted Client Hello (whose SNI is only the
     /// outer, public name).
     pub ech: Policy,
@@ -127,15 +124,6 @@ impl std::fmt::Debug for TlsPolicy {
     }
 }
 
-/// A verdict on one ClientHello, and what to log about it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Decision {
-    /// Splice (true) or close.
-    pub allowed: bool,
-    /// e.g. `acl:deny:no-social`, `missing_sni:allow`.
-    pub decision: Option<String>,
-}
-
 impl TlsPolicy {
     /// Validates `tls` (absent: all defaults) at dotted path `key`; SNI
     /// names are resolved within `resolve_timeout`.
@@ -147,7 +135,7 @@ impl TlsPolicy {
         let empty = serde_yaml::Value::Mapping(Default::default());
         let raw: TlsSettings = parse_settings(tls.unwrap_or(&empty), key)?;
         let acl = match &raw.acl {
-            Some(v) => Some(Arc::new(AclFilter::from_yaml(v, &format!("{key}.acl"))?)),
+            Some(v) => Some(Acl::from_yaml(v, &format!("{key}.acl"))?),
             None => None,
         };
         Ok(TlsPolicy {
@@ -167,156 +155,20 @@ impl TlsPolicy {
             ech: raw.ech,
         })
     }
-
-    /// The verdict on first bytes that are not TLS at all.
-    pub fn decide_non_tls(&self) -> Decision {
-        Decision {
-            allowed: self.non_tls == Policy::Allow,
-            decision: Some(format!("non_tls:{}", self.non_tls.as_str())),
-        }
-    }
-
-    /// The verdict for a parsed ClientHello on `flow`: SNI presence, ACL
-    /// (the SNI is the host), SNI check.
-    pub async fn decide(&self, hello: &ClientHello, flow: &FlowInfo) -> Decision {
-        let dst = flow.destination;
-        if hello.ech && self.ech == Policy::Deny {
-            return Decision {
-                allowed: false,
-                decision: Some("ech:deny".into()),
-            };
-        }
-        let Some(sni) = hello.sni.as_deref() else {
-            return Decision {
-                allowed: self.missing_sni == Policy::Allow,
-                decision: Some(format!("missing_sni:{}", self.missing_sni.as_str())),
-            };
-        };
-        let mut decision = None;
-        if let Some(acl) = &self.acl {
-            let ctx = FilterCtx::new(flow.clone(), Some(sni.to_string()));
-            let target = format!("{sni}:{}", dst.port());
-            let Ok(req) = RequestHeader::build("CONNECT", target.as_bytes(), None) else {
-                return Decision {
-                    allowed: false,
-                    decision: Some("invalid:sni".into()),
-                };
-            };
-            let (action, rule) = acl.decide(&ctx, &req);
-            let rule = rule.unwrap_or("default");
-            if action == Action::Deny {
-                return Decision {
-                    allowed: false,
-                    decision: Some(format!("acl:deny:{rule}")),
-                };
-            }
-            decision = Some(format!("acl:allow:{rule}"));
-        }
-        if let Some(check) = &self.sni_check {
-            if let Outcome::Mismatch(why) = check.name_matches(sni, dst.ip()).await {
-                warn!(
-                    "TLS {}: SNI {sni} does not match destination {dst}: {why}",
-                    flow.request_id
-                );
-                let deny = check.mode() == CheckMode::Deny;
-                return Decision {
-                    allowed: !deny,
-                    decision: Some(
-                        if deny {
-                            "sni_check:deny"
-                        } else {
-                            "sni_check:mismatch"
-                        }
-                        .into(),
-                    ),
-                };
-            }
-        }
-        Decision {
-            allowed: true,
-            decision,
-        }
-    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn policy(yaml: &str) -> TlsPolicy {
-        let v: serde_yaml::Value = serde_yaml::from_str(yaml).unwrap();
-        TlsPolicy::from_settings(Some(&v), "t", Duration::from_secs(1)).unwrap()
-    }
-
-    fn hello(sni: Option<&str>) -> ClientHello {
-        ClientHello {
-            sni: sni.map(str::to_string),
-            ..Default::default()
-        }
-    }
-
-    fn decide(p: &TlsPolicy, sni: Option<&str>) -> Decision {
-        let ctx = crate::filters::test_ctx("192.0.2.10:1", "198.51.100.10:443", None);
-        futures::executor::block_on(p.decide(&hello(sni), &ctx.flow))
-    }
-
     #[test]
-    fn sni_rules_missing_sni_and_non_tls() {
-        let p = policy(
-            "{missing_sni: deny, acl: {rules: [{name: social, action: deny, sni: [\"*.social.test\"]}]}}",
-        );
-        let d = decide(&p, Some("www.social.test"));
-        assert!(!d.allowed);
-        assert_eq!(d.decision.as_deref(), Some("acl:deny:social"));
-        let d = decide(&p, Some("www.lab.test"));
-        assert!(d.allowed);
-        assert_eq!(d.decision.as_deref(), Some("acl:allow:default"));
-        assert!(!decide(&p, None).allowed);
-        assert!(!p.decide_non_tls().allowed);
-        let open = policy("{non_tls: allow}");
-        assert!(decide(&open, None).allowed);
+    fn defaults_and_bad_settings_name_the_key() {
+        let p = TlsPolicy::from_settings(None, "t", Duration::from_secs(1)).unwrap();
         assert_eq!(
-            open.decide_non_tls().decision.as_deref(),
-            Some("non_tls:allow")
+            (p.missing_sni, p.non_tls, p.ech),
+            (Policy::Allow, Policy::Deny, Policy::Allow)
         );
-    }
-
-    #[test]
-    fn ech_is_decided_by_its_own_key_and_its_outer_name_by_the_rules() {
-        let ctx = crate::filters::test_ctx("192.0.2.10:1", "198.51.100.10:443", None);
-        let ech = ClientHello {
-            sni: Some("public.lab.test".into()),
-            ech: true,
-            ..Default::default()
-        };
-        let allow = policy("{acl: {rules: [{name: pub, action: deny, sni: [public.lab.test]}]}}");
-        let d = futures::executor::block_on(allow.decide(&ech, &ctx.flow));
-        assert_eq!(
-            (d.allowed, d.decision.as_deref()),
-            (false, Some("acl:deny:pub"))
-        );
-        let deny = policy("{ech: deny}");
-        let d = futures::executor::block_on(deny.decide(&ech, &ctx.flow));
-        assert_eq!(
-            (d.allowed, d.decision.as_deref()),
-            (false, Some("ech:deny"))
-        );
-        assert!(decide(&deny, Some("www.lab.test")).allowed);
-    }
-
-    #[test]
-    fn literal_sni_is_checked_against_the_destination() {
-        let p = policy("{sni_check: deny}");
-        assert!(decide(&p, Some("198.51.100.10")).allowed);
-        let d = decide(&p, Some("198.51.100.99"));
-        assert_eq!(
-            (d.allowed, d.decision.as_deref()),
-            (false, Some("sni_check:deny"))
-        );
-    }
-
-    #[test]
-    fn bad_settings_name_the_key() {
+        assert!(p.acl.is_none() && p.sni_check.is_none());
         let v: serde_yaml::Value = serde_yaml::from_str("{non_tls: maybe}").unwrap();
         let e =
             TlsPolicy::from_settings(Some(&v), "tproxyd.listeners[0].tls", Duration::from_secs(1))
