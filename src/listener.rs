@@ -3,7 +3,7 @@
 //! listener without its policy, or a passthrough one without its TLS
 //! settings, cannot be represented.
 
-use crate::admission::forward::{ForwardPolicy, ForwardSettings};
+use crate::decision::forward::{ForwardKeys, ForwardPolicy};
 use crate::error::{invalid, parse_duration, ConfigError};
 use crate::flow::{DestinationSource, ListenerId, Mode};
 use crate::interception::{show_range, Intercept, InterceptSettings};
@@ -189,6 +189,17 @@ impl Listener {
         &self.id.name
     }
 
+    /// Where its connections' original destination comes from (none on
+    /// forward listeners, where each request names its own).
+    pub fn destination_source(&self) -> Option<DestinationSource> {
+        match &self.kind {
+            ListenerKind::Http { source, .. } | ListenerKind::TlsPassthrough { source, .. } => {
+                Some(*source)
+            }
+            ListenerKind::Forward(_) => None,
+        }
+    }
+
     /// Whether its socket needs `IP_TRANSPARENT` (every kind but forward),
     /// and so the process `CAP_NET_ADMIN`.
     pub fn is_transparent(&self) -> bool {
@@ -223,9 +234,9 @@ impl Listener {
             Some(i) => Some(i.validate(&format!("{key}.intercept"))?),
             None => None,
         };
-        let forward = ForwardSettings {
-            allow_clients: l.allow_clients,
-            connect_ports: l.connect_ports,
+        let forward = ForwardKeys {
+            allow_clients: l.allow_clients.as_deref(),
+            connect_ports: l.connect_ports.as_deref(),
             allow_local_destinations: l.allow_local_destinations,
         };
         let server_first_after = match l.server_first_after.as_deref().map(str::trim) {

@@ -9,18 +9,19 @@
 //! listener and fd table as the HTTP listeners, so graceful upgrade keeps it.
 
 use crate::access_log::TlsLog;
-use crate::admission::Target;
-use crate::destination::{stream_client, stream_destination};
-use crate::filters::FlowInfo;
-use crate::flow::TlsOutcome;
+use crate::addr::{host_name, OrigDstAddr};
+use crate::decision::{Decision, Flow, Target};
+use crate::destination::connection_peers;
+use crate::flow::{FlowKind, Refusal, TlsOutcome};
 use crate::listener::ListenerKind;
 use crate::metrics::ConnectionGuard;
-use crate::relay::{relay, reset_on_close, send_within};
+use crate::relay::reset_on_close;
 use crate::shared::ListenerState;
 use crate::summary::{Kind, RequestLine, Summary, UpstreamUse};
-use crate::tls::policy::{DenyAction, TlsPolicy};
+use crate::tls::policy::DenyAction;
 use crate::tls::{peek_client_hello, ClientHello, Peeked};
 use crate::upstream::connector::connect_raw;
+use crate::upstream::relay_opened;
 use async_trait::async_trait;
 use bytes::BytesMut;
 use log::debug;
@@ -62,47 +63,52 @@ impl ServerApp for PassthroughApp {
         _shutdown: &ShutdownWatch,
     ) -> Option<Stream> {
         let _open = ConnectionGuard::new(&self.state.metrics.in_flight);
-        let ListenerKind::TlsPassthrough {
-            source,
-            spoof_source,
-            policy,
-        } = &self.state.listener.kind
-        else {
-            return None;
-        };
+        let peers = connection_peers(&stream, self.state.listener.destination_source());
         let mut conn = Conn {
-            summary: Summary::new(stream_client(&stream)),
+            summary: Summary::new(peers.client),
             hello: None,
             outcome: TlsOutcome::BadHello,
             decision: None,
         };
-        conn.summary.dst = stream_destination(&stream, *source);
-        let spoof = *spoof_source;
-        self.handle(&mut stream, &mut conn, policy, spoof).await;
+        conn.summary.dst = peers.dst;
+        self.handle(&mut stream, &mut conn).await;
         self.finish(&conn);
         None
     }
 }
 
 impl PassthroughApp {
-    async fn handle(&self, stream: &mut Stream, conn: &mut Conn, policy: &TlsPolicy, spoof: bool) {
+    async fn handle(&self, stream: &mut Stream, conn: &mut Conn) {
+        let ListenerKind::TlsPassthrough {
+            spoof_source,
+            policy,
+            ..
+        } = &self.state.listener.kind
+        else {
+            return;
+        };
         let Some(dst) = conn.summary.dst else {
             conn.summary.error = Some("NoDestination");
             return;
         };
-        let admitted = self.state.shared.admission.admit(
-            self.state.rules(),
-            conn.summary.client,
-            Target::Original(Some(dst)),
-            None,
-        );
-        if let Err(a) = admitted {
+        // A loop is refused before a ClientHello is awaited (the decision
+        // below refuses it too: the same first steps).
+        let early = Flow {
+            kind: FlowKind::Passthrough,
+            client: conn.summary.client,
+            target: Target::Original(Some(dst)),
+            name: None,
+            request: None,
+            hello: None,
+        };
+        if let Err(Decision::Deny { answer, .. }) =
+            self.state.shared.decider.admit(self.state.rules(), &early)
+        {
             conn.outcome = TlsOutcome::Denied;
             conn.decision = Some("loop".into());
-            conn.summary.refused = a.refusal;
+            conn.summary.refused = answer.refusal;
             return;
         }
-
         // Peek: read until the ClientHello is complete, keeping every byte.
         let mut buf = BytesMut::with_capacity(4096);
         let peeked =
@@ -115,42 +121,69 @@ impl PassthroughApp {
                     return;
                 }
             };
-        let verdict = match peeked {
+        let hello = match peeked {
             Peeked::Invalid(why) => {
                 conn.decision = Some(format!("invalid:{why}"));
-                false
+                close_denied(stream, policy.deny_action, true).await;
+                return;
             }
             Peeked::NotTls => {
                 conn.outcome = TlsOutcome::NonTls;
-                let d = policy.decide_non_tls();
-                conn.decision = d.decision;
-                d.allowed
+                None
             }
             Peeked::Hello(hello) => {
-                let flow = FlowInfo::new(
-                    &self.state.listener.id,
-                    conn.summary.client,
-                    dst,
-                    conn.summary.request_id,
-                );
-                let d = policy.decide(&hello, &flow).await;
-                conn.hello = Some(hello);
                 conn.outcome = TlsOutcome::Denied;
-                conn.decision = d.decision;
-                d.allowed
+                Some(hello)
             }
-            Peeked::NeedMore => unreachable!("read_hello only ends on a verdict"),
+            Peeked::NeedMore => return,
         };
-        if !verdict {
-            if conn.outcome != TlsOutcome::BadHello {
-                conn.summary.refused = Some(crate::flow::Refusal::TlsPolicy);
-            }
+        conn.hello = hello;
+        let Some(dst) = self.decide(conn, dst).await else {
             let tls = conn.outcome != TlsOutcome::NonTls;
             close_denied(stream, policy.deny_action, tls).await;
             return;
-        }
-        self.splice(stream, conn, &buf, dst, policy.idle_timeout, spoof)
+        };
+        self.splice(stream, conn, &buf, dst, policy.idle_timeout, *spoof_source)
             .await;
+    }
+
+    /// The flow's decision; the destination when it may go on.
+    async fn decide(&self, conn: &mut Conn, dst: OrigDstAddr) -> Option<OrigDstAddr> {
+        let hello = conn.hello.as_ref();
+        let name = hello.and_then(|h| h.sni.as_deref()).map(host_name);
+        let flow = Flow {
+            kind: FlowKind::Passthrough,
+            client: conn.summary.client,
+            target: Target::Original(Some(dst)),
+            name: name.as_deref(),
+            request: None,
+            hello,
+        };
+        match self
+            .state
+            .shared
+            .decider
+            .decide(self.state.rules(), &flow)
+            .await
+        {
+            Decision::Allow { dst, by } => {
+                conn.decision = by;
+                Some(dst)
+            }
+            Decision::Deny { answer, by } => {
+                conn.decision = by.or_else(|| answer.refusal.map(|r| r.as_str().to_string()));
+                // Counted as `tls-policy` whatever decided (rule sets
+                // included), as passthrough refusals always were.
+                conn.summary.refused = match answer.refusal {
+                    Some(Refusal::Loop) => {
+                        conn.outcome = TlsOutcome::Denied;
+                        Some(Refusal::Loop)
+                    }
+                    _ => Some(Refusal::TlsPolicy),
+                };
+                None
+            }
+        }
     }
 
     /// Connects, replays what was read, then relays both ways.
@@ -159,13 +192,14 @@ impl PassthroughApp {
         stream: &mut Stream,
         conn: &mut Conn,
         peeked: &[u8],
-        dst: std::net::SocketAddr,
+        dst: OrigDstAddr,
         idle: Duration,
         spoof: bool,
     ) {
         let connect_start = Instant::now();
         let spoof_from = conn.summary.client.filter(|_| spoof).map(|c| c.ip());
-        let mut upstream = match connect_raw(dst, spoof_from, &self.state.shared.upstream).await {
+        let conf = &self.state.shared.upstream;
+        let mut upstream = match connect_raw(dst.socket_addr(), spoof_from, conf).await {
             Ok(s) => s,
             Err(e) => {
                 conn.outcome = TlsOutcome::ConnectFailed;
@@ -177,14 +211,10 @@ impl PassthroughApp {
         if conn.outcome != TlsOutcome::NonTls {
             conn.outcome = TlsOutcome::Spliced;
         }
-        let limit = self.state.shared.upstream.write_timeout;
-        if !send_within(&mut upstream, peeked, limit).await {
-            conn.summary.error = Some("WriteError");
-            return;
+        match relay_opened(stream, &mut upstream, peeked, conf, idle).await {
+            Ok(r) => conn.summary.relayed(r, peeked.len()),
+            Err(e) => conn.summary.error = Some(e),
         }
-        let prefer = self.state.shared.upstream.relay;
-        let r = relay(stream, &mut upstream, idle, prefer).await;
-        conn.summary.relayed(r, peeked.len());
     }
 
     fn finish(&self, conn: &Conn) {

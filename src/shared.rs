@@ -1,14 +1,15 @@
 //! The state a listener's app works with: what the whole process shares
-//! (filters, admission, upstream settings, draining, the access log) and
+//! (filters, the decider, upstream settings, draining, the access log) and
 //! what is the listener's own (its settings and metrics).
 
 use crate::access_log::AccessLog;
-use crate::admission::{Admission, Rules};
+use crate::decision::{Decider, Decision, Flow, Rules};
 use crate::downstream::Downstream;
 use crate::filters::FilterChain;
 use crate::lifecycle::Draining;
 use crate::listener::{Listener, ListenerKind};
 use crate::metrics::ListenerMetrics;
+use crate::policy::Acl;
 use crate::summary::Outputs;
 use crate::upstream::connector::SockHook;
 use crate::upstream::UpstreamConf;
@@ -18,8 +19,11 @@ use std::sync::Arc;
 pub struct Shared {
     /// All filters, in order.
     pub chain: FilterChain,
-    /// Loop protection and forward-proxy policy checks.
-    pub admission: Admission,
+    /// Decides every flow: loops, forward policy, rule sets.
+    pub decider: Decider,
+    /// The rule sets (`acl` entries of `tproxyd.filters`) that judge the
+    /// flows of HTTP and forward listeners, in order.
+    pub acls: Vec<Acl>,
     /// Upstream timeouts and mark.
     pub upstream: UpstreamConf,
     /// Set when this process is being replaced or stopped.
@@ -61,14 +65,26 @@ impl ListenerState {
         }
     }
 
-    /// This listener's admission rules.
+    /// The decision on `flow`, under this listener's rules.
+    pub async fn decide(&self, flow: &Flow<'_>) -> Decision {
+        self.shared.decider.decide(self.rules(), flow).await
+    }
+
+    /// What this listener brings to its flows' decision.
     pub fn rules(&self) -> Rules<'_> {
+        let shared = self.shared.acls.as_slice();
+        let (forward, tls, acls) = match &self.listener.kind {
+            ListenerKind::Forward(p) => (Some(p), None, shared),
+            ListenerKind::Http { .. } => (None, None, shared),
+            ListenerKind::TlsPassthrough { policy, .. } => {
+                (None, Some(policy), policy.acl.as_slice())
+            }
+        };
         Rules {
             listener: &self.listener.id,
-            forward: match &self.listener.kind {
-                ListenerKind::Forward(p) => Some(p),
-                _ => None,
-            },
+            forward,
+            tls,
+            acls,
         }
     }
 }

@@ -5,30 +5,27 @@
 //! loopback, link-local or unspecified addresses are refused unless
 //! `allow_local_destinations`.
 
-use crate::addr::{is_local_destination, parse_net};
+use crate::addr::{is_local_destination, parse_net, ClientAddr};
 use crate::error::{invalid, ConfigError};
 use crate::flow::{Answer, Refusal};
 use ipnet::IpNet;
-use serde::Deserialize;
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
-/// The forward-proxy keys of a listener as written
-/// (`tproxyd.listeners[i].allow_clients` …).
-#[derive(Debug, Clone, Default, Deserialize)]
-pub struct ForwardSettings {
+/// The forward-proxy keys of a listener, as written there
+/// (`tproxyd.listeners[i].allow_clients` …; they live in the listener's
+/// settings, which refuse them on other modes).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ForwardKeys<'a> {
     /// Client CIDRs allowed to use the proxy (default none).
-    #[serde(default)]
-    pub allow_clients: Option<Vec<String>>,
+    pub allow_clients: Option<&'a [String]>,
     /// Ports CONNECT may reach (default `[443]`).
-    #[serde(default)]
-    pub connect_ports: Option<Vec<u16>>,
-    /// Allow loopback / link-local / own addresses.
-    #[serde(default)]
+    pub connect_ports: Option<&'a [u16]>,
+    /// Allow loopback / link-local / own addresses (default no).
     pub allow_local_destinations: Option<bool>,
 }
 
-impl ForwardSettings {
+impl ForwardKeys<'_> {
     /// Validates the listener at dotted path `key`; names are resolved
     /// within `resolve_timeout` (`tproxyd.upstream.resolve_timeout`).
     pub fn validate(
@@ -43,7 +40,9 @@ impl ForwardSettings {
             .enumerate()
             .map(|(j, c)| parse_net(c).map_err(|r| invalid(format!("{key}.allow_clients[{j}]"), r)))
             .collect::<Result<Vec<_>, _>>()?;
-        let connect_ports = self.connect_ports.unwrap_or_else(|| vec![443]);
+        let connect_ports = self
+            .connect_ports
+            .map_or_else(|| vec![443], <[u16]>::to_vec);
         if connect_ports.contains(&0) {
             return Err(invalid(
                 format!("{key}.connect_ports"),
@@ -75,12 +74,12 @@ pub struct ForwardPolicy {
 impl ForwardPolicy {
     /// Whether `client` may use this forward proxy at all. Checked before
     /// anything is resolved, so strangers cost no DNS lookup.
-    pub fn client_allowed(&self, client: Option<SocketAddr>) -> bool {
+    pub fn client_allowed(&self, client: Option<ClientAddr>) -> bool {
         client.is_some_and(|c| self.allow_clients.iter().any(|n| n.contains(&c.ip())))
     }
 
     /// The 403 for a client that may not use the proxy.
-    pub fn client_refused(client: Option<SocketAddr>) -> Answer {
+    pub fn client_refused(client: Option<ClientAddr>) -> Answer {
         let who = client.map_or("-".to_string(), |c| c.ip().to_string());
         Answer::refused(
             Refusal::ForwardNotAllowed,
@@ -152,15 +151,21 @@ impl ForwardPolicy {
 mod tests {
     use super::*;
 
-    fn policy(yaml: &str) -> Result<ForwardPolicy, ConfigError> {
-        let s: ForwardSettings = serde_yaml::from_str(yaml).unwrap();
-        s.validate("l", Duration::from_secs(1))
+    fn policy(clients: &[&str], ports: Option<&[u16]>) -> Result<ForwardPolicy, ConfigError> {
+        let clients: Vec<String> = clients.iter().map(|c| c.to_string()).collect();
+        let keys = ForwardKeys {
+            allow_clients: Some(&clients),
+            connect_ports: ports,
+            allow_local_destinations: None,
+        };
+        keys.validate("l", Duration::from_secs(1))
     }
 
     #[test]
     fn defaults_allow_nobody_and_only_443() {
-        let p = policy("{}").unwrap();
-        assert!(!p.client_allowed(Some("192.0.2.10:1".parse().unwrap())));
+        let p = policy(&[], None).unwrap();
+        let client = ClientAddr::new("192.0.2.10:1".parse().unwrap());
+        assert!(!p.client_allowed(Some(client)));
         assert!(p.check_connect_port(443).is_ok());
         assert_eq!(p.check_connect_port(22).unwrap_err().status, 403);
         assert!(!p.allow_local_destinations);
@@ -168,15 +173,15 @@ mod tests {
 
     #[test]
     fn settings_errors_name_the_key() {
-        let e = policy("{allow_clients: [\"10.0.0.0/40\"]}").unwrap_err();
+        let e = policy(&["10.0.0.0/40"], None).unwrap_err();
         assert!(e.to_string().contains("l.allow_clients[0]"), "{e}");
-        let e = policy("{connect_ports: [443, 0]}").unwrap_err();
+        let e = policy(&[], Some(&[443, 0])).unwrap_err();
         assert!(e.to_string().contains("l.connect_ports"), "{e}");
     }
 
     #[test]
     fn literal_addresses_resolve_without_dns_and_local_ones_are_refused() {
-        let p = policy("{allow_clients: [192.0.2.0/24]}").unwrap();
+        let p = policy(&["192.0.2.0/24"], None).unwrap();
         let addrs = futures::executor::block_on(p.resolve("::ffff:127.0.0.1", 80)).unwrap();
         assert_eq!(addrs, vec!["127.0.0.1:80".parse().unwrap()]);
         let refused = p.check_destinations(&addrs).unwrap_err();

@@ -1,229 +1,219 @@
-//! Admission: may this request (or tunnel, or connection) go on to its
-//! destination at all? One pure decision for every mode, made before any
-//! filter runs and before anything is connected, so that loops and forward
-//! proxy abuse are refused the same way everywhere and counted once.
+//! The decision: what becomes of a flow. One function, [`Decider::decide`],
+//! decides every kind of flow (an HTTP request, a forward request, a
+//! CONNECT, a TLS passthrough connection, a tunnel of what is not HTTP)
+//! from what tproxyd knows of it, and returns a [`Decision`]: go on to a
+//! destination, or the answer that refuses it, with what decided either
+//! way (for the access log and `tproxyd explain`).
 //!
-//! [`Admission::admit`] needs no root and no network (it only asks the
-//! kernel for this host's addresses when a destination port equals one of
-//! our listening ports), so it is unit-tested directly.
+//! In this order:
+//! 1. a forward listener's client allowance (before anything is looked
+//!    up, so strangers cost no DNS lookup);
+//! 2. a destination at all, and a CONNECT's port;
+//! 3. loops: a destination that is one of our own listeners, a request
+//!    whose `Via` already carries our token;
+//! 4. on passthrough listeners, the ClientHello's own policy (ECH, no SNI,
+//!    not TLS at all: `tls.ech`, `tls.missing_sni`, `tls.non_tls`);
+//! 5. the rule sets (`acl`), by the name the client asked for **before**
+//!    any DNS lookup; a name is resolved only when a rule on the
+//!    destination address must be consulted, or to connect;
+//! 6. on passthrough listeners, `tls.sni_check`;
+//! 7. for a name (forward, CONNECT): its addresses, none of them local to
+//!    us unless allowed, and not one of our own listeners.
+//!
+//! Pure but for the lookups (names, and this host's addresses on a port
+//! match), so it is unit-tested as a table.
 
 pub mod forward;
+mod steps;
 
+use crate::addr::{ClientAddr, OrigDstAddr};
 use crate::destination::LoopGuard;
 use crate::filters::forwarding::Forwarding;
-use crate::flow::{Answer, ListenerId, Refusal};
+use crate::flow::{Answer, FlowKind, ListenerId};
+use crate::policy::Acl;
+use crate::tls::policy::TlsPolicy;
+use crate::tls::ClientHello;
 use forward::ForwardPolicy;
 use pingora_http::RequestHeader;
-use std::net::SocketAddr;
 use std::sync::Arc;
 
-/// Where a flow wants to go, as far as tproxyd could tell.
+/// Where a flow wants to go, as far as tproxyd can tell before deciding.
 #[derive(Debug, Clone, Copy)]
 pub enum Target<'a> {
     /// A transparent listener's original destination; `None` when the
     /// kernel knew none (a redirect listener dialed directly).
-    Original(Option<SocketAddr>),
-    /// A forward listener's destination: every address its name resolved
-    /// to (the first one is used).
-    Resolved(&'a [SocketAddr]),
+    Original(Option<OrigDstAddr>),
+    /// A forward request's or CONNECT's host (a name or a literal IP) and
+    /// port, not resolved yet.
+    Named {
+        /// As the client wrote it, without brackets.
+        host: &'a str,
+        /// The port.
+        port: u16,
+    },
+    /// A request on a forward listener that names no destination (not an
+    /// absolute `http://` URI, a CONNECT without `host:port`): 400.
+    Unnamed,
 }
 
-/// The listener-specific part of the decision.
+/// What is known of a flow when it is decided.
 #[derive(Debug, Clone, Copy)]
+pub struct Flow<'a> {
+    /// Which kind of flow.
+    pub kind: FlowKind,
+    /// Its client.
+    pub client: Option<ClientAddr>,
+    /// Where it goes.
+    pub target: Target<'a>,
+    /// The name the client asked for (Host, SNI, CONNECT authority), as
+    /// [`crate::addr::host_name`] normalises it; `None` when there is none.
+    pub name: Option<&'a str>,
+    /// The request head, where there is one (HTTP, forward, CONNECT).
+    pub request: Option<&'a RequestHeader>,
+    /// The ClientHello, on passthrough listeners (`None`: not TLS).
+    pub hello: Option<&'a ClientHello>,
+}
+
+/// What one listener brings to the decision.
+#[derive(Clone, Copy)]
 pub struct Rules<'a> {
-    /// Which listener (named in answers).
+    /// Which listener (named in answers and rules).
     pub listener: &'a ListenerId,
     /// The forward-proxy policy, on forward listeners.
     pub forward: Option<&'a ForwardPolicy>,
+    /// The ClientHello policy, on passthrough listeners.
+    pub tls: Option<&'a TlsPolicy>,
+    /// The rule sets that judge this listener's flows, in order.
+    pub acls: &'a [Acl],
+}
+
+/// What becomes of a flow.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Decision {
+    /// Go on to `dst`.
+    Allow {
+        /// Where to connect.
+        dst: OrigDstAddr,
+        /// What decided, e.g. `acl:allow:lan`, `missing_sni:allow`.
+        by: Option<String>,
+    },
+    /// Refuse it with `answer` (on flows without HTTP: close or reset).
+    Deny {
+        /// The refusal: status, body, reason.
+        answer: Answer,
+        /// What decided, e.g. `acl:deny:ads`.
+        by: Option<String>,
+    },
+}
+
+impl Decision {
+    /// A refusal decided by no rule (loops, forward policy, lookups).
+    pub fn deny(answer: Answer) -> Decision {
+        Decision::Deny { answer, by: None }
+    }
+
+    /// The destination or the refusal, and what decided.
+    pub fn split(self) -> (Result<OrigDstAddr, Answer>, Option<String>) {
+        match self {
+            Decision::Allow { dst, by } => (Ok(dst), by),
+            Decision::Deny { answer, by } => (Err(answer), by),
+        }
+    }
+
+    /// What decided, for the access log.
+    pub fn by(&self) -> Option<&str> {
+        match self {
+            Decision::Allow { by, .. } | Decision::Deny { by, .. } => by.as_deref(),
+        }
+    }
 }
 
 /// What is the same for every listener of the process: our own listening
 /// addresses and our Via token.
 #[derive(Clone)]
-pub struct Admission {
+pub struct Decider {
     loop_guard: LoopGuard,
     forwarding: Arc<Forwarding>,
 }
 
-impl Admission {
+impl Decider {
     /// Refuses loops to `loop_guard`'s addresses and requests whose Via
     /// already carries `forwarding`'s token.
     pub fn new(loop_guard: LoopGuard, forwarding: Arc<Forwarding>) -> Self {
-        Admission {
+        Decider {
             loop_guard,
             forwarding,
         }
     }
 
-    /// The decision, in this order: a forward listener's client allowance,
-    /// a destination at all, a CONNECT's port, a forward destination that
-    /// is local to us, a destination that is one of our own listeners, a
-    /// request that already passed through us (Via). `request` is the
-    /// request head where there is one (HTTP, CONNECT); none for TLS
-    /// passthrough. Returns the destination to connect to, or the answer.
+    /// Decides `flow` under `rules`, in the order of the module docs.
+    pub async fn decide(&self, rules: Rules<'_>, flow: &Flow<'_>) -> Decision {
+        match self.decide_steps(rules, flow).await {
+            Ok(d) | Err(d) => d,
+        }
+    }
+
+    /// Steps 1 to 3 alone, for a path that can save work by refusing
+    /// early: a passthrough listener refuses a loop before it reads a
+    /// ClientHello. [`Self::decide`] runs the same steps first, so the two
+    /// always agree.
     pub fn admit(
         &self,
         rules: Rules<'_>,
-        client: Option<SocketAddr>,
-        target: Target<'_>,
-        request: Option<&RequestHeader>,
-    ) -> Result<SocketAddr, Answer> {
-        if let Some(policy) = rules.forward {
-            if !policy.client_allowed(client) {
-                return Err(ForwardPolicy::client_refused(client));
+        flow: &Flow<'_>,
+    ) -> Result<Option<OrigDstAddr>, Decision> {
+        steps::forward_client(rules, flow)?;
+        let known = steps::known_destination(rules, flow)?;
+        if let Some(dst) = known {
+            self.check_own_listener(dst)?;
+        }
+        self.check_via(flow)?;
+        Ok(known)
+    }
+
+    /// [`Self::decide`] with `?` for the refusals.
+    async fn decide_steps(&self, rules: Rules<'_>, flow: &Flow<'_>) -> Result<Decision, Decision> {
+        let known = self.admit(rules, flow)?;
+        let mut by = steps::tls_hello(rules, flow)?;
+        let mut dst = known;
+        if !by.as_ref().is_some_and(|b| b.settled) {
+            let (acl_by, resolved) = steps::rule_sets(rules, flow, dst).await?;
+            by = acl_by.or(by);
+            dst = resolved.or(dst);
+            if let Some(check) = steps::sni_check(rules, flow, dst).await? {
+                by = Some(check);
             }
         }
-        let dst = match target {
-            Target::Original(Some(dst)) => dst,
-            Target::Original(None) => {
-                let l = rules.listener;
-                return Err(Answer::refused(
-                    Refusal::Loop,
-                    508,
-                    format!(
-                        "508 Loop Detected: listener {} ({}) has no original destination for this connection; was it dialed directly?\n",
-                        l.name,
-                        l.mode.as_str()
-                    ),
-                ));
-            }
-            Target::Resolved([]) => {
-                return Err(Answer::failed(
-                    502,
-                    "ResolveError",
-                    "502 Bad Gateway: no address\n",
-                ))
-            }
-            Target::Resolved(addrs) => {
-                let policy = rules
-                    .forward
-                    .expect("resolved targets are a forward listener's");
-                if request.is_some_and(|r| r.method == http::Method::CONNECT) {
-                    policy.check_connect_port(addrs[0].port())?;
-                }
-                policy.check_destinations(addrs)?;
-                addrs[0]
-            }
+        let dst = match dst {
+            Some(d) => d,
+            None => steps::resolve(rules, flow).await?,
         };
-        if self.loop_guard.is_own_listener(dst) {
-            return Err(Answer::refused(
-                Refusal::Loop,
-                508,
-                format!("508 Loop Detected: destination {dst} is this proxy's own listener\n"),
-            ));
+        self.check_own_listener(dst)?;
+        Ok(Decision::Allow {
+            dst,
+            by: by.map(|b| b.text),
+        })
+    }
+
+    fn check_own_listener(&self, dst: OrigDstAddr) -> Result<(), Decision> {
+        match self.loop_guard.is_own_listener(dst.socket_addr()) {
+            false => Ok(()),
+            true => Err(Decision::deny(steps::loop_answer(format!(
+                "destination {dst} is this proxy's own listener"
+            )))),
         }
-        if request.is_some_and(|r| self.forwarding.is_looping(r)) {
-            return Err(Answer::refused(
-                Refusal::Loop,
-                508,
-                format!(
-                    "508 Loop Detected: request already passed through this proxy (Via {})\n",
-                    self.forwarding.via_token()
-                ),
-            ));
+    }
+
+    fn check_via(&self, flow: &Flow<'_>) -> Result<(), Decision> {
+        match flow.request.is_some_and(|r| self.forwarding.is_looping(r)) {
+            false => Ok(()),
+            true => Err(Decision::deny(steps::loop_answer(format!(
+                "request already passed through this proxy (Via {})",
+                self.forwarding.via_token()
+            )))),
         }
-        Ok(dst)
     }
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::filters::forwarding::ForwardingRaw;
-    use crate::flow::Mode;
-    use std::time::Duration;
-
-    fn admission() -> Admission {
-        let guard = LoopGuard::new([
-            "[::]:8888".parse().unwrap(),
-            "192.0.2.1:9999".parse().unwrap(),
-        ]);
-        let fwd = Forwarding::new(ForwardingRaw::default(), None).unwrap();
-        Admission::new(guard, Arc::new(fwd))
-    }
-
-    fn id(mode: Mode) -> ListenerId {
-        ListenerId {
-            name: "lan".into(),
-            mode,
-        }
-    }
-
-    fn forward_policy() -> ForwardPolicy {
-        let s: forward::ForwardSettings =
-            serde_yaml::from_str("{allow_clients: [192.0.2.0/24], connect_ports: [443]}").unwrap();
-        s.validate("l", Duration::from_secs(1)).unwrap()
-    }
-
-    fn req(method: &str, target: &str, via: Option<&str>) -> RequestHeader {
-        let mut r = RequestHeader::build(method, target.as_bytes(), None).unwrap();
-        if let Some(v) = via {
-            r.append_header("Via", v).unwrap();
-        }
-        r
-    }
-
-    fn addr(s: &str) -> SocketAddr {
-        s.parse().unwrap()
-    }
-
-    /// One row: listener mode, forward policy?, client, target, request,
-    /// expected destination or (status, refusal).
-    type Row<'a> = (
-        &'a str,
-        Mode,
-        bool,
-        &'a str,
-        Target<'a>,
-        Option<RequestHeader>,
-        Result<&'a str, (u16, Option<Refusal>)>,
-    );
-
-    #[test]
-    fn decisions() {
-        let a = admission();
-        let p = forward_policy();
-        let public = [addr("198.51.100.10:443")];
-        let mixed = [addr("198.51.100.10:80"), addr("127.0.0.1:80")];
-        let own = [addr("127.0.0.1:8888")];
-        let loop_508 = Err((508, Some(Refusal::Loop)));
-        let fwd_403 = Err((403, Some(Refusal::ForwardNotAllowed)));
-        #[rustfmt::skip]
-        let rows: Vec<Row> = vec![
-            ("transparent ok", Mode::Tproxy, false, "192.0.2.10:1", Target::Original(Some(addr("198.51.100.10:80"))), Some(req("GET", "/", None)), Ok("198.51.100.10:80")),
-            ("no destination", Mode::Redirect, false, "192.0.2.10:1", Target::Original(None), Some(req("GET", "/", None)), loop_508),
-            ("own listener, loopback", Mode::Tproxy, false, "192.0.2.10:1", Target::Original(Some(addr("127.0.0.1:8888"))), Some(req("GET", "/", None)), loop_508),
-            ("own listener, exact", Mode::Tproxy, false, "192.0.2.10:1", Target::Original(Some(addr("192.0.2.1:9999"))), None, loop_508),
-            ("same port elsewhere", Mode::Tproxy, false, "192.0.2.10:1", Target::Original(Some(addr("198.51.100.2:8888"))), None, Ok("198.51.100.2:8888")),
-            ("our Via token", Mode::Tproxy, false, "192.0.2.10:1", Target::Original(Some(addr("198.51.100.10:80"))), Some(req("GET", "/", Some("1.0 a, 1.1 tproxyd"))), loop_508),
-            ("another proxy's Via", Mode::Tproxy, false, "192.0.2.10:1", Target::Original(Some(addr("198.51.100.10:80"))), Some(req("GET", "/", Some("1.1 squid"))), Ok("198.51.100.10:80")),
-            ("no Via check without a request", Mode::TlsPassthrough, false, "192.0.2.10:1", Target::Original(Some(addr("198.51.100.10:443"))), None, Ok("198.51.100.10:443")),
-            ("forward, stranger", Mode::Forward, true, "203.0.113.5:1", Target::Resolved(&public), Some(req("CONNECT", "x:443", None)), fwd_403),
-            ("forward, CONNECT ok", Mode::Forward, true, "192.0.2.10:1", Target::Resolved(&public), Some(req("CONNECT", "x:443", None)), Ok("198.51.100.10:443")),
-            ("forward, CONNECT port", Mode::Forward, true, "192.0.2.10:1", Target::Resolved(&mixed), Some(req("CONNECT", "x:80", None)), fwd_403),
-            ("forward, a local address among others", Mode::Forward, true, "192.0.2.10:1", Target::Resolved(&mixed), Some(req("GET", "http://x/", None)), fwd_403),
-            ("forward, no address", Mode::Forward, true, "192.0.2.10:1", Target::Resolved(&[]), None, Err((502, None))),
-            ("forward, GET ok on any port", Mode::Forward, true, "192.0.2.10:1", Target::Resolved(&mixed[..1]), Some(req("GET", "http://x/", None)), Ok("198.51.100.10:80")),
-            ("forward, no client address", Mode::Forward, true, "0.0.0.0:0", Target::Resolved(&public), None, fwd_403),
-            ("forward to own listener (allowed locals)", Mode::Forward, false, "192.0.2.10:1", Target::Original(Some(own[0])), None, loop_508),
-        ];
-        let mut failures = Vec::new();
-        for (name, mode, forward, client, target, request, want) in rows {
-            let listener = id(mode);
-            let rules = Rules {
-                listener: &listener,
-                forward: forward.then_some(&p),
-            };
-            let client = Some(addr(client)).filter(|c| !c.ip().is_unspecified());
-            let got = a
-                .admit(rules, client, target, request.as_ref())
-                .map(|d| d.to_string())
-                .map_err(|e| (e.status, e.refusal));
-            let want = want.map(str::to_string);
-            if got != want {
-                failures.push(format!("{name}: got {got:?}, want {want:?}"));
-            }
-        }
-        assert!(failures.is_empty(), "{}", failures.join("\n"));
-    }
-}
+mod tests;

@@ -9,6 +9,8 @@
 //! the origin's replies back to us thanks to the `socket transparent` rule
 //! (the `socket transparent` rule `tproxyd rules` writes). The mark alone only needs Pingora's socket hook.
 
+use crate::addr::OrigDstAddr;
+use crate::flow::Answer;
 use async_trait::async_trait;
 use pingora_core::connectors::L4Connect;
 use pingora_core::protocols::l4::socket::SocketAddr as PSocketAddr;
@@ -182,4 +184,21 @@ pub async fn connect_raw(
         }
         None => connect_plain(dst, conf.mark, conf.connect_timeout).await,
     }
+}
+
+/// The 502 or 504 for a failed connect of an opaque flow (CONNECT).
+pub fn connect_failed(dst: OrigDstAddr, e: &Error) -> Answer {
+    if e.etype() == &ErrorType::ConnectTimedout {
+        return Answer::failed(
+            504,
+            "ConnectTimedout",
+            format!("504 Gateway Timeout: {dst}: connect timed out\n"),
+        );
+    }
+    let why = e.root_cause().to_string();
+    Answer::failed(
+        502,
+        e.etype().as_str(),
+        format!("502 Bad Gateway: {dst}: {why}\n"),
+    )
 }

@@ -5,6 +5,7 @@ pub mod connector;
 
 use crate::error::{invalid, ConfigError, Timeout};
 use crate::flow::RelayKind;
+use crate::relay::{relay, send_within, Endpoint, Relayed};
 use serde::Deserialize;
 use std::time::Duration;
 
@@ -106,4 +107,26 @@ impl Default for UpstreamConf {
             .validate()
             .expect("the defaults are valid")
     }
+}
+
+/// The rest of an opaque flow once its upstream connection is open: the
+/// client's `first` bytes (already read: a replayed ClientHello, early
+/// tunnel bytes) sent within the write timeout, then both directions
+/// relayed until done or quiet for `idle`. `Err` with the error kind when
+/// the first bytes could not be sent.
+pub async fn relay_opened<A, B>(
+    client: &mut A,
+    upstream: &mut B,
+    first: &[u8],
+    conf: &UpstreamConf,
+    idle: Duration,
+) -> Result<Relayed, &'static str>
+where
+    A: Endpoint + ?Sized,
+    B: Endpoint + ?Sized,
+{
+    if !first.is_empty() && !send_within(upstream, first, conf.write_timeout).await {
+        return Err("WriteError");
+    }
+    Ok(relay(client, upstream, idle, conf.relay).await)
 }
