@@ -20,16 +20,15 @@
 
 use crate::access_log::AccessLog;
 use crate::admin::{admin_server, Readiness};
-use crate::admission::Admission;
 pub use crate::cli::Cli;
 use crate::cli::{Command, RulesArgs, RunArgs};
 use crate::config::{Config, ConfigError, TproxydConf};
+use crate::decision::Decider;
 use crate::destination::LoopGuard;
 use crate::doctor;
 use crate::downstream::connections::ConnectionLimiter;
 use crate::downstream::gate::ConnectionGate;
 use crate::filters::{Filter, FilterChain, FilterRegistry};
-use crate::forward::ForwardApp;
 use crate::lifecycle::{DrainWatcher, Draining};
 use crate::listener::{Listener, ListenerKind};
 use crate::passthrough::PassthroughApp;
@@ -102,20 +101,17 @@ impl Assembly<'_> {
             ListenerKind::TlsPassthrough { .. } => {
                 self.add(PassthroughApp::new(state.clone()), &state)
             }
-            ListenerKind::Http { .. } => {
-                let http = http_proxy(&self.server_conf, TransparentProxy::new(state.clone()));
-                self.add(HttpConnections::new(http, state.clone()), &state)
-            }
-            ListenerKind::Forward(policy) => {
-                if policy.allow_clients.is_empty() {
-                    log::warn!(
-                        "forward listener {} allows no client: set allow_clients to use it",
-                        state.listener.name()
-                    );
+            ListenerKind::Http { .. } | ListenerKind::Forward(_) => {
+                if let ListenerKind::Forward(policy) = &state.listener.kind {
+                    if policy.allow_clients.is_empty() {
+                        log::warn!(
+                            "forward listener {} allows no client: set allow_clients to use it",
+                            state.listener.name()
+                        );
+                    }
                 }
                 let http = http_proxy(&self.server_conf, TransparentProxy::new(state.clone()));
-                let http = HttpConnections::new(http, state.clone());
-                self.add(ForwardApp::new(http, state.clone()), &state)
+                self.add(HttpConnections::new(http, state.clone()), &state)
             }
         }
     }
@@ -200,7 +196,8 @@ impl Tproxyd {
         let loop_guard = LoopGuard::new(t.listeners.iter().map(|l| l.socket_addr));
         let shared = Shared {
             chain,
-            admission: Admission::new(loop_guard, Arc::new(t.filters.forwarding.clone())),
+            decider: Decider::new(loop_guard, Arc::new(t.filters.forwarding.clone())),
+            acls: t.filters.acls.clone(),
             upstream: t.upstream.clone(),
             draining,
             access_log,

@@ -358,9 +358,12 @@ tproxyd:
     fn filter_specs_keep_name_and_key() {
         let c = Config::from_yaml("tproxyd:\n  filters:\n    - acl:\n    - custom: { a: 1 }\n")
             .unwrap();
-        assert_eq!(c.tproxyd.filters.filters[1].name, "custom");
+        // The `acl` entry is a rule set of the decision, not a filter; the
+        // custom filter keeps its key from the list.
+        assert_eq!(c.tproxyd.filters.acls.len(), 1);
+        assert_eq!(c.tproxyd.filters.filters[0].name, "custom");
         assert_eq!(
-            c.tproxyd.filters.filters[1].key,
+            c.tproxyd.filters.filters[0].key,
             "tproxyd.filters[1].custom"
         );
     }

@@ -4,27 +4,29 @@
 //! (or `nat ... redirect`); we forward each request to the address the
 //! client originally dialed, adding headers on the way.
 //!
-//! The modules form layers; each imports only from layers below it (and,
-//! within a layer, from modules listed before it). Nothing imports upward,
-//! so there is no cycle:
+//! The modules form layers; each imports only from modules listed before
+//! it below (within a layer too), so nothing imports upward and there is
+//! no cycle. This list is the one statement of the order: `tests/layers.rs`
+//! reads it from here and checks every `crate::` import against it.
 //!
-//! 1. **Bottom** (import nothing from the crate): [`error`] (the config
-//!    error and settings helpers), [`flow`] (mode, request id, flow info,
-//!    refusals, answers), [`addr`] (the one `host[:port]` parser, CIDRs,
-//!    local addresses).
+//! 1. **Vocabulary**: [`error`] (the config error and settings helpers),
+//!    [`addr`] (address types and parsers), [`flow`] (mode, kinds, request
+//!    id, refusals, answers).
 //! 2. **Components**, each owning its settings and their validation:
 //!    [`lifecycle`], [`signals`] (stop and upgrade signals, heard from
 //!    start-up on), [`metrics`], [`access_log`], [`relay`], [`upstream`],
-//!    [`destination`], [`filters`], [`tls`], [`downstream`], [`admin`],
-//!    [`interception`] (what the firewall steers to which listener).
-//! 3. **Request path**: [`admission`] (the pure admit decision and the
-//!    forward-proxy policy), [`summary`] (one record per request for both
-//!    log and metrics), [`listener`] (a listener's kind with its policy),
-//!    [`transparent`] (`IP_TRANSPARENT` sockets in Pingora's fd table),
-//!    [`shared`] (process and listener state).
-//! 4. **Apps**, one per kind of listener: [`proxy`] (Pingora `ProxyHttp`),
-//!    [`forward`] (CONNECT in front of the HTTP proxy), [`passthrough`]
-//!    (TLS peek and splice).
+//!    [`destination`], [`policy`] (rule sets on flows), [`filters`],
+//!    [`tls`], [`downstream`] (the client side: connections, heads,
+//!    limits), [`admin`], [`interception`] (what the firewall steers to
+//!    which listener).
+//! 3. **Request path**: [`decision`] (the one decision on every flow),
+//!    [`summary`] (one record per flow for both log and metrics),
+//!    [`listener`] (a listener's kind with its policy), [`transparent`]
+//!    (`IP_TRANSPARENT` sockets in Pingora's fd table), [`shared`] (process
+//!    and listener state).
+//! 4. **Apps**, one per kind of listener: [`passthrough`] (TLS peek and
+//!    splice), [`proxy`] (HTTP, forward and CONNECT, tunnels of what is not
+//!    HTTP).
 //! 5. **Top**: [`config`] only composes the components' settings,
 //!    [`rules`] (the nftables table and policy routing derived from it),
 //!    [`doctor`] (the host checked against it), [`cli`], and [`app`], whose
@@ -42,18 +44,18 @@ pub mod filters;
 pub mod interception;
 pub mod lifecycle;
 pub mod metrics;
+pub mod policy;
 pub mod relay;
 pub mod signals;
 pub mod tls;
 pub mod upstream;
 
-pub mod admission;
+pub mod decision;
 pub mod listener;
 pub mod shared;
 pub mod summary;
 pub mod transparent;
 
-pub mod forward;
 pub mod passthrough;
 pub mod proxy;
 

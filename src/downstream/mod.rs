@@ -6,14 +6,18 @@
 //! tproxyd sits inline for a whole LAN and its ruleset fails closed: these
 //! limits are on by default so that no client, buggy or hostile, can take
 //! more than a bounded share of the proxy's memory, descriptors and time.
-//! [`head`] reads request heads within their limits,
-//! [`connections`] counts connections and [`gate`] refuses those over a cap;
-//! [`sniff`] tells HTTP from what an HTTP listener tunnels instead.
+//! [`connection`] is one client connection between its requests, which
+//! [`head`] reads within their limits; [`sniff`] tells HTTP from what an
+//! HTTP listener tunnels instead; [`reply`] writes what tproxyd answers
+//! itself; [`connections`] counts connections and [`gate`] refuses those
+//! over a cap.
 
+pub mod connection;
 pub mod connections;
 pub mod gate;
 pub mod head;
 pub mod idle;
+pub mod reply;
 pub mod sniff;
 pub mod wake;
 

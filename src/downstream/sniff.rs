@@ -10,10 +10,11 @@
 //! the tunnel. Deciding costs no extra read: a request arriving one byte at
 //! a time is still HTTP as soon as its request line says so.
 
-use super::head::{first_bytes, read_more, FirstRead, Head};
+use super::head::{empty_lines, first_bytes, read_more, FirstRead, Head};
 use super::idle::IdleTimer;
+use super::reply::HeadRefusal;
 use super::Downstream;
-use crate::flow::{DownstreamLimit, Protocol};
+use crate::flow::Protocol;
 use crate::tls::{peek_client_hello, ClientHello, Peeked};
 use bytes::BytesMut;
 use pingora_core::protocols::Stream;
@@ -59,9 +60,10 @@ pub struct Classifier {
 impl Classifier {
     /// The class of `buf` (all bytes so far).
     pub fn classify(&mut self, buf: &[u8]) -> Class {
-        let Some(start) = buf.iter().position(|b| !matches!(b, b'\r' | b'\n')) else {
+        let start = empty_lines(buf);
+        if start == buf.len() {
             return Class::NeedMore;
-        };
+        }
         let line = &buf[start..];
         if line[0] == 0x16 {
             return Class::Other(Protocol::Tls);
@@ -123,20 +125,31 @@ pub fn classify(buf: &[u8]) -> Class {
     Classifier::default().classify(buf)
 }
 
+/// A connection that is not HTTP/1.x: what it is, and its first bytes.
+#[derive(Debug)]
+pub struct Opening {
+    /// What it is.
+    pub protocol: Protocol,
+    /// Read from the client so far; sent to the origin first.
+    pub first: Vec<u8>,
+    /// For TLS: the ClientHello (its SNI names the flow).
+    pub hello: Option<ClientHello>,
+}
+
 /// How a new connection on an HTTP listener began.
 #[derive(Debug)]
 pub enum Sniff {
     /// An HTTP/1.x request: these bytes start its head, which began then.
     Http(BytesMut, Instant),
-    /// Something else, with the bytes read so far (to be sent on first)
-    /// and, for TLS, the ClientHello.
-    Other(Protocol, Vec<u8>, Option<ClientHello>),
-    /// The client stayed silent for `server_first_after`.
-    Silent,
+    /// Something else (a client silent for `server_first_after` is a
+    /// server-first protocol, with no bytes).
+    Other(Opening),
     /// The client left, or the process is shutting down.
     Closed,
-    /// A limit fired while it was still undecided.
-    Limit(DownstreamLimit),
+    /// The client sent nothing within `keepalive_timeout`.
+    Idle,
+    /// A limit on heads fired while it was still undecided.
+    Refused(HeadRefusal),
 }
 
 /// Reads the first bytes of a new connection until they are known to be
@@ -157,8 +170,14 @@ pub async fn sniff<S: Future + ?Sized>(
     {
         Ok(b) => b,
         Err(FirstRead::Closed) => return Sniff::Closed,
-        Err(FirstRead::Silent) if server_first_after.is_some() => return Sniff::Silent,
-        Err(FirstRead::Silent) => return Sniff::Limit(DownstreamLimit::KeepaliveTimeout),
+        Err(FirstRead::Silent) if server_first_after.is_some() => {
+            return Sniff::Other(Opening {
+                protocol: Protocol::ServerFirst,
+                first: Vec::new(),
+                hello: None,
+            })
+        }
+        Err(FirstRead::Silent) => return Sniff::Idle,
     };
     let started = Instant::now();
     let deadline = started + limits.header_timeout;
@@ -166,16 +185,22 @@ pub async fn sniff<S: Future + ?Sized>(
     loop {
         match classifier.classify(&buf) {
             Class::Http => return Sniff::Http(buf, started),
-            Class::Other(Protocol::Tls) => {
-                let hello = read_hello(stream, &mut buf, deadline).await;
-                return Sniff::Other(Protocol::Tls, Vec::from(buf), hello);
+            Class::Other(protocol) => {
+                let hello = match protocol {
+                    Protocol::Tls => read_hello(stream, &mut buf, deadline).await,
+                    _ => None,
+                };
+                return Sniff::Other(Opening {
+                    protocol,
+                    first: Vec::from(buf),
+                    hello,
+                });
             }
-            Class::Other(p) => return Sniff::Other(p, Vec::from(buf), None),
             Class::NeedMore => {}
         }
         match read_more(stream, &mut buf, deadline, limits.max_header_bytes).await {
             Ok(()) => {}
-            Err(Head::Limit(l)) => return Sniff::Limit(l),
+            Err(Head::Refused(r)) => return Sniff::Refused(r),
             Err(_) => return Sniff::Closed,
         }
     }

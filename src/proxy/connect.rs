@@ -1,49 +1,54 @@
-//! `CONNECT host:port` on a forward listener: read the request head
-//! (bounded in size and time), admit it, run the filters' request hooks,
-//! connect, answer `200 Connection Established`, then relay bytes.
+//! `CONNECT host:port` on a forward listener: the flow's decision, the
+//! filters' request hooks, then connect, answer `200 Connection
+//! Established`, and relay bytes. The head was read (bounded in size and
+//! time) by the connection loop.
 
-use crate::addr::split_host_port;
-use crate::admission::forward::ForwardPolicy;
-use crate::admission::Target;
-use crate::destination::stream_client;
+use crate::addr::{host_name, split_host_port, Peers};
+use crate::decision::{Flow, Target};
+use crate::downstream::reply;
 use crate::filters::{FilterCtx, FlowInfo, LogSummary, RequestHeader};
-use crate::flow::{Answer, DownstreamLimit, Refusal};
-use crate::listener::ListenerKind;
+use crate::flow::{Answer, FlowKind};
 use crate::metrics::ConnectionGuard;
-use crate::relay::{relay, send_within};
+use crate::relay::send_within;
 use crate::shared::ListenerState;
 use crate::summary::{Kind, RequestLine, Summary, UpstreamUse};
-use crate::upstream::connector::connect_raw;
+use crate::upstream::connector::{connect_failed, connect_raw};
+use crate::upstream::relay_opened;
 use bytes::BytesMut;
 use log::debug;
 use pingora_core::protocols::Stream;
-use pingora_error::ErrorType;
-use std::net::SocketAddr;
 use std::time::{Duration, Instant};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// A tunnel quiet both ways this long is closed.
 const TUNNEL_IDLE: Duration = Duration::from_secs(3600);
 
-/// Serves one CONNECT connection to its end, then logs and counts it.
-pub(super) async fn tunnel(state: &ListenerState, mut stream: Stream) {
+/// Serves one CONNECT (whose head, and maybe the client's first tunnel
+/// bytes, are in `head`) to its end, then logs and counts it.
+pub(super) async fn tunnel(
+    state: &ListenerState,
+    mut stream: Stream,
+    peers: Peers,
+    head: BytesMut,
+) {
     let _in_flight = ConnectionGuard::new(&state.metrics.in_flight);
     let mut t = Tunnel {
-        summary: Summary::new(stream_client(&stream)),
+        summary: Summary::new(peers.client),
         authority: String::new(),
         filter: None,
+        decided_by: None,
     };
-    if let Err(a) = t.run(state, &mut stream).await {
+    if let Err(a) = t.run(state, &mut stream, &head).await {
         t.summary.answered(&a);
         if a.status > 0 {
-            respond(&mut stream, &a).await;
+            reply::send(&mut stream, &reply::render(&a)).await;
         }
     }
+    let decision = t.filter.as_ref().and_then(|f| f.decision());
     let line = RequestLine {
         method: "CONNECT",
         host: Some(&t.authority),
         path: &t.authority,
-        decision: t.filter.as_ref().and_then(|f| f.decision()),
+        decision: decision.or(t.decided_by.as_deref()),
     };
     if let Some(f) = &t.filter {
         let summary = LogSummary {
@@ -60,78 +65,76 @@ struct Tunnel {
     summary: Summary,
     authority: String,
     filter: Option<FilterCtx>,
+    decided_by: Option<String>,
+}
+
+fn bad(why: &str) -> Answer {
+    Answer::failed(400, "BadRequest", format!("400 Bad Request: {why}\n"))
 }
 
 impl Tunnel {
     /// Everything up to the end of the relay; an early end is the answer
     /// to send (status 0: just close).
-    async fn run(&mut self, state: &ListenerState, stream: &mut Stream) -> Result<(), Answer> {
-        let limits = state.shared.downstream;
-        let head = match read_head(stream, limits.max_header_bytes, limits.header_timeout).await {
-            Ok(head) => head,
-            Err(Some(limit)) => {
-                state.metrics.limit(limit);
-                return Err(limit_answer(limit));
-            }
-            Err(None) => return Err(Answer::failed(0, "BadRequest", "")),
-        };
-        let (dst, head_len) = self.admit(state, &head).await?;
-        // Boxed: the relay future is large, and inline it would be carried
-        // by every connection of the forward listener, idle ones included.
-        Box::pin(self.relay(state, stream, dst, &head[head_len..])).await
-    }
-
-    /// Parses the head, applies the forward policy and admission, runs the
-    /// filters' request hooks. Returns the destination and the head's
-    /// length (bytes after it are the client's first tunnel bytes).
-    async fn admit(
+    async fn run(
         &mut self,
         state: &ListenerState,
+        stream: &mut Stream,
         head: &[u8],
-    ) -> Result<(SocketAddr, usize), Answer> {
+    ) -> Result<(), Answer> {
         let mut headers = [httparse::EMPTY_HEADER; 64];
         let mut req = httparse::Request::new(&mut headers);
-        let bad =
-            |why: &str| Answer::failed(400, "BadRequest", format!("400 Bad Request: {why}\n"));
         let head_len = match req.parse(head) {
             Ok(httparse::Status::Complete(n)) => n,
             _ => return Err(bad("malformed CONNECT request")),
         };
         self.authority = req.path.unwrap_or_default().to_string();
-        let ListenerKind::Forward(policy) = &state.listener.kind else {
-            return Err(Answer::failed(
-                500,
-                "InternalError",
-                "500 Internal Server Error\n",
-            ));
-        };
-        let client = self.summary.client;
-        if !policy.client_allowed(client) {
-            return Err(ForwardPolicy::client_refused(client));
-        }
-        let Some((host, Some(port))) = split_host_port(&self.authority) else {
-            return Err(bad("CONNECT needs host:port"));
-        };
-        policy.check_connect_port(port)?;
         let header = connect_header(&self.authority, req.headers)
             .ok_or_else(|| bad("bad CONNECT target"))?;
-        let addrs = policy.resolve(host, port).await?;
-        self.summary.dst = addrs.first().copied();
-        let rules = state.rules();
-        let target = Target::Resolved(&addrs);
-        let dst = state
-            .shared
-            .admission
-            .admit(rules, client, target, Some(&header))?;
-        self.summary.dst = Some(dst);
+        let dst = self.decide(state, &header).await?;
+        // Boxed: the relay future is large, and inline it would be carried
+        // by every connection of the forward listener, idle ones included.
+        Box::pin(self.relay(state, stream, dst, &head[head_len..])).await
+    }
 
-        // The filters see CONNECT like any request, with the same context.
-        let flow = FlowInfo::new(&state.listener.id, client, dst, self.summary.request_id);
-        let fctx = self
-            .filter
-            .insert(FilterCtx::new(flow, Some(self.authority.clone())));
-        match state.shared.chain.request(fctx, &header).await {
-            Ok(None) => Ok((dst, head_len)),
+    /// The flow's decision, then the filters' request hooks (they see
+    /// CONNECT like any request, with the authority as Host).
+    async fn decide(
+        &mut self,
+        state: &ListenerState,
+        header: &RequestHeader,
+    ) -> Result<crate::addr::OrigDstAddr, Answer> {
+        let target = match split_host_port(&self.authority) {
+            Some((host, Some(port))) => Target::Named { host, port },
+            _ => Target::Unnamed,
+        };
+        let name = match target {
+            Target::Named { host, .. } => Some(host_name(host)),
+            _ => None,
+        };
+        let flow = Flow {
+            kind: FlowKind::Connect,
+            client: self.summary.client,
+            target,
+            name: name.as_deref(),
+            request: Some(header),
+            hello: None,
+        };
+        let (verdict, by) = state.decide(&flow).await.split();
+        self.decided_by = by;
+        let dst = verdict?;
+        self.summary.dst = Some(dst);
+        let info = FlowInfo::new(
+            &state.listener.id,
+            self.summary.client,
+            dst,
+            self.summary.request_id,
+        );
+        let fctx = self.filter.insert(
+            FilterCtx::new(info, Some(self.authority.clone()))
+                .with_decision(self.decided_by.as_deref()),
+        );
+        match state.shared.chain.request(fctx, header).await {
+            Ok(None) => Ok(dst),
             Ok(Some(a)) => Err(a),
             Err(e) => {
                 debug!("CONNECT {}: {e}", self.authority);
@@ -150,50 +153,31 @@ impl Tunnel {
         &mut self,
         state: &ListenerState,
         stream: &mut Stream,
-        dst: SocketAddr,
+        dst: crate::addr::OrigDstAddr,
         early: &[u8],
     ) -> Result<(), Answer> {
         let connect_start = Instant::now();
-        let mut upstream = connect_raw(dst, None, &state.shared.upstream)
+        let conf = &state.shared.upstream;
+        let mut upstream = connect_raw(dst.socket_addr(), None, conf)
             .await
             .map_err(|e| connect_failed(dst, &e))?;
         self.summary.upstream = Some(UpstreamUse::opened(&upstream, connect_start));
         self.summary.status = 200;
         // Pingora's stream buffers writes: flush, or the client waits forever.
         let established = b"HTTP/1.1 200 Connection Established\r\n\r\n";
-        let limits = &state.shared;
-        if !send_within(stream, established, limits.downstream.send_timeout).await {
+        if !send_within(stream, established, state.shared.downstream.send_timeout).await {
             return Ok(());
         }
-        if !early.is_empty()
-            && !send_within(&mut upstream, early, limits.upstream.write_timeout).await
-        {
-            return Ok(());
+        match relay_opened(stream, &mut upstream, early, conf, TUNNEL_IDLE).await {
+            Ok(r) => self.summary.relayed(r, early.len()),
+            Err(e) => self.summary.error = Some(e),
         }
-        let r = relay(stream, &mut upstream, TUNNEL_IDLE, limits.upstream.relay).await;
-        self.summary.relayed(r, early.len());
         Ok(())
     }
 }
 
-/// The 502/504 for a failed connect.
-fn connect_failed(dst: SocketAddr, e: &pingora_error::Error) -> Answer {
-    if e.etype() == &ErrorType::ConnectTimedout {
-        return Answer::failed(
-            504,
-            "ConnectTimedout",
-            format!("504 Gateway Timeout: {dst}: connect timed out\n"),
-        );
-    }
-    let why = e.root_cause().to_string();
-    Answer::failed(
-        502,
-        e.etype().as_str(),
-        format!("502 Bad Gateway: {dst}: {why}\n"),
-    )
-}
-
-/// The CONNECT head as a Pingora request header, for admission and filters.
+/// The CONNECT head as a Pingora request header, for the decision and the
+/// filters.
 fn connect_header(authority: &str, headers: &[httparse::Header<'_>]) -> Option<RequestHeader> {
     let mut header =
         RequestHeader::build("CONNECT", authority.as_bytes(), Some(headers.len())).ok()?;
@@ -201,79 +185,4 @@ fn connect_header(authority: &str, headers: &[httparse::Header<'_>]) -> Option<R
         let _ = header.append_header(h.name.to_string(), h.value);
     }
     Some(header)
-}
-
-/// The 408 or 431 for a CONNECT head over a limit.
-fn limit_answer(limit: DownstreamLimit) -> Answer {
-    match limit {
-        DownstreamLimit::HeaderTooLarge => Answer::refused(
-            Refusal::HeaderTooLarge,
-            431,
-            "431 Request Header Fields Too Large: the request head is too big\n",
-        ),
-        _ => Answer::refused(
-            Refusal::HeaderTimeout,
-            408,
-            "408 Request Timeout: the request head took too long\n",
-        ),
-    }
-}
-
-/// Reads a CONNECT head, at most `max` bytes within `deadline`; `Err`
-/// with the limit that was hit, or `None` when the client went away.
-async fn read_head(
-    stream: &mut Stream,
-    max: usize,
-    deadline: Duration,
-) -> Result<BytesMut, Option<DownstreamLimit>> {
-    let mut buf = BytesMut::with_capacity(1024);
-    let read = async {
-        let mut scanned: usize = 0;
-        loop {
-            let from = scanned.saturating_sub(3);
-            if buf[from..].windows(4).any(|w| w == b"\r\n\r\n") {
-                return Ok(());
-            }
-            scanned = buf.len();
-            if buf.len() > max {
-                return Err(Some(DownstreamLimit::HeaderTooLarge));
-            }
-            // Never buffer more than the cap (plus one byte to tell).
-            let room = max + 1 - buf.len();
-            let n = (&mut *stream).take(room as u64).read_buf(&mut buf).await;
-            if !matches!(n, Ok(n) if n > 0) {
-                return Err(None);
-            }
-        }
-    };
-    match tokio::time::timeout(deadline, read).await {
-        Ok(Ok(())) => Ok(buf),
-        Ok(Err(e)) => Err(e),
-        Err(_) => Err(Some(DownstreamLimit::HeaderTimeout)),
-    }
-}
-
-fn reason(code: u16) -> &'static str {
-    http::StatusCode::from_u16(code)
-        .ok()
-        .and_then(|s| s.canonical_reason())
-        .unwrap_or("Error")
-}
-
-async fn respond(stream: &mut Stream, a: &Answer) {
-    let mut extra = String::new();
-    for (name, value) in &a.headers {
-        if let Ok(v) = value.to_str() {
-            extra.push_str(&format!("{name}: {v}\r\n"));
-        }
-    }
-    let resp = format!(
-        "HTTP/1.1 {} {}\r\nContent-Type: text/plain\r\nContent-Length: {}\r\n{extra}Connection: close\r\n\r\n{}",
-        a.status,
-        reason(a.status),
-        a.body.len(),
-        a.body
-    );
-    let _ = stream.write_all(resp.as_bytes()).await;
-    let _ = stream.flush().await;
 }

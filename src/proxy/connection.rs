@@ -1,57 +1,57 @@
 //! One client connection of an HTTP listener: the keep-alive loop around
-//! Pingora's HTTP proxy, with tproxyd's request-head limits.
+//! Pingora's HTTP proxy.
 //!
 //! Pingora's own loop (its `ServerApp` for HTTP apps) is replaced by this
 //! one, which does the same for HTTP/1 (a session per request, persistent
-//! settings carried over, keep-alive off while shutting down) and adds:
-//! each request head is read first by [`read_head`] (idle deadline, head
-//! deadline, size cap) and handed to Pingora as the session's prefix;
-//! pipelined requests are kept (Pingora's pipelining switch, and the
-//! carried-over bytes come back to [`read_head`]) and answered in order; a
-//! limit that ends the connection is counted and, for 408/431, logged.
+//! settings carried over, keep-alive off while shutting down) and reads
+//! each request head first, within tproxyd's limits, through a
+//! [`Connection`]. Pipelined requests are kept (Pingora's pipelining
+//! switch, and the carried-over bytes come back to the next read) and
+//! answered in order. A refused head is answered, counted and logged here;
+//! a CONNECT (forward listeners) and what is not HTTP (tunnels) leave the
+//! loop for their own paths.
 
-use super::tunnel::{tunnel, Opening};
-use crate::destination::{stream_client, stream_destination};
-use crate::downstream::head::{answer_limit, answer_refused, read_head, shutdown_wait, Head};
-use crate::downstream::idle::IdleTimer;
-use crate::downstream::sniff::{sniff, Sniff};
-use crate::downstream::wake::Gated;
-use crate::flow::{DownstreamLimit, Protocol, Refusal};
+use super::connect;
+use super::tunnel::tunnel;
+use crate::addr::Peers;
+use crate::destination::connection_peers;
+use crate::downstream::connection::{Accepts, Connection, Next};
+use crate::downstream::reply::HeadRefusal;
+use crate::flow::DownstreamLimit;
 use crate::listener::ListenerKind;
 use crate::shared::ListenerState;
 use crate::summary::{Kind, RequestLine, Summary};
 use async_trait::async_trait;
-use bytes::BytesMut;
-use pingora_core::apps::{HttpPersistentSettings, HttpServerApp, ServerApp};
-use pingora_core::protocols::http::ServerSession;
+use pingora_core::apps::{HttpServerApp, ServerApp};
 use pingora_core::protocols::Stream;
 use pingora_core::server::ShutdownWatch;
-use std::future::Future;
-use std::net::SocketAddr;
-use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use tokio::time::Instant;
 
-/// Handed to Pingora as the connection's user context with each request:
-/// Pingora gives it back to `ProxyHttp::on_connection_reuse` once it has
-/// accepted the head, so a request it refused before any hook ran (a head
-/// it cannot parse: 400; `CONNECT` on a transparent listener: 405) can
-/// still be logged and counted here. It also carries the connection's
-/// addresses, so a request does not look them up again.
-pub(super) struct RequestSeen {
-    pub(super) seen: Arc<AtomicBool>,
-    pub(super) peers: Peers,
+/// What a request learns of its connection. Pingora calls
+/// `ProxyHttp::new_ctx` only once it has accepted a request head, in this
+/// connection's task: the loop scopes this around each request, and
+/// [`request_seen`] marks it seen and hands over the connection's peers.
+/// A head Pingora refused before any hook ran (400) is then still logged.
+#[derive(Clone)]
+struct RequestOrigin {
+    peers: Peers,
+    seen: Arc<AtomicBool>,
 }
 
-/// The client and (on transparent listeners) the original destination of
-/// a connection, looked up once for its records.
-pub(super) type Peers = (Option<SocketAddr>, Option<SocketAddr>);
+tokio::task_local! {
+    static ORIGIN: RequestOrigin;
+}
 
-/// Whether a head's request line (after any empty lines) is a CONNECT.
-fn is_connect(head: &[u8]) -> bool {
-    let start = head.iter().position(|b| !matches!(b, b'\r' | b'\n'));
-    start.is_some_and(|s| head[s..].starts_with(b"CONNECT "))
+/// Called by `new_ctx`: the request was accepted; its connection's peers
+/// (none outside this loop, which never happens in tproxyd).
+pub(super) fn request_seen() -> Option<Peers> {
+    ORIGIN
+        .try_with(|o| {
+            o.seen.store(true, Ordering::Relaxed);
+            o.peers
+        })
+        .ok()
 }
 
 /// An HTTP listener's app: Pingora's proxy `P` behind the head limits.
@@ -69,92 +69,70 @@ impl<P> HttpConnections<P> {
         }
     }
 
-    /// Counts a limit that ended a connection; a 408 or 431 that the client
-    /// was sent also gets its access-log record.
-    fn record_limit(&self, limit: DownstreamLimit, status: u16, peers: Peers) {
-        self.state.metrics.limit(limit);
-        let refusal = match limit {
-            DownstreamLimit::HeaderTimeout => Refusal::HeaderTimeout,
-            DownstreamLimit::HeaderTooLarge => Refusal::HeaderTooLarge,
-            _ => return,
-        };
-        self.log_answered(peers, "-", status, Some(refusal), None);
-    }
-
-    /// Logs and counts a request Pingora answered itself before any hook
-    /// ran (it did not accept the head): 405 for CONNECT, else 400.
-    fn record_rejected(&self, connect: bool, peers: Peers) {
-        match connect {
-            true => self.log_answered(peers, "CONNECT", 405, None, Some("MethodNotAllowed")),
-            false => self.log_answered(peers, "-", 400, None, Some("InvalidHTTPHeader")),
+    /// What this listener's connections may carry besides requests.
+    fn accepts(&self) -> Accepts {
+        match &self.state.listener.kind {
+            ListenerKind::Http {
+                server_first_after, ..
+            } => Accepts {
+                tunnels: Some(*server_first_after),
+                connect: false,
+            },
+            ListenerKind::Forward(_) => Accepts {
+                tunnels: None,
+                connect: true,
+            },
+            ListenerKind::TlsPassthrough { .. } => Accepts::default(),
         }
     }
 
-    /// One record for an answer given outside Pingora's request hooks.
-    fn log_answered(
-        &self,
-        (client, dst): Peers,
-        method: &str,
-        status: u16,
-        refused: Option<Refusal>,
-        error: Option<&'static str>,
-    ) {
-        let mut summary = Summary::new(client);
-        summary.dst = dst;
-        summary.status = status;
-        summary.refused = refused;
-        summary.error = error;
+    /// Counts and logs a head refused before Pingora saw it (`sent`: the
+    /// client took the reply).
+    fn record_refused(&self, refusal: HeadRefusal, sent: bool, peers: Peers) {
+        if let Some(limit) = refusal.limit() {
+            self.state.metrics.limit(limit);
+        }
+        let mut summary = Summary::new(peers.client);
+        summary.dst = peers.dst;
+        summary.status = if sent { refusal.status() } else { 0 };
+        summary.refused = refusal.refusal();
+        summary.error = refusal.error();
         let line = RequestLine {
-            method,
+            method: refusal.method(),
             host: None,
             path: "-",
             decision: None,
         };
         summary.finish(self.state.outputs(), line, Kind::Request);
     }
+}
 
-    /// How the connection starts, on listeners that tunnel what is not
-    /// HTTP: `Ok` with the first bytes of an HTTP request (none where there
-    /// is nothing to tell), `Err` with what to tunnel, or `Err(None)` when
-    /// the connection is over (closed, or a limit fired and was handled).
-    async fn first_request<S: Future + ?Sized>(
+impl<P: HttpServerApp + Send + Sync + 'static> HttpConnections<P> {
+    /// Hands one request to Pingora; the connection again if it stays
+    /// open.
+    async fn serve(
         &self,
-        stream: &mut Stream,
-        stopping: Pin<&mut S>,
-        peers: Peers,
-    ) -> Result<Option<(BytesMut, Instant)>, Option<Opening>> {
-        let ListenerKind::Http {
-            server_first_after, ..
-        } = &self.state.listener.kind
-        else {
-            return Ok(None);
+        conn: Connection,
+        head: bytes::BytesMut,
+        shutdown: &ShutdownWatch,
+    ) -> Option<Connection> {
+        let (session, parked) = conn.into_session(head);
+        let origin = RequestOrigin {
+            peers: parked.peers(),
+            seen: Arc::new(AtomicBool::new(false)),
         };
-        let limits = self.state.shared.downstream;
-        let (protocol, first, hello) =
-            match sniff(stream, &limits, *server_first_after, stopping).await {
-                Sniff::Http(head, started) => return Ok(Some((head, started))),
-                Sniff::Other(p, first, hello) => (p, first, hello),
-                Sniff::Silent => (Protocol::ServerFirst, Vec::new(), None),
-                Sniff::Closed => return Err(None),
-                Sniff::Limit(limit) => {
-                    let status = answer_limit(stream, limit).await;
-                    self.record_limit(limit, status, peers);
-                    return Err(None);
+        let seen = origin.seen.clone();
+        let served = ORIGIN.scope(origin, self.proxy.process_new_http(session, shutdown));
+        match served.await {
+            Some(reused) => Some(parked.resume(reused)),
+            None => {
+                if !seen.load(Ordering::Relaxed) {
+                    // Pingora answered 400 itself (a head it cannot parse
+                    // even with its target escaped).
+                    self.record_refused(HeadRefusal::Malformed, true, parked.peers());
                 }
-            };
-        Err(Some(Opening {
-            protocol,
-            first,
-            hello,
-        }))
-    }
-
-    /// The connection's original destination (none on forward listeners,
-    /// where each request names its own).
-    fn destination(&self, stream: &Stream) -> Option<SocketAddr> {
-        match &self.state.listener.kind {
-            ListenerKind::Http { source, .. } => stream_destination(stream, *source),
-            _ => None,
+                None
+            }
         }
     }
 }
@@ -163,96 +141,41 @@ impl<P> HttpConnections<P> {
 impl<P: HttpServerApp + Send + Sync + 'static> ServerApp for HttpConnections<P> {
     async fn process_new(
         self: &Arc<Self>,
-        mut stream: Stream,
+        stream: Stream,
         shutdown: &ShutdownWatch,
     ) -> Option<Stream> {
-        let limits = self.state.shared.downstream;
-        let mut watch = shutdown.clone();
-        let mut persistent: Option<HttpPersistentSettings> = None;
-        let seen = Arc::new(AtomicBool::new(false));
-        let peers = (stream_client(&stream), self.destination(&stream));
-        // The connection's one wait for the shutdown signal, polled by
-        // every wait for a request after the first. Gated: polled again
-        // only once the signal came, not on each wait.
-        let mut stopping = std::pin::pin!(Gated::new(shutdown_wait(&mut watch)));
-        // The first request is awaited even once shutdown has begun: the
-        // client of a connection accepted at that moment has sent it or is
-        // about to, and must get an answer, not a close (the process still
-        // serves it; keep-alive is then off). Its wait is bounded in time.
-        let mut never = std::pin::pin!(std::future::pending::<()>());
-        let first = self.first_request(&mut stream, never.as_mut(), peers);
-        let mut first = match first.await {
-            Ok(prefix) => prefix,
-            Err(Some(opening)) => {
-                // Boxed: the tunnel's relay future is large, and inline it
-                // would be carried by every idle keep-alive connection.
-                Box::pin(tunnel(&self.state, stream, opening)).await;
-                return None;
-            }
-            Err(None) => return None,
-        };
-        // Pingora's own idle bound per read, kept above ours: it only
-        // matters if Pingora ever reads a head itself.
-        let keepalive = limits.keepalive_timeout.as_secs() + 1;
-        let mut idle = IdleTimer::default();
-        let mut first_wait = true;
+        let state = &self.state;
+        let peers = connection_peers(&stream, state.listener.destination_source());
+        let limits = state.shared.downstream;
+        let mut conn = Connection::new(stream, peers, limits, self.accepts(), shutdown);
         loop {
-            let (prefix, started) = match first.take() {
-                Some((head, started)) => (Some(head), Some(started)),
-                None => (
-                    persistent.as_mut().and_then(|p| p.take_pipelined_prefix()),
-                    None,
-                ),
-            };
-            // The first wait ignores shutdown (see above); later ones end on it.
-            let wait: Pin<&mut (dyn Future<Output = ()> + Send)> = if first_wait {
-                never.as_mut()
-            } else {
-                stopping.as_mut()
-            };
-            first_wait = false;
-            let read = read_head(&mut stream, prefix, started, &limits, wait, &mut idle).await;
-            let (head, refused) = match read {
-                Head::Ready(head, refused) => (head, refused),
-                Head::Closed => break,
-                Head::Limit(limit) => {
-                    let status = answer_limit(&mut stream, limit).await;
-                    self.record_limit(limit, status, peers);
-                    break;
+            match conn.next().await {
+                Next::Request(head) => match self.serve(conn, head, shutdown).await {
+                    Some(c) => conn = c,
+                    None => return None,
+                },
+                // Boxed: these futures are large, and inline they would be
+                // carried by every idle keep-alive connection.
+                Next::Connect(head) => {
+                    Box::pin(connect::tunnel(state, conn.into_stream(), peers, head)).await;
+                    return None;
                 }
-            };
-            if let Some(status) = refused {
-                answer_refused(&mut stream, status).await;
-                self.record_rejected(status == 405, peers);
-                break;
-            }
-            let mut session = ServerSession::new_http1(stream);
-            if let Some(p) = persistent.take() {
-                p.apply_to_session(&mut session);
-            }
-            session.set_keepalive((!*shutdown.borrow()).then_some(keepalive));
-            session.set_pipelining_enabled(true);
-            session.set_write_timeout(Some(limits.send_timeout));
-            // Pingora consumes the prefix: note now whether it is a CONNECT
-            // (405 rather than 400 should Pingora refuse the head).
-            let connect = is_connect(&head);
-            session.set_pipelined_prefix(head);
-            seen.store(false, Ordering::Relaxed);
-            session.set_connection_user_context(Some(Box::new(RequestSeen {
-                seen: seen.clone(),
-                peers,
-            })));
-            match self.proxy.process_new_http(session, shutdown).await {
-                Some(reused) => (stream, persistent) = reused.consume(),
-                None => {
-                    if !seen.load(Ordering::Relaxed) {
-                        self.record_rejected(connect, peers);
-                    }
-                    break;
+                Next::Tunnel(opening) => {
+                    Box::pin(tunnel(state, conn.into_stream(), peers, opening)).await;
+                    return None;
                 }
+                Next::Refused(refusal) => {
+                    let sent = conn.reply(refusal).await;
+                    self.record_refused(refusal, sent, peers);
+                    return None;
+                }
+                Next::Idle => {
+                    state.metrics.limit(DownstreamLimit::KeepaliveTimeout);
+                    return None;
+                }
+                Next::Closed => return None,
             }
         }
-        None
     }
 
     async fn cleanup(&self) {

@@ -1,29 +1,35 @@
-//! The HTTP proxy: Pingora's `ProxyHttp` callbacks for one `tproxy`,
-//! `redirect` or `forward` listener.
+//! The HTTP listeners' app (`tproxy`, `redirect`, `forward`): the
+//! keep-alive loop of each connection ([`connection`]), Pingora's
+//! `ProxyHttp` callbacks for the requests it hands to Pingora (here), the
+//! CONNECT tunnels of forward listeners ([`connect`]) and the tunnels of
+//! what is not HTTP ([`tunnel`]).
 //!
 //! Each request goes to the connection's original destination (or, on a
 //! forward listener, to the absolute URI's host), never to where its Host
-//! header points; the Host header is passed through as is. Admission runs
-//! first, then the filters; every request ends in one [`Summary`].
+//! header points; the Host header is passed through as is. The flow's
+//! decision comes first (`crate::decision`), then the filters; every
+//! request ends in one [`Summary`].
 
+mod connect;
 mod connection;
+mod ctx;
 mod failure;
 mod tunnel;
 
 pub use connection::HttpConnections;
 
-use crate::addr::split_host_port;
-use crate::admission::forward::ForwardPolicy;
-use crate::admission::Target;
+use crate::addr::host_name;
+use crate::decision::{Flow, Target};
 use crate::destination::{client_address, original_destination};
 use crate::filters::{FilterCtx, FlowInfo, LogSummary};
-use crate::flow::Answer;
+use crate::flow::{Answer, FlowKind};
 use crate::listener::ListenerKind;
 use crate::metrics::{ConnectFailure, ConnectionGuard, TimeoutPhase};
 use crate::shared::ListenerState;
 use crate::summary::{Kind, RequestLine, Summary, UpstreamUse};
 use crate::upstream::connector::{pool_group, SpoofConnect};
 use async_trait::async_trait;
+use ctx::{absolute_authority, absolute_target, host_of, to_origin_form, RequestCtx};
 use failure::{failure_body, respond, status_for};
 use log::warn;
 use pingora_core::modules::http::HttpModules;
@@ -31,7 +37,6 @@ use pingora_core::upstreams::peer::HttpPeer;
 use pingora_error::{Error, ErrorSource, ErrorType, Result};
 use pingora_http::{RequestHeader, ResponseHeader};
 use pingora_proxy::{FailToProxy, ProxyHttp, Session};
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -46,90 +51,9 @@ impl TransparentProxy {
     pub fn new(state: Arc<ListenerState>) -> Self {
         TransparentProxy { state }
     }
-}
 
-/// Per-request state.
-pub struct RequestCtx {
-    summary: Summary,
-    /// The filters' context, once the request is admitted.
-    filter: Option<FilterCtx>,
-    /// When the upstream connect started (for its duration).
-    connect_started: Option<Instant>,
-    /// The connection's client and original destination, as its loop
-    /// looked them up (none if Pingora did not hand them over).
-    peers: Option<connection::Peers>,
-    /// Whether the client sent a Host header (the upstream request, a
-    /// copy of the client's, has one then too).
-    has_host: bool,
-    _in_flight: ConnectionGuard,
-}
-
-/// The host and port of an absolute-form `http://` request target. Pingora
-/// keeps such a target verbatim in `raw_path()` (its `uri` holds only the
-/// path) and has already checked that Host equals this authority.
-fn absolute_target(req: &RequestHeader) -> Option<(String, u16)> {
-    let target: http::Uri = std::str::from_utf8(req.raw_path()).ok()?.parse().ok()?;
-    if target.scheme_str() != Some("http") {
-        return None;
-    }
-    let (host, port) = split_host_port(target.authority()?.as_str())?;
-    Some((host.to_string(), port.unwrap_or(80)))
-}
-
-/// Turns an absolute-form proxy request into what an origin expects:
-/// origin-form target (setting the URI drops the verbatim absolute target),
-/// no proxy-only headers. Host already equals the URI's authority.
-fn to_origin_form(req: &mut RequestHeader) {
-    let path = req.uri.clone();
-    req.set_uri(path);
-    req.remove_header("proxy-connection");
-    req.remove_header(&http::header::PROXY_AUTHORIZATION);
-}
-
-impl TransparentProxy {
-    /// Where this request goes, if admission lets it (`known_dst`: the
-    /// connection's original destination, when already looked up).
-    /// The destination is noted in `summary` as soon as it is known, so a
-    /// refusal is logged with it.
-    async fn admitted_destination(
-        &self,
-        session: &Session,
-        summary: &mut Summary,
-        known_dst: Option<Option<SocketAddr>>,
-    ) -> std::result::Result<SocketAddr, Answer> {
-        let shared = &self.state.shared;
-        let req = session.req_header();
-        let client = summary.client;
-        let target = match &self.state.listener.kind {
-            ListenerKind::Http { source, .. } => {
-                summary.dst = known_dst.unwrap_or_else(|| original_destination(session, *source));
-                Target::Original(summary.dst)
-            }
-            ListenerKind::Forward(policy) => {
-                if !policy.client_allowed(client) {
-                    return Err(ForwardPolicy::client_refused(client));
-                }
-                let Some((host, port)) = absolute_target(req) else {
-                    return Err(Answer::failed(
-                        400,
-                        "BadRequest",
-                        "400 Bad Request: this is a forward proxy; send absolute http:// URIs or CONNECT\n",
-                    ));
-                };
-                let addrs = policy.resolve(&host, port).await?;
-                summary.dst = addrs.first().copied();
-                return shared.admission.admit(
-                    self.state.rules(),
-                    client,
-                    Target::Resolved(&addrs),
-                    Some(req),
-                );
-            }
-            ListenerKind::TlsPassthrough { .. } => Target::Original(None),
-        };
-        shared
-            .admission
-            .admit(self.state.rules(), client, target, Some(req))
+    fn is_forward(&self) -> bool {
+        matches!(self.state.listener.kind, ListenerKind::Forward(_))
     }
 
     /// Sends tproxyd's own answer and records it.
@@ -139,25 +63,61 @@ impl TransparentProxy {
         Ok(true)
     }
 
-    /// The Host for a request that came without one: a forward request's
-    /// authority, else the original destination (port only when not 80).
-    fn host_for(&self, ctx: &RequestCtx) -> Option<String> {
-        if self.is_forward() {
-            return ctx.filter.as_ref().and_then(|f| f.host.clone());
-        }
-        let dst = ctx.summary.dst?;
-        let ip = match dst.ip() {
-            std::net::IpAddr::V6(v6) => format!("[{v6}]"),
-            v4 => v4.to_string(),
+    /// The request's decision; on a forward listener the absolute target
+    /// names where it goes (400 when there is none). Returns the filters'
+    /// context when it may go on, else the answer that refuses it.
+    async fn decide(
+        &self,
+        session: &Session,
+        ctx: &mut RequestCtx,
+        host_header: Option<&str>,
+    ) -> std::result::Result<FilterCtx, Answer> {
+        let req = session.req_header();
+        let forward = self.is_forward().then(|| absolute_target(req));
+        let (kind, target, name) = match &forward {
+            Some(Some((host, port))) => {
+                let target = Target::Named { host, port: *port };
+                (FlowKind::Forward, target, Some(host_name(host)))
+            }
+            Some(None) => (FlowKind::Forward, Target::Unnamed, None),
+            None => {
+                let dst = match (ctx.peers, self.state.listener.destination_source()) {
+                    (Some(p), _) => p.dst,
+                    (None, source) => source.and_then(|s| original_destination(session, s)),
+                };
+                ctx.summary.dst = dst;
+                (
+                    FlowKind::Http,
+                    Target::Original(dst),
+                    host_header.map(host_name),
+                )
+            }
         };
-        Some(match dst.port() {
-            80 => ip,
-            port => format!("{ip}:{port}"),
-        })
-    }
-
-    fn is_forward(&self) -> bool {
-        matches!(self.state.listener.kind, ListenerKind::Forward(_))
+        let flow = Flow {
+            kind,
+            client: ctx.summary.client,
+            target,
+            name: name.as_deref(),
+            request: Some(req),
+            hello: None,
+        };
+        let (verdict, by) = self.state.decide(&flow).await.split();
+        ctx.decided_by = by;
+        let dst = verdict?;
+        ctx.summary.dst = Some(dst);
+        let host = match forward {
+            Some(_) => absolute_authority(req),
+            None => host_header.map(str::to_string),
+        };
+        let info = FlowInfo::new(
+            &self.state.listener.id,
+            ctx.summary.client,
+            dst,
+            ctx.summary.request_id,
+        );
+        let mut fctx = FilterCtx::new(info, host).with_decision(ctx.decided_by.as_deref());
+        fctx.version = req.version;
+        Ok(fctx)
     }
 }
 
@@ -177,18 +137,22 @@ impl ProxyHttp for TransparentProxy {
     /// the module on.
     fn init_downstream_modules(&self, _modules: &mut HttpModules) {}
 
+    /// Called once Pingora has accepted a request head, in the connection's
+    /// task: the connection's loop hands over its peers (see [`connection`]).
     fn new_ctx(&self) -> Box<RequestCtx> {
+        let peers = connection::request_seen();
         Box::new(RequestCtx {
-            summary: Summary::new(None),
+            summary: Summary::new(peers.and_then(|p| p.client)),
             filter: None,
+            decided_by: None,
             connect_started: None,
-            peers: None,
+            peers,
             has_host: false,
             _in_flight: ConnectionGuard::new(&self.state.metrics.in_flight),
         })
     }
 
-    /// Admission, then the filters' request hooks.
+    /// The decision, then the filters' request hooks.
     async fn request_filter(
         &self,
         session: &mut Session,
@@ -198,21 +162,18 @@ impl ProxyHttp for TransparentProxy {
             // Let the client reconnect (to the new process) after this one.
             session.set_keepalive(None);
         }
-        let client = match ctx.peers {
-            Some((client, _)) => client,
-            None => client_address(session),
-        };
-        ctx.summary.client = client;
+        if ctx.peers.is_none() {
+            ctx.summary.client = client_address(session);
+        }
+        // Host is looked up once here: the decision, the filters, the
+        // upstream request and the access log take it from the context.
         let req = session.req_header();
-        let version = req.version;
-        // Host is looked up once here: the filters, the upstream request
-        // and the access log take it from the context.
         let host_header = req.headers.get(http::header::HOST);
         ctx.has_host = host_header.is_some();
         let host_header = host_header
             .and_then(|h| h.to_str().ok())
             .map(str::to_string);
-        if version == http::Version::HTTP_11 && !ctx.has_host {
+        if req.version == http::Version::HTTP_11 && !ctx.has_host {
             // RFC 9112 §3.2: a server must answer 400.
             let a = Answer::failed(
                 400,
@@ -221,46 +182,19 @@ impl ProxyHttp for TransparentProxy {
             );
             return self.answer(session, ctx, a).await;
         }
-        let known_dst = ctx.peers.map(|(_, dst)| dst);
-        let dst = match self
-            .admitted_destination(session, &mut ctx.summary, known_dst)
-            .await
-        {
-            Ok(dst) => dst,
+        let fctx = match self.decide(session, ctx, host_header.as_deref()).await {
+            Ok(f) => ctx.filter.insert(f),
             Err(a) => return self.answer(session, ctx, a).await,
         };
-        ctx.summary.dst = Some(dst);
-        let req = session.req_header();
-        let host = if self.is_forward() {
-            // The URI's authority is where a forward request goes.
-            let target: Option<http::Uri> = std::str::from_utf8(req.raw_path())
-                .ok()
-                .and_then(|t| t.parse().ok());
-            target.and_then(|t| t.authority().map(|a| a.as_str().to_string()))
-        } else {
-            host_header
-        };
-        let id = &self.state.listener.id;
-        let flow = FlowInfo::new(id, client, dst, ctx.summary.request_id);
-        let fctx = ctx.filter.insert(FilterCtx::new(flow, host));
-        fctx.version = version;
-        match self.state.shared.chain.request(fctx, req).await? {
+        match self
+            .state
+            .shared
+            .chain
+            .request(fctx, session.req_header())
+            .await?
+        {
             None => Ok(false),
             Some(a) => self.answer(session, ctx, a).await,
-        }
-    }
-
-    /// Right after Pingora accepted a head (see [`connection`]): the
-    /// request is ours from here on, and logged by [`Self::logging`].
-    fn on_connection_reuse(
-        &self,
-        _session: &mut Session,
-        ctx: &mut Box<RequestCtx>,
-        token: Box<dyn std::any::Any + Send + Sync>,
-    ) {
-        if let Some(token) = token.downcast_ref::<connection::RequestSeen>() {
-            token.seen.store(true, std::sync::atomic::Ordering::Relaxed);
-            ctx.peers = Some(token.peers);
         }
     }
 
@@ -274,7 +208,7 @@ impl ProxyHttp for TransparentProxy {
             .summary
             .dst
             .ok_or_else(|| Error::explain(ErrorType::InternalError, "no original destination"))?;
-        let mut peer = HttpPeer::new(dst, false, String::new());
+        let mut peer = HttpPeer::new(dst.socket_addr(), false, String::new());
         let u = &self.state.shared.upstream;
         peer.options.connection_timeout = Some(u.connect_timeout);
         peer.options.read_timeout = Some(u.read_timeout);
@@ -313,17 +247,18 @@ impl ProxyHttp for TransparentProxy {
         if !ctx.has_host && !upstream_request.headers.contains_key(http::header::HOST) {
             // An HTTP/1.0 request may come without Host; the origin gets
             // the authority it was really sent to.
-            if let Some(host) = self.host_for(ctx) {
+            let host = match self.is_forward() {
+                true => ctx.filter.as_ref().and_then(|f| f.host.clone()),
+                false => ctx.summary.dst.map(host_of),
+            };
+            if let Some(host) = host {
                 upstream_request.insert_header(http::header::HOST, host)?;
             }
         }
         match ctx.filter.as_mut() {
             Some(f) => {
-                self.state
-                    .shared
-                    .chain
-                    .upstream_request(f, upstream_request)
-                    .await
+                let chain = &self.state.shared.chain;
+                chain.upstream_request(f, upstream_request).await
             }
             None => Ok(()),
         }
@@ -397,7 +332,8 @@ impl ProxyHttp for TransparentProxy {
             }
         }
         if code > 0 {
-            let answer = Answer::failed(code, "", failure_body(code, ctx.summary.dst, e));
+            let dst = ctx.summary.dst.map(Into::into);
+            let answer = Answer::failed(code, "", failure_body(code, dst, e));
             if let Err(we) = respond(session, &answer).await {
                 warn!(
                     "cannot send error response to {:?}: {we}",
@@ -444,7 +380,7 @@ impl ProxyHttp for TransparentProxy {
                 } else {
                     req.uri.path()
                 },
-                decision: ctx.filter.as_ref().and_then(|f| f.decision()),
+                decision: ctx.decision(),
             },
         };
         ctx.summary.finish(outputs, line, Kind::Request);
