@@ -69,7 +69,13 @@ pub struct Check {
 
 impl fmt::Display for Check {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{} {}: {}", self.status.word(), self.name, one_line(&self.what))?;
+        write!(
+            f,
+            "{} {}: {}",
+            self.status.word(),
+            self.name,
+            one_line(&self.what)
+        )?;
         match &self.fix {
             Some(fix) => write!(f, "; fix: {}", one_line(fix)),
             None => Ok(()),
@@ -198,7 +204,10 @@ mod tests {
              3 checks: 1 failed, 1 warnings\n"
         );
         assert!(r.failed());
-        assert_eq!(tool_fix("(is ip installed?)", "iproute2"), "install iproute2");
+        assert_eq!(
+            tool_fix("(is ip installed?)", "iproute2"),
+            "install iproute2"
+        );
     }
 
     #[test]
@@ -207,6 +216,9 @@ mod tests {
         let text = r.to_string();
         assert_eq!(text.lines().count(), 2, "{text}");
         assert!(text.starts_with("FAIL config: "), "{text}");
-        assert!(text.contains("; fix: edit x.yaml, or name another file with -c\n"), "{text}");
+        assert!(
+            text.contains("; fix: edit x.yaml, or name another file with -c\n"),
+            "{text}"
+        );
     }
 }
