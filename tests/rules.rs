@@ -287,7 +287,9 @@ fn doctor_passes_on_the_lab_and_names_each_breakage() {
     let (ok, report) = doctor(&lab, &conf);
     assert!(!ok, "{report}");
     assert!(
-        report.contains("FAIL nft-table: table inet tproxyd is not loaded"),
+        report.contains(
+            "FAIL nft-table: table inet tproxyd is not installed; fix: run `tproxyd rules --apply`"
+        ),
         "{report}"
     );
 

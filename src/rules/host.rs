@@ -122,14 +122,20 @@ pub fn has_policy_rule(family: &str, i: &Interception) -> Result<bool, String> {
     }))
 }
 
-/// Whether table T has `local default dev lo` for `family`.
+/// Whether table T has `local default dev lo` for `family`; a table the
+/// kernel does not have (nothing was ever routed in it) has no route.
 pub fn has_local_route(family: &str, i: &Interception) -> Result<bool, String> {
     let table = i.route_table.to_string();
-    let out = run(
+    let out = match run(
         "ip",
         &["-j", family, "route", "show", "table", &table],
         None,
-    )?;
+    ) {
+        Ok(out) => out,
+        // `Error: ipv4: FIB table does not exist.` / `Dump terminated`
+        Err(e) if e.contains("FIB table does not exist") => return Ok(false),
+        Err(e) => return Err(e),
+    };
     let routes: Vec<serde_json::Value> = serde_json::from_str(&out).unwrap_or_default();
     Ok(routes.iter().any(|r| {
         r["type"] == "local"
