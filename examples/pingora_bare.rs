@@ -24,7 +24,7 @@ use pingora_error::{Error, ErrorType, Result};
 use pingora_proxy::{http_proxy_service, ProxyHttp, Session};
 use tproxyd::admin::Readiness;
 use tproxyd::lifecycle::Draining;
-use tproxyd::listener::{Listener, ListenerSettings};
+use tproxyd::listener::ListenerSettings;
 use tproxyd::transparent::TransparentService;
 
 #[global_allocator]
@@ -65,7 +65,8 @@ fn main() {
     let threads: usize = args.next().and_then(|t| t.parse().ok()).unwrap_or(2);
     let mut settings = ListenerSettings::default_list().remove(0);
     settings.address = address.clone();
-    let listener = Listener::from_settings(settings, 0, std::time::Duration::from_secs(2))
+    let listener = settings
+        .validate(0, std::time::Duration::from_secs(2))
         .unwrap_or_else(|e| panic!("{e}"));
     let stealing = std::env::var("PINGORA_BARE_WORK_STEALING").unwrap_or_else(|_| "true".into());
     let yaml = format!("version: 1\nthreads: {threads}\nwork_stealing: {stealing}\n");

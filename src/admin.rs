@@ -35,13 +35,20 @@ impl Default for AdminSettings {
     }
 }
 
+/// The validated admin listener.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Admin {
+    /// Its address, as written (`IP:port`).
+    pub address: String,
+}
+
 impl AdminSettings {
-    /// The admin listener's address, `None` when disabled. Its port must
-    /// differ from every proxy listener's (`listening`).
+    /// The admin listener, `None` when disabled. Its port must differ
+    /// from every proxy listener's (`listening`).
     pub fn validate(
         self,
         listening: impl IntoIterator<Item = SocketAddr>,
-    ) -> Result<Option<String>, ConfigError> {
+    ) -> Result<Option<Admin>, ConfigError> {
         const KEY: &str = "tproxyd.admin.address";
         if !self.enabled {
             return Ok(None);
@@ -53,7 +60,9 @@ impl AdminSettings {
         if listening.into_iter().any(|l| l.port() == a.port()) {
             return Err(invalid(KEY, "shares its port with a transparent listener"));
         }
-        Ok(Some(self.address))
+        Ok(Some(Admin {
+            address: self.address,
+        }))
     }
 }
 

@@ -22,7 +22,7 @@ use crate::access_log::AccessLog;
 use crate::admin::{admin_server, Readiness};
 pub use crate::cli::Cli;
 use crate::cli::{Command, RulesArgs, RunArgs};
-use crate::config::{Config, ConfigError, TproxydConf};
+use crate::config::{Config, ConfigError, Section};
 use crate::decision::Decider;
 use crate::destination::LoopGuard;
 use crate::doctor;
@@ -60,7 +60,7 @@ pub struct Tproxyd {
 struct Assembly<'a> {
     server: &'a mut Server,
     server_conf: Arc<ServerConf>,
-    tproxyd: &'a TproxydConf,
+    tproxyd: &'a Section,
     readiness: Readiness,
     upgrading: bool,
     limiter: Arc<ConnectionLimiter>,
@@ -120,7 +120,7 @@ impl Assembly<'_> {
 /// The process's connection caps, with `max_connections` lowered (and
 /// said so) when the open-file limit cannot hold that many proxied
 /// connections. The soft limit is raised to the hard one first.
-fn connection_limiter(t: &TproxydConf, server: &ServerConf) -> Arc<ConnectionLimiter> {
+fn connection_limiter(t: &Section, server: &ServerConf) -> Arc<ConnectionLimiter> {
     use nix::sys::resource::{getrlimit, setrlimit, Resource};
     let nofile = match getrlimit(Resource::RLIMIT_NOFILE) {
         Ok((soft, hard))
@@ -192,7 +192,7 @@ impl Tproxyd {
     ) -> Result<(Shared, Option<crate::access_log::AccessLogWriter>), String> {
         let t = &config.tproxyd;
         let chain = self.chain(config).map_err(|e| e.to_string())?;
-        let (access_log, log_writer) = AccessLog::new(&t.access_log).unzip();
+        let (access_log, log_writer) = t.access_log.as_ref().map(AccessLog::new).unzip();
         let loop_guard = LoopGuard::new(t.listeners.iter().map(|l| l.socket_addr));
         let shared = Shared {
             chain,
@@ -237,9 +237,9 @@ impl Tproxyd {
         if let Some(writer) = log_writer {
             server.add_service(background_service("access log", writer));
         }
-        if let Some(address) = &t.admin {
+        if let Some(admin) = &t.admin {
             let mut service = Service::new("tproxyd admin".into(), admin_server(readiness.clone()));
-            service.add_tcp(address);
+            service.add_tcp(&admin.address);
             server.add_service(service);
         }
         let server_conf = server.configuration.clone();

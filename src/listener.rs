@@ -120,6 +120,82 @@ impl ListenerSettings {
         }
     }
 
+    /// Validates entry `i`; `resolve_timeout` is
+    /// `tproxyd.upstream.resolve_timeout` (forward names, SNI checks).
+    pub fn validate(self, i: usize, resolve_timeout: Duration) -> Result<Listener, ConfigError> {
+        let l = self;
+        let key = format!("tproxyd.listeners[{i}]");
+        if l.name.trim().is_empty() {
+            return Err(invalid(format!("{key}.name"), "must not be empty"));
+        }
+        let socket_addr: SocketAddr = l.address.parse().map_err(|_| {
+            invalid(
+                format!("{key}.address"),
+                format!(
+                    "{:?} is not an IP:port address (e.g. \"[::]:8888\" or \"0.0.0.0:8888\")",
+                    l.address
+                ),
+            )
+        })?;
+        if socket_addr.port() == 0 {
+            return Err(invalid(format!("{key}.address"), "port must not be 0"));
+        }
+        l.check_mode_keys(&key)?;
+        let intercept = match l.intercept {
+            Some(i) => Some(i.validate(&format!("{key}.intercept"))?),
+            None => None,
+        };
+        let forward = ForwardKeys {
+            allow_clients: l.allow_clients.as_deref(),
+            connect_ports: l.connect_ports.as_deref(),
+            allow_local_destinations: l.allow_local_destinations,
+        };
+        let server_first_after = match l.server_first_after.as_deref().map(str::trim) {
+            None | Some("off") => None,
+            Some(d) => Some(parse_duration(&format!("{key}.server_first_after"), d)?),
+        };
+        let kind = match l.mode {
+            Mode::Tproxy | Mode::Redirect => ListenerKind::Http {
+                source: if l.mode == Mode::Tproxy {
+                    DestinationSource::Tproxy
+                } else {
+                    DestinationSource::Redirect
+                },
+                spoof_source: l.spoof_source,
+                unsupported_protocol: l
+                    .unsupported_protocol
+                    .unwrap_or(UnsupportedProtocol::Tunnel),
+                server_first_after,
+            },
+            Mode::Forward if l.spoof_source => {
+                return Err(invalid(
+                    format!("{key}.spoof_source"),
+                    "only tproxy and redirect listeners can spoof the client's address",
+                ))
+            }
+            Mode::Forward => ListenerKind::Forward(forward.validate(&key, resolve_timeout)?),
+            Mode::TlsPassthrough => ListenerKind::TlsPassthrough {
+                source: l.destination.unwrap_or(DestinationSource::Tproxy),
+                spoof_source: l.spoof_source,
+                policy: TlsPolicy::from_settings(
+                    l.tls.as_ref(),
+                    &format!("{key}.tls"),
+                    resolve_timeout,
+                )?,
+            },
+        };
+        Ok(Listener {
+            id: ListenerId {
+                name: l.name.as_str().into(),
+                mode: l.mode,
+            },
+            address: l.address,
+            socket_addr,
+            kind,
+            intercept,
+        })
+    }
+
     /// What an operator who configures no listener gets: TPROXY on
     /// `[::]:8888`.
     pub fn default_list() -> Vec<ListenerSettings> {
@@ -206,87 +282,8 @@ impl Listener {
         !matches!(self.kind, ListenerKind::Forward(_))
     }
 
-    /// Validates entry `i`; `resolve_timeout` is
-    /// `tproxyd.upstream.resolve_timeout` (forward names, SNI checks).
-    pub fn from_settings(
-        l: ListenerSettings,
-        i: usize,
-        resolve_timeout: Duration,
-    ) -> Result<Listener, ConfigError> {
-        let key = format!("tproxyd.listeners[{i}]");
-        if l.name.trim().is_empty() {
-            return Err(invalid(format!("{key}.name"), "must not be empty"));
-        }
-        let socket_addr: SocketAddr = l.address.parse().map_err(|_| {
-            invalid(
-                format!("{key}.address"),
-                format!(
-                    "{:?} is not an IP:port address (e.g. \"[::]:8888\" or \"0.0.0.0:8888\")",
-                    l.address
-                ),
-            )
-        })?;
-        if socket_addr.port() == 0 {
-            return Err(invalid(format!("{key}.address"), "port must not be 0"));
-        }
-        l.check_mode_keys(&key)?;
-        let intercept = match l.intercept {
-            Some(i) => Some(i.validate(&format!("{key}.intercept"))?),
-            None => None,
-        };
-        let forward = ForwardKeys {
-            allow_clients: l.allow_clients.as_deref(),
-            connect_ports: l.connect_ports.as_deref(),
-            allow_local_destinations: l.allow_local_destinations,
-        };
-        let server_first_after = match l.server_first_after.as_deref().map(str::trim) {
-            None | Some("off") => None,
-            Some(d) => Some(parse_duration(&format!("{key}.server_first_after"), d)?),
-        };
-        let kind = match l.mode {
-            Mode::Tproxy | Mode::Redirect => ListenerKind::Http {
-                source: if l.mode == Mode::Tproxy {
-                    DestinationSource::Tproxy
-                } else {
-                    DestinationSource::Redirect
-                },
-                spoof_source: l.spoof_source,
-                unsupported_protocol: l
-                    .unsupported_protocol
-                    .unwrap_or(UnsupportedProtocol::Tunnel),
-                server_first_after,
-            },
-            Mode::Forward if l.spoof_source => {
-                return Err(invalid(
-                    format!("{key}.spoof_source"),
-                    "only tproxy and redirect listeners can spoof the client's address",
-                ))
-            }
-            Mode::Forward => ListenerKind::Forward(forward.validate(&key, resolve_timeout)?),
-            Mode::TlsPassthrough => ListenerKind::TlsPassthrough {
-                source: l.destination.unwrap_or(DestinationSource::Tproxy),
-                spoof_source: l.spoof_source,
-                policy: TlsPolicy::from_settings(
-                    l.tls.as_ref(),
-                    &format!("{key}.tls"),
-                    resolve_timeout,
-                )?,
-            },
-        };
-        Ok(Listener {
-            id: ListenerId {
-                name: l.name.as_str().into(),
-                mode: l.mode,
-            },
-            address: l.address,
-            socket_addr,
-            kind,
-            intercept,
-        })
-    }
-
     /// Validates the whole list: at least one, names and addresses unique.
-    pub fn from_list(
+    pub fn validate_list(
         list: Vec<ListenerSettings>,
         resolve_timeout: Duration,
     ) -> Result<Vec<Listener>, ConfigError> {
@@ -298,7 +295,7 @@ impl Listener {
         }
         let mut out: Vec<Listener> = Vec::with_capacity(list.len());
         for (i, l) in list.into_iter().enumerate() {
-            let l = Listener::from_settings(l, i, resolve_timeout)?;
+            let l = l.validate(i, resolve_timeout)?;
             let key = format!("tproxyd.listeners[{i}]");
             if out.iter().any(|o| o.id.name == l.id.name) {
                 return Err(invalid(

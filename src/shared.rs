@@ -12,7 +12,7 @@ use crate::metrics::ListenerMetrics;
 use crate::policy::Acl;
 use crate::summary::Outputs;
 use crate::upstream::connector::SockHook;
-use crate::upstream::UpstreamConf;
+use crate::upstream::Upstream;
 use std::sync::Arc;
 
 /// Settings and state shared by all listeners of one process.
@@ -25,7 +25,7 @@ pub struct Shared {
     /// flows of HTTP and forward listeners, in order.
     pub acls: Vec<Acl>,
     /// Upstream timeouts and mark.
-    pub upstream: UpstreamConf,
+    pub upstream: Upstream,
     /// Set when this process is being replaced or stopped.
     pub draining: Draining,
     /// The access log, unless disabled.

@@ -22,7 +22,7 @@ mod text;
 mod writer;
 
 pub use record::{Record, TlsLog};
-pub use settings::{AccessLogSettings, Format};
+pub use settings::{AccessLogOutput, AccessLogSettings, Destination, Format};
 pub use writer::AccessLogWriter;
 
 use log::error;
@@ -30,7 +30,6 @@ use std::cell::RefCell;
 use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
-use writer::SinkKind;
 
 /// Formatted lines waiting for the writer thread. Request threads append
 /// under a short lock; the writer swaps the whole buffer out every few
@@ -59,23 +58,14 @@ thread_local! {
 }
 
 impl AccessLog {
-    /// The logger and its writer service (which owns the file); `None`
-    /// when the log is disabled.
-    pub fn new(conf: &AccessLogSettings) -> Option<(AccessLog, AccessLogWriter)> {
-        if !conf.enabled {
-            return None;
-        }
+    /// The logger and its writer service (which owns the file).
+    pub fn new(conf: &AccessLogOutput) -> (AccessLog, AccessLogWriter) {
         let pending = Arc::new(Pending::default());
         let reopen = Arc::new(AtomicBool::new(false));
         if let Err(e) = signal_hook::flag::register(signal_hook::consts::SIGHUP, reopen.clone()) {
             error!("cannot install the SIGHUP handler for log reopening: {e}");
         }
-        let sink = match (&conf.path, conf.stderr) {
-            (Some(p), _) => SinkKind::File(p.clone()),
-            (None, true) => SinkKind::Stderr,
-            (None, false) => SinkKind::Stdout,
-        };
-        Some((
+        (
             AccessLog {
                 pending: pending.clone(),
                 format: conf.format,
@@ -83,10 +73,10 @@ impl AccessLog {
             },
             AccessLogWriter {
                 pending: Mutex::new(Some(pending)),
-                sink,
+                sink: conf.destination.clone(),
                 reopen,
             },
-        ))
+        )
     }
 
     /// Formats a record and hands it to the writer; never blocks on I/O.

@@ -31,7 +31,29 @@ pub struct AccessLogSettings {
     #[serde(default)]
     pub query: bool,
     #[serde(skip)]
-    pub(super) stderr: bool,
+    stderr: bool,
+}
+
+/// Where the lines go.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Destination {
+    /// Appended to this file (reopened on SIGHUP).
+    File(PathBuf),
+    /// Standard output.
+    Stdout,
+    /// Standard error, beside the operational log.
+    Stderr,
+}
+
+/// The validated access log: its lines, where they go.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AccessLogOutput {
+    /// Line format.
+    pub format: Format,
+    /// Where the lines go.
+    pub destination: Destination,
+    /// Include the query string in `path`.
+    pub query: bool,
 }
 
 fn yes() -> bool {
@@ -56,17 +78,30 @@ impl Default for AccessLogSettings {
 }
 
 impl AccessLogSettings {
-    /// Checks that the file can be opened for appending.
-    pub fn validate(&self) -> Result<(), ConfigError> {
-        if let (true, Some(p)) = (self.enabled, &self.path) {
-            open(p).map_err(|e| {
-                invalid(
-                    "tproxyd.access_log.path",
-                    format!("cannot open {} for appending: {e}", p.display()),
-                )
-            })?;
+    /// The output, `None` when the log is off; the file must open for
+    /// appending.
+    pub fn validate(self) -> Result<Option<AccessLogOutput>, ConfigError> {
+        if !self.enabled {
+            return Ok(None);
         }
-        Ok(())
+        let destination = match (self.path, self.stderr) {
+            (Some(p), _) => {
+                open(&p).map_err(|e| {
+                    invalid(
+                        "tproxyd.access_log.path",
+                        format!("cannot open {} for appending: {e}", p.display()),
+                    )
+                })?;
+                Destination::File(p)
+            }
+            (None, true) => Destination::Stderr,
+            (None, false) => Destination::Stdout,
+        };
+        Ok(Some(AccessLogOutput {
+            format: self.format,
+            destination,
+            query: self.query,
+        }))
     }
 }
 

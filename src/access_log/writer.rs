@@ -3,12 +3,12 @@
 //! writes them in one go, and reopens the file on SIGHUP.
 
 use super::settings::open;
+use super::settings::Destination;
 use async_trait::async_trait;
 use log::{error, info};
 use pingora_core::server::ShutdownWatch;
 use pingora_core::services::background::BackgroundService;
 use std::io::Write;
-use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -28,15 +28,8 @@ const IDLE_NAP: Duration = Duration::from_millis(100);
 /// The background service whose thread writes the queued records.
 pub struct AccessLogWriter {
     pub(super) pending: Mutex<Option<Arc<Pending>>>,
-    pub(super) sink: SinkKind,
+    pub(super) sink: Destination,
     pub(super) reopen: Arc<AtomicBool>,
-}
-
-#[derive(Debug, Clone)]
-pub(super) enum SinkKind {
-    File(PathBuf),
-    Stdout,
-    Stderr,
 }
 
 enum Sink {
@@ -46,11 +39,11 @@ enum Sink {
 }
 
 impl Sink {
-    fn open(kind: &SinkKind) -> std::io::Result<Sink> {
+    fn open(kind: &Destination) -> std::io::Result<Sink> {
         Ok(match kind {
-            SinkKind::File(p) => Sink::File(std::io::BufWriter::new(open(p)?)),
-            SinkKind::Stdout => Sink::Stdout(std::io::BufWriter::new(std::io::stdout())),
-            SinkKind::Stderr => Sink::Stderr(std::io::BufWriter::new(std::io::stderr())),
+            Destination::File(p) => Sink::File(std::io::BufWriter::new(open(p)?)),
+            Destination::Stdout => Sink::Stdout(std::io::BufWriter::new(std::io::stdout())),
+            Destination::Stderr => Sink::Stderr(std::io::BufWriter::new(std::io::stderr())),
         })
     }
 
@@ -63,7 +56,7 @@ impl Sink {
     }
 }
 
-fn run_writer(pending: Arc<Pending>, kind: SinkKind, reopen: Arc<AtomicBool>) {
+fn run_writer(pending: Arc<Pending>, kind: Destination, reopen: Arc<AtomicBool>) {
     let mut sink = match Sink::open(&kind) {
         Ok(s) => s,
         Err(e) => {
@@ -91,7 +84,7 @@ fn run_writer(pending: Arc<Pending>, kind: SinkKind, reopen: Arc<AtomicBool>) {
             batch.clear();
         }
         if reopen.swap(false, Ordering::SeqCst) {
-            if let SinkKind::File(p) = &kind {
+            if let Destination::File(p) = &kind {
                 let _ = sink.out().flush();
                 match Sink::open(&kind) {
                     Ok(s) => {

@@ -1,5 +1,5 @@
 use super::*;
-use crate::filters::forwarding::ForwardingRaw;
+use crate::filters::forwarding::ForwardingSettings;
 use crate::flow::{Mode, Refusal};
 use std::time::Duration;
 
@@ -8,7 +8,7 @@ fn decider() -> Decider {
         "[::]:8888".parse().unwrap(),
         "192.0.2.1:9999".parse().unwrap(),
     ]);
-    let fwd = Forwarding::new(ForwardingRaw::default(), None).unwrap();
+    let fwd = ForwardingSettings::default().validate(None).unwrap();
     Decider::new(guard, Arc::new(fwd))
 }
 

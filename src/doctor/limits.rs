@@ -2,10 +2,10 @@
 //! `downstream.max_connections`.
 
 use super::Report;
-use crate::config::{Config, TproxydConf};
+use crate::config::{Config, Section};
 
 /// The `open-files` check.
-pub(super) fn open_files(r: &mut Report, t: &TproxydConf, config: &Config) {
+pub(super) fn open_files(r: &mut Report, t: &Section, config: &Config) {
     use nix::sys::resource::{getrlimit, Resource};
     let Ok((_, hard)) = getrlimit(Resource::RLIMIT_NOFILE) else {
         return;

@@ -2,12 +2,12 @@
 //! `IP_TRANSPARENT` socket can be bound.
 
 use super::Report;
-use crate::config::TproxydConf;
+use crate::config::Section;
 use crate::listener::Listener;
 use crate::transparent::{bind_transparent, has_cap_net_admin};
 
 /// The `capability` and `transparent-socket` checks.
-pub(super) fn check(r: &mut Report, t: &TproxydConf) {
+pub(super) fn check(r: &mut Report, t: &Section) {
     if !t.listeners.iter().any(Listener::is_transparent) {
         r.ok("capability", "no transparent listener: none needed");
         return;

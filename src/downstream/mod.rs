@@ -1,7 +1,7 @@
 //! The client side of a connection, and what one client may hold of the
 //! proxy: time for a request head, idle time between requests, bytes of a
-//! request head, connections (`tproxyd.downstream`), plus the read buffer
-//! per connection (`tproxyd.downstream_read_buffer`).
+//! request head, connections, and the read buffer per connection
+//! (`tproxyd.downstream`).
 //!
 //! tproxyd sits inline for a whole LAN and its ruleset fails closed: these
 //! limits are on by default so that no client, buggy or hostile, can take
@@ -52,6 +52,8 @@ pub struct DownstreamSettings {
     /// A client that takes no bytes of its response for this long is
     /// dropped (a zero-window client holds no connection for ever).
     send_timeout: Timeout,
+    /// Bytes of read buffer per client connection (0: none).
+    read_buffer: usize,
 }
 
 impl Default for DownstreamSettings {
@@ -63,6 +65,7 @@ impl Default for DownstreamSettings {
             max_connections: 10_000,
             max_connections_per_client: 1024,
             send_timeout: Timeout::secs(60),
+            read_buffer: DEFAULT_READ_BUFFER,
         }
     }
 }
@@ -89,7 +92,8 @@ pub struct Downstream {
 
 impl Default for Downstream {
     fn default() -> Self {
-        Downstream::validate(DownstreamSettings::default(), DEFAULT_READ_BUFFER)
+        DownstreamSettings::default()
+            .validate(None)
             .expect("the defaults are valid")
     }
 }
@@ -97,12 +101,24 @@ impl Default for Downstream {
 /// Pingora's fixed upper bound on a request head.
 const PINGORA_MAX_HEAD: usize = 1024 * 1024 - 1;
 
-impl Downstream {
-    /// Checks `tproxyd.downstream` and `tproxyd.downstream_read_buffer`.
-    pub fn validate(s: DownstreamSettings, read_buffer: usize) -> Result<Downstream, ConfigError> {
+impl DownstreamSettings {
+    /// Checks `tproxyd.downstream`. `legacy_read_buffer` is the old
+    /// top-level `tproxyd.downstream_read_buffer`, still read (with a
+    /// warning) when given.
+    pub fn validate(self, legacy_read_buffer: Option<usize>) -> Result<Downstream, ConfigError> {
+        let s = self;
+        let (read_buffer, key) = match legacy_read_buffer {
+            Some(n) => {
+                log::warn!(
+                    "tproxyd.downstream_read_buffer is deprecated: write it as tproxyd.downstream.read_buffer"
+                );
+                (n, "tproxyd.downstream_read_buffer")
+            }
+            None => (s.read_buffer, "tproxyd.downstream.read_buffer"),
+        };
         if read_buffer != 0 && !(1024..=1024 * 1024).contains(&read_buffer) {
             return Err(invalid(
-                "tproxyd.downstream_read_buffer",
+                key,
                 "must be 0 (no read buffer) or between 1024 and 1048576 bytes",
             ));
         }
@@ -134,7 +150,9 @@ impl Downstream {
             send_timeout: s.send_timeout.0,
         })
     }
+}
 
+impl Downstream {
     /// `max_connections`, lowered when the process's open-file limit
     /// (`nofile`) cannot hold that many: a proxied connection can need two
     /// descriptors (client and upstream), and `reserved` are kept for

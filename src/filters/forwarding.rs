@@ -44,16 +44,16 @@ pub enum HeaderMode {
 /// `tproxyd.forwarding` as written.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
-pub struct ForwardingRaw {
+pub struct ForwardingSettings {
     via: HeaderMode,
     via_token: Option<String>,
     x_forwarded_for: HeaderMode,
     forwarded: HeaderMode,
 }
 
-impl Default for ForwardingRaw {
+impl Default for ForwardingSettings {
     fn default() -> Self {
-        ForwardingRaw {
+        ForwardingSettings {
             via: HeaderMode::On,
             via_token: None,
             x_forwarded_for: HeaderMode::Transparent,
@@ -75,14 +75,15 @@ pub struct Forwarding {
     forwarded: HeaderMode,
 }
 
-impl Forwarding {
+impl ForwardingSettings {
     /// Validates the settings. `legacy_via` is a `Via` value given in
     /// `request_headers.add` (the core's original way to set it): it becomes
     /// our entry, and its received-by its token.
-    pub fn new(
-        raw: ForwardingRaw,
+    pub fn validate(
+        self,
         legacy_via: Option<&str>,
-    ) -> std::result::Result<Self, ConfigError> {
+    ) -> std::result::Result<Forwarding, ConfigError> {
+        let raw = self;
         let invalid = |key: &str, reason: String| ConfigError::Invalid {
             key: key.to_string(),
             reason,
@@ -138,7 +139,9 @@ impl Forwarding {
             forwarded: raw.forwarded,
         })
     }
+}
 
+impl Forwarding {
     /// The loop token (`tproxyd` unless configured).
     pub fn via_token(&self) -> &str {
         &self.via_token
@@ -268,7 +271,10 @@ mod tests {
     }
 
     fn fwd(yaml: &str) -> Forwarding {
-        Forwarding::new(serde_yaml::from_str(yaml).unwrap(), None).unwrap()
+        serde_yaml::from_str::<ForwardingSettings>(yaml)
+            .unwrap()
+            .validate(None)
+            .unwrap()
     }
 
     fn req(headers: &[(&str, &str)]) -> RequestHeader {
@@ -376,13 +382,17 @@ mod tests {
 
     #[test]
     fn legacy_via_in_request_headers_sets_value_and_token() {
-        let f = Forwarding::new(ForwardingRaw::default(), Some("1.1 gw-a (tproxyd)")).unwrap();
+        let f = ForwardingSettings::default()
+            .validate(Some("1.1 gw-a (tproxyd)"))
+            .unwrap();
         assert_eq!(f.via_token(), "gw-a");
         let mut r = req(&[]);
         run(&f, &mut r);
         assert_eq!(all(&r, "via"), ["1.1 gw-a (tproxyd)"]);
-        let raw: ForwardingRaw = serde_yaml::from_str("{via_token: other}").unwrap();
-        assert!(Forwarding::new(raw, Some("1.1 gw-a")).is_err());
-        assert!(Forwarding::new(ForwardingRaw::default(), Some("nonsense")).is_err());
+        let raw: ForwardingSettings = serde_yaml::from_str("{via_token: other}").unwrap();
+        assert!(raw.validate(Some("1.1 gw-a")).is_err());
+        assert!(ForwardingSettings::default()
+            .validate(Some("nonsense"))
+            .is_err());
     }
 }

@@ -49,7 +49,7 @@ pub mod template;
 
 pub use chain::FilterChain;
 pub use registry::{FilterFactory, FilterRegistry, FilterSpec};
-pub use settings::{FilterSettings, RequestHeadersSettings};
+pub use settings::{Filters, RequestHeadersSettings};
 
 pub use crate::flow::{FlowInfo, Refusal, RequestId};
 use async_trait::async_trait;

@@ -77,7 +77,7 @@ pub struct FilterRegistry {
 
 impl Default for FilterRegistry {
     /// The built-ins: `headers`, `host_check`, `rate_limit` (`acl` is
-    /// the decision's, see [`super::FilterSettings`]).
+    /// the decision's, see [`super::Filters`]).
     fn default() -> Self {
         let mut r = FilterRegistry {
             factories: HashMap::new(),

@@ -2,7 +2,7 @@
 //! `request_headers` and the `filters` list, validated together because a
 //! `Via` in `request_headers.add` is really a forwarding setting.
 
-use super::forwarding::{Forwarding, ForwardingRaw};
+use super::forwarding::{Forwarding, ForwardingSettings};
 use super::headers::{parse_pairs, HeadersFilter};
 use super::template::Template;
 use super::{Filter, FilterChain, FilterRegistry, FilterSpec};
@@ -20,10 +20,10 @@ pub struct RequestHeadersSettings {
     pub add: indexmap::IndexMap<String, String>,
 }
 
-/// The validated filter settings; [`FilterSettings::chain`] instantiates
+/// The validated filter settings; [`Filters::chain`] instantiates
 /// them.
 #[derive(Debug, Clone)]
-pub struct FilterSettings {
+pub struct Filters {
     /// Via / X-Forwarded-For / Forwarded and the loop token.
     pub forwarding: Forwarding,
     /// Added to each forwarded request, in order (without `Via`).
@@ -35,15 +35,15 @@ pub struct FilterSettings {
     pub acls: Vec<Acl>,
 }
 
-impl FilterSettings {
+impl Filters {
     /// Validates `tproxyd.request_headers`, `tproxyd.forwarding` and the
     /// shape of `tproxyd.filters` (each filter's own settings are checked
-    /// when [`FilterSettings::chain`] builds it).
+    /// when [`Filters::chain`] builds it).
     pub fn validate(
         request_headers: RequestHeadersSettings,
-        forwarding: ForwardingRaw,
+        forwarding: ForwardingSettings,
         filters: Vec<serde_yaml::Value>,
-    ) -> Result<FilterSettings, ConfigError> {
+    ) -> Result<Filters, ConfigError> {
         let mut add = request_headers.add;
         let legacy_via = add
             .keys()
@@ -54,9 +54,9 @@ impl FilterSettings {
             FilterSpec::parse_list(filters, "tproxyd.filters")?
                 .into_iter()
                 .partition(|f| f.name == "acl");
-        Ok(FilterSettings {
+        Ok(Filters {
             add_request_headers: parse_pairs("tproxyd.request_headers.add", &add)?,
-            forwarding: Forwarding::new(forwarding, legacy_via.as_deref())?,
+            forwarding: forwarding.validate(legacy_via.as_deref())?,
             filters,
             acls: acls
                 .iter()

@@ -14,7 +14,7 @@ pub mod host;
 pub mod live;
 pub mod nft;
 
-use crate::config::TproxydConf;
+use crate::config::Section;
 use crate::flow::DestinationSource;
 use crate::interception::Interception;
 use crate::listener::{Listener, ListenerKind};
@@ -90,7 +90,7 @@ pub type Mapping = BTreeSet<(Hook, Family, u16, u16, String)>;
 
 impl Ruleset {
     /// The plan for `t`: every listener with an `intercept`.
-    pub fn from_config(t: &TproxydConf) -> Ruleset {
+    pub fn from_config(t: &Section) -> Ruleset {
         Ruleset {
             steers: t.listeners.iter().flat_map(steers).collect(),
             interception: t.interception.clone(),

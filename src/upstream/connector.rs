@@ -171,7 +171,7 @@ pub fn pool_group(source: IpAddr) -> u64 {
 pub async fn connect_raw(
     dst: SocketAddr,
     spoof_from: Option<IpAddr>,
-    conf: &super::UpstreamConf,
+    conf: &super::Upstream,
 ) -> Result<Stream> {
     match spoof_from {
         Some(source) => {

@@ -47,7 +47,7 @@ impl Default for UpstreamSettings {
 /// Timeouts and socket settings for the connection to the original
 /// destination, validated.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct UpstreamConf {
+pub struct Upstream {
     /// TCP connect; expiry answers 504.
     pub connect_timeout: Duration,
     /// Waiting for the origin to send; expiry answers 504.
@@ -70,7 +70,7 @@ pub struct UpstreamConf {
 
 impl UpstreamSettings {
     /// Checks the mark (the durations were checked when parsed).
-    pub fn validate(self) -> Result<UpstreamConf, ConfigError> {
+    pub fn validate(self) -> Result<Upstream, ConfigError> {
         const KEY: &str = "tproxyd.upstream.mark";
         let mark = match self.mark {
             None => None,
@@ -89,7 +89,7 @@ impl UpstreamSettings {
         if mark == Some(0) {
             return Err(invalid(KEY, "0 means no mark; leave it out instead"));
         }
-        Ok(UpstreamConf {
+        Ok(Upstream {
             connect_timeout: self.connect_timeout.0,
             read_timeout: self.read_timeout.0,
             write_timeout: self.write_timeout.0,
@@ -101,7 +101,7 @@ impl UpstreamSettings {
     }
 }
 
-impl Default for UpstreamConf {
+impl Default for Upstream {
     fn default() -> Self {
         UpstreamSettings::default()
             .validate()
@@ -118,7 +118,7 @@ pub async fn relay_opened<A, B>(
     client: &mut A,
     upstream: &mut B,
     first: &[u8],
-    conf: &UpstreamConf,
+    conf: &Upstream,
     idle: Duration,
 ) -> Result<Relayed, &'static str>
 where
