@@ -5,7 +5,7 @@
 //! and the original one is kept by conntrack (`SO_ORIGINAL_DST`). Either way
 //! the destination is a property of the connection, never of the Host header.
 
-use crate::addr::{canonical, is_local_ip, ClientAddr, OrigDstAddr, Peers};
+use crate::addr::{canonical, is_local_ip, ClientAddr, ListenAddr, OrigDstAddr, Peers};
 use crate::flow::DestinationSource;
 use pingora_core::protocols::l4::socket::SocketAddr as PSocketAddr;
 use pingora_core::protocols::Stream;
@@ -109,17 +109,16 @@ pub struct LoopGuard {
 
 impl LoopGuard {
     /// Guards against this process's listening addresses.
-    pub fn new(listening: impl IntoIterator<Item = SocketAddr>) -> Self {
+    pub fn new(listening: impl IntoIterator<Item = ListenAddr>) -> Self {
         LoopGuard {
-            own: listening.into_iter().map(canonical).collect(),
+            own: listening.into_iter().map(|l| l.socket_addr()).collect(),
         }
     }
 
     /// True when forwarding to `dst` would reach one of our own listeners.
-    pub fn is_own_listener(&self, dst: SocketAddr) -> bool {
+    pub fn is_own_listener(&self, dst: OrigDstAddr) -> bool {
         // Runs on every request: no allocation, and the kernel is asked
         // about interface addresses only on a port match.
-        let dst = canonical(dst);
         let mut same_port = self
             .own
             .iter()

@@ -3,6 +3,7 @@
 //! listener without its policy, or a passthrough one without its TLS
 //! settings, cannot be represented.
 
+use crate::addr::ListenAddr;
 use crate::decision::forward::{ForwardKeys, ForwardPolicy};
 use crate::error::{invalid, parse_duration, ConfigError};
 use crate::flow::{DestinationSource, ListenerId, Mode};
@@ -190,7 +191,7 @@ impl ListenerSettings {
                 mode: l.mode,
             },
             address: l.address,
-            socket_addr,
+            socket_addr: ListenAddr::new(socket_addr),
             kind,
             intercept,
         })
@@ -252,7 +253,7 @@ pub struct Listener {
     /// The address string exactly as configured (the fd-table key).
     pub address: String,
     /// The parsed form of `address`.
-    pub socket_addr: SocketAddr,
+    pub socket_addr: ListenAddr,
     /// Kind and its policy.
     pub kind: ListenerKind,
     /// What the firewall steers here, if `tproxyd rules` writes its rules.

@@ -98,7 +98,7 @@ pub fn is_transparent(fd: std::os::fd::BorrowedFd<'_>, v6: bool) -> io::Result<b
 /// in the foreground, before Pingora daemonizes. Not used with `-u`, where
 /// the sockets come from the old process.
 pub fn prebind(listener: &Listener) -> Result<Socket, String> {
-    bind_listener(listener.socket_addr, listener.is_transparent()).map_err(|e| {
+    bind_listener(listener.socket_addr.socket_addr(), listener.is_transparent()).map_err(|e| {
         format!(
             "listener {} cannot listen on {}: {e}",
             listener.name(),
@@ -120,7 +120,7 @@ pub fn ensure_listener(
     if let Some(fd) = table.get(&listener.address) {
         // SAFETY: the table owns the fd and keeps it open while we look.
         let fd = unsafe { std::os::fd::BorrowedFd::borrow_raw(*fd) };
-        let transparent = is_transparent(fd, listener.socket_addr.is_ipv6()).unwrap_or(false);
+        let transparent = is_transparent(fd, listener.socket_addr.ip().is_ipv6()).unwrap_or(false);
         info!(
             "listener {} ({}) inherited {} (transparent: {})",
             listener.name(),

@@ -83,7 +83,7 @@ impl SectionSettings {
         let listeners = Listener::validate_list(self.listeners, upstream.resolve_timeout)?;
         let admin = self
             .admin
-            .validate(listeners.iter().map(|l| l.socket_addr))?;
+            .validate(listeners.iter().map(|l| l.socket_addr.socket_addr()))?;
         let access_log = self.access_log.validate()?;
         Ok(Section {
             filters: Filters::validate(self.request_headers, self.forwarding, self.filters)?,

@@ -196,7 +196,7 @@ impl Decider {
     }
 
     fn check_own_listener(&self, dst: OrigDstAddr) -> Result<(), Decision> {
-        match self.loop_guard.is_own_listener(dst.socket_addr()) {
+        match self.loop_guard.is_own_listener(dst) {
             false => Ok(()),
             true => Err(Decision::deny(steps::loop_answer(format!(
                 "destination {dst} is this proxy's own listener"
