@@ -66,7 +66,13 @@ fn main() {
     let mut settings = ListenerSettings::default_list().remove(0);
     settings.address = address.clone();
     let listener = settings
-        .validate(0, std::time::Duration::from_secs(2))
+        .validate(
+            0,
+            tproxyd::listener::Context {
+                resolve_timeout: std::time::Duration::from_secs(2),
+                sets: &Default::default(),
+            },
+        )
         .unwrap_or_else(|e| panic!("{e}"));
     let stealing = std::env::var("PINGORA_BARE_WORK_STEALING").unwrap_or_else(|_| "true".into());
     let yaml = format!("version: 1\nthreads: {threads}\nwork_stealing: {stealing}\n");

@@ -56,6 +56,15 @@ pub enum Command {
     /// Check this host against the configuration: one line per check (ok, warn, FAIL) with
     /// the fix; exits 1 when a check fails
     Doctor(ConfigArg),
+    /// Show how the policy decides one flow, rule by rule, without sending traffic; exits 0
+    /// when the flow is allowed, 1 when it is denied
+    #[command(
+        long_about = "Show how the policy decides one flow, without sending traffic: every rule of \
+        every rule set that applies, in order, matched or not and why (which condition, which \
+        set, which entry of which file and line), then the decision the proxy would make. \
+        Exits 0 when the flow is allowed, 1 when it is denied, 2 on a bad flow or config."
+    )]
+    Explain(ExplainArgs),
     /// Print a shell completion script (bash, zsh, fish, elvish, powershell)
     Completions {
         /// The shell.
@@ -121,6 +130,35 @@ pub struct RulesArgs {
     /// Remove the table and the policy routing
     #[arg(long)]
     pub remove: bool,
+}
+
+/// `tproxyd explain`.
+#[derive(Args, Debug, Clone)]
+pub struct ExplainArgs {
+    /// The configuration file
+    #[arg(short, long, value_name = "FILE", default_value = DEFAULT_CONFIG)]
+    pub conf: String,
+    /// The client's address
+    #[arg(long, value_name = "IP")]
+    pub client: String,
+    /// The address the client connects to (on a forward listener: where the name resolves)
+    #[arg(long, value_name = "IP:PORT")]
+    pub dst: String,
+    /// The name the client asks for: its Host header, or a CONNECT's host
+    #[arg(long, value_name = "NAME", conflicts_with = "sni")]
+    pub host: Option<String>,
+    /// The name in the client's TLS ClientHello (SNI)
+    #[arg(long, value_name = "NAME")]
+    pub sni: Option<String>,
+    /// The listener the flow arrives on [default: the one intercepting the port]
+    #[arg(long, value_name = "NAME")]
+    pub listener: Option<String>,
+    /// The request's method (HTTP flows; CONNECT on a forward listener)
+    #[arg(long, value_name = "METHOD", default_value = "GET")]
+    pub method: String,
+    /// The request's path (HTTP flows)
+    #[arg(long, value_name = "PATH", default_value = "/")]
+    pub path: String,
 }
 
 /// What the hand-written part of the manual page says: the configuration,

@@ -15,7 +15,8 @@
 //! 2. **Components**, each owning its settings and their validation:
 //!    [`lifecycle`], [`signals`] (stop and upgrade signals, heard from
 //!    start-up on), [`metrics`], [`access_log`], [`relay`], [`upstream`],
-//!    [`destination`], [`policy`] (rule sets on flows), [`filters`],
+//!    [`destination`], [`sets`] (name and address sets from files),
+//!    [`policy`] (rule sets on flows), [`filters`],
 //!    [`tls`], [`downstream`] (the client side: connections, heads,
 //!    limits), [`admin`], [`interception`] (what the firewall steers to
 //!    which listener).
@@ -29,7 +30,8 @@
 //!    HTTP).
 //! 5. **Top**: [`config`] only composes the components' settings,
 //!    [`rules`] (the nftables table and policy routing derived from it),
-//!    [`doctor`] (the host checked against it), [`cli`], and [`app`], whose
+//!    [`doctor`] (the host checked against it), [`explain`] (one flow's
+//!    decision, rule by rule), [`cli`], and [`app`], whose
 //!    [`Tproxyd`] wires everything into a Pingora server.
 
 pub mod addr;
@@ -46,6 +48,7 @@ pub mod lifecycle;
 pub mod metrics;
 pub mod policy;
 pub mod relay;
+pub mod sets;
 pub mod signals;
 pub mod tls;
 pub mod upstream;
@@ -63,6 +66,7 @@ pub mod app;
 pub mod cli;
 pub mod config;
 pub mod doctor;
+pub mod explain;
 pub mod rules;
 
 pub use app::Tproxyd;

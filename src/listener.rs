@@ -5,9 +5,12 @@
 
 use crate::addr::ListenAddr;
 use crate::decision::forward::{ForwardKeys, ForwardPolicy};
+use crate::decision::Rules;
 use crate::error::{invalid, parse_duration, ConfigError};
 use crate::flow::{DestinationSource, ListenerId, Mode};
 use crate::interception::{show_range, Intercept, InterceptSettings};
+use crate::policy::Acl;
+use crate::sets::Catalog;
 use crate::tls::policy::TlsPolicy;
 use serde::Deserialize;
 use std::net::SocketAddr;
@@ -121,9 +124,9 @@ impl ListenerSettings {
         }
     }
 
-    /// Validates entry `i`; `resolve_timeout` is
-    /// `tproxyd.upstream.resolve_timeout` (forward names, SNI checks).
-    pub fn validate(self, i: usize, resolve_timeout: Duration) -> Result<Listener, ConfigError> {
+    /// Validates entry `i` in `cx`.
+    pub fn validate(self, i: usize, cx: Context<'_>) -> Result<Listener, ConfigError> {
+        let resolve_timeout = cx.resolve_timeout;
         let l = self;
         let key = format!("tproxyd.listeners[{i}]");
         if l.name.trim().is_empty() {
@@ -182,6 +185,7 @@ impl ListenerSettings {
                     l.tls.as_ref(),
                     &format!("{key}.tls"),
                     resolve_timeout,
+                    cx.sets,
                 )?,
             },
         };
@@ -215,6 +219,15 @@ impl ListenerSettings {
             intercept: None,
         }]
     }
+}
+
+/// What listeners are validated against: settings of other parts.
+#[derive(Debug, Clone, Copy)]
+pub struct Context<'a> {
+    /// `tproxyd.upstream.resolve_timeout` (forward names, SNI checks).
+    pub resolve_timeout: Duration,
+    /// `tproxyd.sets`, which rules may name.
+    pub sets: &'a Catalog,
 }
 
 /// What a listener does, with the settings only that kind has.
@@ -266,6 +279,25 @@ impl Listener {
         &self.id.name
     }
 
+    /// What this listener brings to its flows' decision, where `acls` are
+    /// the rule sets of `tproxyd.filters` (passthrough listeners have their
+    /// own, under `tls.acl`).
+    pub fn rules<'a>(&'a self, acls: &'a [Acl]) -> Rules<'a> {
+        let (forward, tls, acls) = match &self.kind {
+            ListenerKind::Forward(p) => (Some(p), None, acls),
+            ListenerKind::Http { .. } => (None, None, acls),
+            ListenerKind::TlsPassthrough { policy, .. } => {
+                (None, Some(policy), policy.acl.as_slice())
+            }
+        };
+        Rules {
+            listener: &self.id,
+            forward,
+            tls,
+            acls,
+        }
+    }
+
     /// Where its connections' original destination comes from (none on
     /// forward listeners, where each request names its own).
     pub fn destination_source(&self) -> Option<DestinationSource> {
@@ -286,7 +318,7 @@ impl Listener {
     /// Validates the whole list: at least one, names and addresses unique.
     pub fn validate_list(
         list: Vec<ListenerSettings>,
-        resolve_timeout: Duration,
+        cx: Context<'_>,
     ) -> Result<Vec<Listener>, ConfigError> {
         if list.is_empty() {
             return Err(invalid(
@@ -296,7 +328,7 @@ impl Listener {
         }
         let mut out: Vec<Listener> = Vec::with_capacity(list.len());
         for (i, l) in list.into_iter().enumerate() {
-            let l = l.validate(i, resolve_timeout)?;
+            let l = l.validate(i, cx)?;
             let key = format!("tproxyd.listeners[{i}]");
             if out.iter().any(|o| o.id.name == l.id.name) {
                 return Err(invalid(

@@ -5,11 +5,12 @@
 use crate::access_log::AccessLog;
 use crate::decision::{Decider, Decision, Flow, Rules};
 use crate::downstream::Downstream;
-use crate::filters::FilterChain;
+use crate::filters::{FilterChain, FilterCtx, FlowInfo};
 use crate::lifecycle::Draining;
-use crate::listener::{Listener, ListenerKind};
+use crate::listener::Listener;
 use crate::metrics::ListenerMetrics;
 use crate::policy::Acl;
+use crate::sets::Catalog;
 use crate::summary::Outputs;
 use crate::upstream::connector::SockHook;
 use crate::upstream::Upstream;
@@ -21,6 +22,8 @@ pub struct Shared {
     pub chain: FilterChain,
     /// Decides every flow: loops, forward policy, rule sets.
     pub decider: Decider,
+    /// The configured sets, for filters to look names up in.
+    pub sets: Arc<Catalog>,
     /// The rule sets (`acl` entries of `tproxyd.filters`) that judge the
     /// flows of HTTP and forward listeners, in order.
     pub acls: Vec<Acl>,
@@ -65,6 +68,14 @@ impl ListenerState {
         }
     }
 
+    /// The filters' context of a flow the decision let through (`by`: what
+    /// decided it).
+    pub fn filter_ctx(&self, flow: FlowInfo, host: Option<String>, by: Option<&str>) -> FilterCtx {
+        FilterCtx::new(flow, host)
+            .with_decision(by)
+            .with_sets(self.shared.sets.clone())
+    }
+
     /// The decision on `flow`, under this listener's rules.
     pub async fn decide(&self, flow: &Flow<'_>) -> Decision {
         self.shared.decider.decide(self.rules(), flow).await
@@ -72,19 +83,6 @@ impl ListenerState {
 
     /// What this listener brings to its flows' decision.
     pub fn rules(&self) -> Rules<'_> {
-        let shared = self.shared.acls.as_slice();
-        let (forward, tls, acls) = match &self.listener.kind {
-            ListenerKind::Forward(p) => (Some(p), None, shared),
-            ListenerKind::Http { .. } => (None, None, shared),
-            ListenerKind::TlsPassthrough { policy, .. } => {
-                (None, Some(policy), policy.acl.as_slice())
-            }
-        };
-        Rules {
-            listener: &self.listener.id,
-            forward,
-            tls,
-            acls,
-        }
+        self.listener.rules(&self.shared.acls)
     }
 }

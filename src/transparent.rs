@@ -98,7 +98,11 @@ pub fn is_transparent(fd: std::os::fd::BorrowedFd<'_>, v6: bool) -> io::Result<b
 /// in the foreground, before Pingora daemonizes. Not used with `-u`, where
 /// the sockets come from the old process.
 pub fn prebind(listener: &Listener) -> Result<Socket, String> {
-    bind_listener(listener.socket_addr.socket_addr(), listener.is_transparent()).map_err(|e| {
+    bind_listener(
+        listener.socket_addr.socket_addr(),
+        listener.is_transparent(),
+    )
+    .map_err(|e| {
         format!(
             "listener {} cannot listen on {}: {e}",
             listener.name(),

@@ -10,15 +10,18 @@
 
 use crate::access_log::{AccessLogOutput, AccessLogSettings};
 use crate::admin::{Admin, AdminSettings};
+use crate::decision::Decider;
+use crate::destination::LoopGuard;
 use crate::downstream::{Downstream, DownstreamSettings};
-use crate::error::invalid;
+use crate::error::{invalid, Timeout};
 pub use crate::error::{parse_duration, ConfigError};
 use crate::filters::forwarding::ForwardingSettings;
 use crate::filters::{Filters, RequestHeadersSettings};
 pub use crate::flow::Mode;
 use crate::flow::RelayKind;
 use crate::interception::{Interception, InterceptionSettings};
-use crate::listener::{Listener, ListenerSettings};
+use crate::listener::{Context as ListenerContext, Listener, ListenerSettings};
+use crate::sets::{Catalog, SetSettings, DEFAULT_WATCH_INTERVAL};
 use crate::upstream::{Upstream, UpstreamSettings};
 use pingora_core::server::configuration::ServerConf;
 use serde::Deserialize;
@@ -40,6 +43,8 @@ struct SectionSettings {
     /// Deprecated: `downstream.read_buffer`.
     downstream_read_buffer: Option<usize>,
     interception: InterceptionSettings,
+    sets: indexmap::IndexMap<String, SetSettings>,
+    sets_watch_interval: Timeout,
 }
 
 impl Default for SectionSettings {
@@ -55,6 +60,8 @@ impl Default for SectionSettings {
             downstream: DownstreamSettings::default(),
             downstream_read_buffer: None,
             interception: InterceptionSettings::default(),
+            sets: indexmap::IndexMap::new(),
+            sets_watch_interval: DEFAULT_WATCH_INTERVAL,
         }
     }
 }
@@ -80,19 +87,25 @@ impl SectionSettings {
                 ),
             ));
         }
-        let listeners = Listener::validate_list(self.listeners, upstream.resolve_timeout)?;
+        let sets = Catalog::validate(self.sets, self.sets_watch_interval)?;
+        let cx = ListenerContext {
+            resolve_timeout: upstream.resolve_timeout,
+            sets: &sets,
+        };
+        let listeners = Listener::validate_list(self.listeners, cx)?;
         let admin = self
             .admin
             .validate(listeners.iter().map(|l| l.socket_addr.socket_addr()))?;
         let access_log = self.access_log.validate()?;
         Ok(Section {
-            filters: Filters::validate(self.request_headers, self.forwarding, self.filters)?,
+            filters: Filters::validate(self.request_headers, self.forwarding, self.filters, &sets)?,
             downstream: self.downstream.validate(self.downstream_read_buffer)?,
             listeners,
             upstream,
             admin,
             access_log,
             interception,
+            sets,
         })
     }
 }
@@ -114,9 +127,21 @@ pub struct Section {
     pub downstream: Downstream,
     /// How `tproxyd rules` steers traffic here.
     pub interception: Interception,
+    /// The name and address sets rules may use (loaded at start-up).
+    pub sets: Catalog,
 }
 
 impl Section {
+    /// The decider of this configuration's flows: our own listening
+    /// addresses and Via token.
+    pub fn decider(&self) -> Decider {
+        let loop_guard = LoopGuard::new(self.listeners.iter().map(|l| l.socket_addr));
+        Decider::new(
+            loop_guard,
+            std::sync::Arc::new(self.filters.forwarding.clone()),
+        )
+    }
+
     /// What an open-file limit of `nofile` must keep out of the
     /// connections' share: listeners, the admin and log files, Pingora's
     /// pool of `upstream_pool` idle upstream connections, and the most that

@@ -1,4 +1,3 @@
-
 use super::*;
 use crate::listener::ListenerKind;
 use std::time::Duration;

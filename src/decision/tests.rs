@@ -130,7 +130,12 @@ fn admission_rows() {
 }
 
 fn acl(yaml: &str) -> Acl {
-    Acl::from_yaml(&serde_yaml::from_str(yaml).unwrap(), "acl").unwrap()
+    Acl::from_yaml(
+        &serde_yaml::from_str(yaml).unwrap(),
+        "acl",
+        &Default::default(),
+    )
+    .unwrap()
 }
 
 #[test]
@@ -181,7 +186,9 @@ fn passthrough_hellos() {
         "{missing_sni: deny, ech: deny, sni_check: deny, acl: {rules: [{name: social, action: deny, sni: [\"*.social.test\"]}]}}",
     )
     .unwrap();
-    let tls = TlsPolicy::from_settings(Some(&settings), "t", Duration::from_secs(1)).unwrap();
+    let sets = Default::default();
+    let tls =
+        TlsPolicy::from_settings(Some(&settings), "t", Duration::from_secs(1), &sets).unwrap();
     let rules = Rules {
         listener: &listener,
         forward: None,

@@ -52,9 +52,11 @@ pub use registry::{FilterFactory, FilterRegistry, FilterSpec};
 pub use settings::{Filters, RequestHeadersSettings};
 
 pub use crate::flow::{FlowInfo, Refusal, RequestId};
+use crate::sets::{Catalog, Slot};
 use async_trait::async_trait;
 pub use pingora_error::{Error, ErrorType, Result};
 pub use pingora_http::{RequestHeader, ResponseHeader};
+use std::sync::Arc;
 
 /// A response a filter sends instead of forwarding the request: the same
 /// [`Answer`](crate::flow::Answer) tproxyd itself uses for early answers,
@@ -75,6 +77,7 @@ pub struct FilterCtx {
     /// Send + Sync + 'static`).
     pub state: http::Extensions,
     decision: Option<String>,
+    sets: Option<Arc<Catalog>>,
 }
 
 impl FilterCtx {
@@ -86,6 +89,7 @@ impl FilterCtx {
             version: http::Version::HTTP_11,
             state: http::Extensions::new(),
             decision: None,
+            sets: None,
         }
     }
 
@@ -94,6 +98,26 @@ impl FilterCtx {
     pub fn with_decision(mut self, decision: Option<&str>) -> Self {
         self.decision = decision.map(str::to_string);
         self
+    }
+
+    /// The same context, with the configured sets to look names up in.
+    pub fn with_sets(mut self, sets: Arc<Catalog>) -> Self {
+        self.sets = Some(sets);
+        self
+    }
+
+    /// The set named `name` in `tproxyd.sets`, if there is one:
+    /// `ctx.set("ads").is_some_and(|s| s.contains_name(&name))`, with the
+    /// name from [`FilterCtx::name`] (sets store names normalised).
+    pub fn set(&self, name: &str) -> Option<&Slot> {
+        self.sets.as_deref().and_then(|c| c.find(name))
+    }
+
+    /// The name the client asked for, as sets and rules match it: the
+    /// Host's (or SNI's, or CONNECT authority's) host part, lower case,
+    /// without port or trailing dot.
+    pub fn name(&self) -> Option<String> {
+        self.host.as_deref().map(crate::addr::host_name)
     }
 
     /// Records what a filter decided (e.g. which ACL rule matched); shown

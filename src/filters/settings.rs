@@ -8,6 +8,7 @@ use super::template::Template;
 use super::{Filter, FilterChain, FilterRegistry, FilterSpec};
 use crate::error::ConfigError;
 use crate::policy::Acl;
+use crate::sets::Catalog;
 use serde::Deserialize;
 use std::sync::Arc;
 
@@ -43,6 +44,7 @@ impl Filters {
         request_headers: RequestHeadersSettings,
         forwarding: ForwardingSettings,
         filters: Vec<serde_yaml::Value>,
+        sets: &Catalog,
     ) -> Result<Filters, ConfigError> {
         let mut add = request_headers.add;
         let legacy_via = add
@@ -60,7 +62,7 @@ impl Filters {
             filters,
             acls: acls
                 .iter()
-                .map(|f| Acl::from_yaml(&f.config, &f.key))
+                .map(|f| Acl::from_yaml(&f.config, &f.key, sets))
                 .collect::<Result<_, _>>()?,
         })
     }

@@ -14,6 +14,9 @@
 //!         host: ["example.com", "*.example.com"]
 //!         method: [POST, PUT]
 //!         path_prefix: ["/admin"]
+//!         host_set: [ads]                # sets from tproxyd.sets
+//!         client_set: [kids]
+//!         dst_set: [blocked-nets]
 //! ```
 //!
 //! Flows without a name (a tunnel of what is not TLS, a ClientHello
@@ -23,6 +26,7 @@
 
 use super::{Check, Conditions, ConditionsSettings, Facts};
 use crate::error::{invalid, parse_settings, ConfigError};
+use crate::sets::Catalog;
 use serde::Deserialize;
 use std::collections::BTreeMap;
 
@@ -83,6 +87,8 @@ struct Rule {
 /// A validated rule set.
 #[derive(Debug, Clone)]
 pub struct Acl {
+    /// Where it is written, e.g. `tproxyd.filters[0].acl`.
+    pub key: String,
     default: Action,
     no_name: Action,
     rules: Vec<Rule>,
@@ -131,8 +137,9 @@ pub struct RuleTrace {
 }
 
 impl AclSettings {
-    /// Validates the set at dotted path `key`.
-    pub fn validate(self, key: &str) -> Result<Acl, ConfigError> {
+    /// Validates the rule set at dotted path `key`; its set names must be
+    /// in `sets`.
+    pub fn validate(self, key: &str, sets: &Catalog) -> Result<Acl, ConfigError> {
         let mut rules = Vec::with_capacity(self.rules.len());
         for (i, r) in self.rules.into_iter().enumerate() {
             let key = format!("{key}.rules[{i}]");
@@ -142,10 +149,11 @@ impl AclSettings {
             rules.push(Rule {
                 name: r.name.unwrap_or_else(|| format!("#{i}")),
                 action: r.action,
-                conditions: r.conditions.validate(&key)?,
+                conditions: r.conditions.validate(&key, sets)?,
             });
         }
         Ok(Acl {
+            key: key.to_string(),
             names: rules.iter().any(|r| r.conditions.on_name()),
             default: self.default,
             no_name: self.no_name,
@@ -155,9 +163,13 @@ impl AclSettings {
 }
 
 impl Acl {
-    /// Parses and validates the set written at `key`.
-    pub fn from_yaml(value: &serde_yaml::Value, key: &str) -> Result<Acl, ConfigError> {
-        parse_settings::<AclSettings>(value, key)?.validate(key)
+    /// Parses and validates the rule set written at `key`.
+    pub fn from_yaml(
+        value: &serde_yaml::Value,
+        key: &str,
+        sets: &Catalog,
+    ) -> Result<Acl, ConfigError> {
+        parse_settings::<AclSettings>(value, key)?.validate(key, sets)
     }
 
     fn verdict(action: Action, rule: &str) -> Verdict {

@@ -5,8 +5,11 @@
 use super::{Check, Facts, HostPattern};
 use crate::addr::parse_net;
 use crate::error::{invalid, ConfigError};
+use crate::sets::{Catalog, SetKind, Slot};
 use ipnet::IpNet;
 use serde::Deserialize;
+use std::net::IpAddr;
+use std::sync::Arc;
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(untagged)]
@@ -28,6 +31,12 @@ pub struct ConditionsSettings {
     host: Vec<String>,
     method: Vec<String>,
     path_prefix: Vec<String>,
+    /// Name sets (`tproxyd.sets`) the name must be in (or under).
+    host_set: Vec<String>,
+    /// Address sets the client must be in.
+    client_set: Vec<String>,
+    /// Address sets the destination must be in.
+    dst_set: Vec<String>,
 }
 
 /// Validated conditions.
@@ -39,6 +48,38 @@ pub struct Conditions {
     host: Vec<HostPattern>,
     method: Vec<http::Method>,
     path_prefix: Vec<String>,
+    host_set: Vec<Arc<Slot>>,
+    client_set: Vec<Arc<Slot>>,
+    dst_set: Vec<Arc<Slot>>,
+}
+
+fn slots(
+    key: &str,
+    names: &[String],
+    kind: SetKind,
+    sets: &Catalog,
+) -> Result<Vec<Arc<Slot>>, ConfigError> {
+    names
+        .iter()
+        .enumerate()
+        .map(|(i, n)| sets.get(n, kind, &format!("{key}[{i}]")))
+        .collect()
+}
+
+fn set_names(slots: &[Arc<Slot>]) -> String {
+    let names: Vec<&str> = slots.iter().map(|s| s.name.as_str()).collect();
+    names.join(", ")
+}
+
+/// Where `ip` or `name` was found among `slots`, for a trace.
+fn found_in(slots: &[Arc<Slot>], name: Option<&str>, ip: Option<IpAddr>) -> String {
+    slots
+        .iter()
+        .find_map(|s| {
+            s.find(name, ip)
+                .map(|f| format!("set {}: matched by entry {} from {}", s.name, f.entry, f.at))
+        })
+        .unwrap_or_default()
 }
 
 fn nets(key: &str, list: &[String]) -> Result<Vec<IpNet>, ConfigError> {
@@ -60,8 +101,9 @@ fn port_range(p: &PortSettings) -> Option<(u16, u16)> {
 }
 
 impl ConditionsSettings {
-    /// Validates the conditions of the rule at dotted path `key`.
-    pub fn validate(self, key: &str) -> Result<Conditions, ConfigError> {
+    /// Validates the conditions of the rule at dotted path `key`; set
+    /// names must be in `sets`, of the right kind.
+    pub fn validate(self, key: &str, sets: &Catalog) -> Result<Conditions, ConfigError> {
         let mut dst_port = Vec::new();
         for (j, p) in self.dst_port.iter().enumerate() {
             dst_port.push(port_range(p).ok_or_else(|| {
@@ -108,6 +150,24 @@ impl ConditionsSettings {
             host,
             method,
             path_prefix: self.path_prefix,
+            host_set: slots(
+                &format!("{key}.host_set"),
+                &self.host_set,
+                SetKind::Names,
+                sets,
+            )?,
+            client_set: slots(
+                &format!("{key}.client_set"),
+                &self.client_set,
+                SetKind::Addresses,
+                sets,
+            )?,
+            dst_set: slots(
+                &format!("{key}.dst_set"),
+                &self.dst_set,
+                SetKind::Addresses,
+                sets,
+            )?,
         })
     }
 }
@@ -145,12 +205,12 @@ impl Conditions {
 
     /// Whether one of them is on the name the client asked for.
     pub fn on_name(&self) -> bool {
-        !self.host.is_empty()
+        !self.host.is_empty() || !self.host_set.is_empty()
     }
 
     /// Whether one of them is on the destination address.
     pub fn needs_destination(&self) -> bool {
-        !self.dst.is_empty()
+        !self.dst.is_empty() || !self.dst_set.is_empty()
     }
 
     fn eval(&self, f: &Facts<'_>, t: &mut Trace<'_>) -> Check {
@@ -161,6 +221,18 @@ impl Conditions {
             })
         {
             return Check::NoMatch;
+        }
+        if !self.client_set.is_empty() {
+            let held = self.client_set.iter().any(|s| s.contains_ip(client));
+            if !t.note(held, || match held {
+                true => format!(
+                    "client {client} in {}",
+                    found_in(&self.client_set, None, Some(client))
+                ),
+                false => format!("client {client} in sets [{}]", set_names(&self.client_set)),
+            }) {
+                return Check::NoMatch;
+            }
         }
         if !self.dst_port.is_empty() {
             let held = self
@@ -174,7 +246,13 @@ impl Conditions {
         if !self.eval_request(f, t) {
             return Check::NoMatch;
         }
-        if self.dst.is_empty() {
+        self.eval_destination(f, t)
+    }
+
+    /// The conditions on the destination address, which may not be known
+    /// yet (a name not resolved).
+    fn eval_destination(&self, f: &Facts<'_>, t: &mut Trace<'_>) -> Check {
+        if !self.needs_destination() {
             return Check::Match;
         }
         let Some(dst) = f.dst.map(|d| d.ip()) else {
@@ -183,12 +261,22 @@ impl Conditions {
             });
             return Check::NeedsDestination;
         };
-        let held = self.dst.iter().any(|n| n.contains(&dst));
-        if t.note(held, || format!("dst {dst} in [{}]", list(&self.dst))) {
-            Check::Match
-        } else {
-            Check::NoMatch
+        if !self.dst.is_empty() {
+            let held = self.dst.iter().any(|n| n.contains(&dst));
+            if !t.note(held, || format!("dst {dst} in [{}]", list(&self.dst))) {
+                return Check::NoMatch;
+            }
         }
+        if !self.dst_set.is_empty() {
+            let held = self.dst_set.iter().any(|s| s.contains_ip(dst));
+            if !t.note(held, || match held {
+                true => format!("dst {dst} in {}", found_in(&self.dst_set, None, Some(dst))),
+                false => format!("dst {dst} in sets [{}]", set_names(&self.dst_set)),
+            }) {
+                return Check::NoMatch;
+            }
+        }
+        Check::Match
     }
 
     /// The conditions on the name, method and path.
@@ -199,6 +287,18 @@ impl Conditions {
                 .is_some_and(|h| self.host.iter().any(|p| p.matches(h)));
             let name = f.name.unwrap_or("(no name)");
             if !t.note(held, || format!("name {name} in [{}]", list(&self.host))) {
+                return false;
+            }
+        }
+        if !self.host_set.is_empty() {
+            let held = f
+                .name
+                .is_some_and(|h| self.host_set.iter().any(|s| s.contains_name(h)));
+            let name = f.name.unwrap_or("(no name)");
+            if !t.note(held, || match held {
+                true => format!("name {name} in {}", found_in(&self.host_set, f.name, None)),
+                false => format!("name {name} in sets [{}]", set_names(&self.host_set)),
+            }) {
                 return false;
             }
         }

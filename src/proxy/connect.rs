@@ -129,10 +129,10 @@ impl Tunnel {
             dst,
             self.summary.request_id,
         );
-        let fctx = self.filter.insert(
-            FilterCtx::new(info, Some(self.authority.clone()))
-                .with_decision(self.decided_by.as_deref()),
-        );
+        let by = self.decided_by.as_deref();
+        let fctx = self
+            .filter
+            .insert(state.filter_ctx(info, Some(self.authority.clone()), by));
         match state.shared.chain.request(fctx, header).await {
             Ok(None) => Ok(dst),
             Ok(Some(a)) => Err(a),

@@ -86,11 +86,13 @@ impl TransparentProxy {
                     (None, source) => source.and_then(|s| original_destination(session, s)),
                 };
                 ctx.summary.dst = dst;
-                (
-                    FlowKind::Http,
-                    Target::Original(dst),
-                    host_header.map(host_name),
-                )
+                // An absolute-form target names the host (RFC 9112 §3.2.2).
+                let absolute = match req.raw_path().starts_with(b"http://") {
+                    true => absolute_target(req).map(|(h, _)| h),
+                    false => None,
+                };
+                let name = absolute.as_deref().or(host_header).map(host_name);
+                (FlowKind::Http, Target::Original(dst), name)
             }
         };
         let flow = Flow {
@@ -115,7 +117,7 @@ impl TransparentProxy {
             dst,
             ctx.summary.request_id,
         );
-        let mut fctx = FilterCtx::new(info, host).with_decision(ctx.decided_by.as_deref());
+        let mut fctx = self.state.filter_ctx(info, host, ctx.decided_by.as_deref());
         fctx.version = req.version;
         Ok(fctx)
     }

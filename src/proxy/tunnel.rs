@@ -109,7 +109,7 @@ impl Tunnel {
             dst,
             self.summary.request_id,
         );
-        let fctx = FilterCtx::new(info, name.clone()).with_decision(self.decided_by.as_deref());
+        let fctx = state.filter_ctx(info, name.clone(), self.decided_by.as_deref());
         let fctx = self.filter.insert(fctx);
         let fail = || Answer::failed(0, "FilterError", "");
         let head = RequestHeader::build("CONNECT", dst.to_string().as_bytes(), None)

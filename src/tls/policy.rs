@@ -16,6 +16,7 @@
 use crate::error::{parse_settings, ConfigError, Timeout};
 use crate::filters::host_check::{CheckMode, HostCheckFilter};
 use crate::policy::Acl;
+use crate::sets::Catalog;
 use serde::Deserialize;
 use std::sync::Arc;
 use std::time::Duration;
@@ -131,11 +132,12 @@ impl TlsPolicy {
         tls: Option<&serde_yaml::Value>,
         key: &str,
         resolve_timeout: Duration,
+        sets: &Catalog,
     ) -> Result<TlsPolicy, ConfigError> {
         let empty = serde_yaml::Value::Mapping(Default::default());
         let raw: TlsSettings = parse_settings(tls.unwrap_or(&empty), key)?;
         let acl = match &raw.acl {
-            Some(v) => Some(Acl::from_yaml(v, &format!("{key}.acl"))?),
+            Some(v) => Some(Acl::from_yaml(v, &format!("{key}.acl"), sets)?),
             None => None,
         };
         Ok(TlsPolicy {
@@ -163,16 +165,21 @@ mod tests {
 
     #[test]
     fn defaults_and_bad_settings_name_the_key() {
-        let p = TlsPolicy::from_settings(None, "t", Duration::from_secs(1)).unwrap();
+        let sets = Catalog::default();
+        let p = TlsPolicy::from_settings(None, "t", Duration::from_secs(1), &sets).unwrap();
         assert_eq!(
             (p.missing_sni, p.non_tls, p.ech),
             (Policy::Allow, Policy::Deny, Policy::Allow)
         );
         assert!(p.acl.is_none() && p.sni_check.is_none());
         let v: serde_yaml::Value = serde_yaml::from_str("{non_tls: maybe}").unwrap();
-        let e =
-            TlsPolicy::from_settings(Some(&v), "tproxyd.listeners[0].tls", Duration::from_secs(1))
-                .unwrap_err();
+        let e = TlsPolicy::from_settings(
+            Some(&v),
+            "tproxyd.listeners[0].tls",
+            Duration::from_secs(1),
+            &sets,
+        )
+        .unwrap_err();
         assert!(
             e.to_string().contains("tproxyd.listeners[0].tls.non_tls"),
             "{e}"

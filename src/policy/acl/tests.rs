@@ -1,8 +1,14 @@
 use super::*;
 use crate::addr::{ClientAddr, OrigDstAddr};
+use crate::sets::Catalog;
 
 fn acl(yaml: &str) -> Acl {
-    Acl::from_yaml(&serde_yaml::from_str(yaml).unwrap(), "acl").unwrap()
+    Acl::from_yaml(
+        &serde_yaml::from_str(yaml).unwrap(),
+        "acl",
+        &Catalog::default(),
+    )
+    .unwrap()
 }
 
 /// Facts of a flow; `dst` empty: not resolved yet (port 443).
@@ -176,9 +182,13 @@ rules:
 #[test]
 fn bad_settings_name_the_key() {
     let e = |y: &str| {
-        Acl::from_yaml(&serde_yaml::from_str(y).unwrap(), "tproxyd.filters[0].acl")
-            .unwrap_err()
-            .to_string()
+        Acl::from_yaml(
+            &serde_yaml::from_str(y).unwrap(),
+            "tproxyd.filters[0].acl",
+            &Catalog::default(),
+        )
+        .unwrap_err()
+        .to_string()
     };
     assert!(e("rules: [{action: deny, client: [10.0.0.0/33]}]")
         .contains("tproxyd.filters[0].acl.rules[0].client[0]"));
@@ -189,4 +199,73 @@ fn bad_settings_name_the_key() {
     assert!(e("rules: [{action: deny, colour: red}]").contains("colour"));
     assert!(e("default: perhaps").contains("default"));
     assert!(e("no_name: sometimes").contains("no_name"));
+    assert!(e("rules: [{action: deny, host_set: [ads]}]")
+        .contains("rules[0].host_set[0]: no set \"ads\""));
+}
+
+#[test]
+fn sets_match_names_clients_and_destinations_and_say_which_entry() {
+    let dir = std::env::temp_dir().join(format!("tproxyd-acl-sets-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(
+        dir.join("ads.txt"),
+        "# list\nads.test\n0.0.0.0 tracker.test\n",
+    )
+    .unwrap();
+    std::fs::write(dir.join("kids.txt"), "192.0.2.64/26\n").unwrap();
+    std::fs::write(dir.join("bad.txt"), "203.0.113.0/24\n").unwrap();
+    let yaml = format!(
+        "{{ads: {{file: {d}/ads.txt}}, kids: {{file: {d}/kids.txt, format: cidrs}}, bad: {{file: {d}/bad.txt, format: cidrs}}}}",
+        d = dir.display()
+    );
+    let sets: indexmap::IndexMap<String, crate::sets::SetSettings> =
+        serde_yaml::from_str(&yaml).unwrap();
+    let sets = Catalog::validate(sets, crate::sets::DEFAULT_WATCH_INTERVAL).unwrap();
+    sets.load_all().unwrap();
+    let rules = r#"
+rules:
+  - { name: kids-ads, action: deny, client_set: [kids], host_set: [ads] }
+  - { name: bad-nets, action: deny, dst_set: [bad] }
+"#;
+    let a = Acl::from_yaml(&serde_yaml::from_str(rules).unwrap(), "acl", &sets).unwrap();
+    let d = |c: &str, dst: &str, n: &str| rule(a.decide(&facts(c, dst, Some(n), "GET", "/"))).1;
+    assert_eq!(
+        d("192.0.2.70:1", "198.51.100.10:80", "x.ads.test"),
+        "kids-ads"
+    );
+    let t = a.explain(&facts(
+        "192.0.2.10:1",
+        "198.51.100.10:80",
+        Some("x.ads.test"),
+        "GET",
+        "/",
+    ));
+    assert_eq!(
+        d("192.0.2.10:1", "198.51.100.10:80", "x.ads.test"),
+        "default",
+        "{t:?}"
+    );
+    assert_eq!(
+        d("192.0.2.70:1", "198.51.100.10:80", "badads.test"),
+        "default"
+    );
+    assert_eq!(d("192.0.2.10:1", "203.0.113.9:443", "www.test"), "bad-nets");
+    let t = a.explain(&facts(
+        "192.0.2.70:1",
+        "198.51.100.10:80",
+        Some("www.tracker.test"),
+        "GET",
+        "/",
+    ));
+    let why = t[0].why.join("\n");
+    assert!(t[0].matched, "{t:?}");
+    assert!(
+        why.contains("set kids: matched by entry 192.0.2.64/26 from kids.txt:1"),
+        "{why}"
+    );
+    assert!(
+        why.contains("set ads: matched by entry tracker.test from ads.txt:3"),
+        "{why}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
 }

@@ -1,4 +1,3 @@
-
 use crate::config::Config;
 use crate::rules::Ruleset;
 

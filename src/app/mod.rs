@@ -18,28 +18,24 @@
 //! }
 //! ```
 
+mod commands;
+
 use crate::access_log::AccessLog;
 use crate::admin::{admin_server, Readiness};
 pub use crate::cli::Cli;
-use crate::cli::{Command, RulesArgs, RunArgs};
 use crate::config::{Config, ConfigError, Section};
-use crate::decision::Decider;
-use crate::destination::LoopGuard;
-use crate::doctor;
 use crate::downstream::connections::ConnectionLimiter;
 use crate::downstream::gate::ConnectionGate;
 use crate::filters::{Filter, FilterChain, FilterRegistry};
 use crate::lifecycle::{DrainWatcher, Draining};
-use crate::listener::{Listener, ListenerKind};
+use crate::listener::ListenerKind;
 use crate::passthrough::PassthroughApp;
 use crate::proxy::{HttpConnections, TransparentProxy};
 use crate::relay;
-use crate::rules::{host, Ruleset};
+use crate::sets::watch::SetsWatcher;
 use crate::shared::{ListenerState, Shared};
-use crate::signals::EarlySignals;
-use crate::transparent::{has_cap_net_admin, prebind, TransparentService};
+use crate::transparent::{prebind, TransparentService};
 use crate::upstream::connector::mark_hook;
-use clap::Parser;
 use pingora_core::apps::ServerApp;
 use pingora_core::server::configuration::{Opt, ServerConf};
 use pingora_core::server::Server;
@@ -193,10 +189,10 @@ impl Tproxyd {
         let t = &config.tproxyd;
         let chain = self.chain(config).map_err(|e| e.to_string())?;
         let (access_log, log_writer) = t.access_log.as_ref().map(AccessLog::new).unzip();
-        let loop_guard = LoopGuard::new(t.listeners.iter().map(|l| l.socket_addr));
         let shared = Shared {
             chain,
-            decider: Decider::new(loop_guard, Arc::new(t.filters.forwarding.clone())),
+            decider: t.decider(),
+            sets: Arc::new(t.sets.clone()),
             acls: t.filters.acls.clone(),
             upstream: t.upstream.clone(),
             draining,
@@ -237,6 +233,11 @@ impl Tproxyd {
         if let Some(writer) = log_writer {
             server.add_service(background_service("access log", writer));
         }
+        let sets = &t.sets;
+        if !sets.slots().is_empty() {
+            let watcher = SetsWatcher::new(sets.slots().to_vec(), sets.watch_interval);
+            server.add_service(background_service("sets watcher", watcher));
+        }
         if let Some(admin) = &t.admin {
             let mut service = Service::new("tproxyd admin".into(), admin_server(readiness.clone()));
             service.add_tcp(&admin.address);
@@ -269,115 +270,4 @@ impl Tproxyd {
         self.chain(&config)?;
         Ok(config)
     }
-
-    /// Parses the command line and does what it says: runs the proxy
-    /// until stopped (the default), or checks, writes rules, diagnoses.
-    /// Exits 1 with a message on any error.
-    pub fn run(self) -> ! {
-        env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
-        let cli = Cli::parse();
-        let code = match cli.command {
-            None => self.serve(cli.run),
-            Some(Command::Run(args)) => self.serve(args),
-            Some(Command::Check(c)) => self.serve(RunArgs {
-                conf: Some(c.conf),
-                test: true,
-                ..RunArgs::default()
-            }),
-            Some(Command::Rules(r)) => self.rules(&r),
-            Some(Command::Doctor(c)) => self.doctor(&c.conf),
-            Some(Command::Completions { shell }) => print(&Cli::completions(shell)),
-            Some(Command::Manpage) => print(&Cli::manpage()),
-        };
-        std::process::exit(code)
-    }
-
-    /// `tproxyd rules`: prints, applies or removes.
-    fn rules(&self, args: &RulesArgs) -> i32 {
-        let config = match self.load(Some(&args.conf)) {
-            Ok(c) => c,
-            Err(e) => return fail(&e),
-        };
-        let plan = Ruleset::from_config(&config.tproxyd);
-        let done = if args.apply {
-            if plan.steers.is_empty() {
-                log::warn!(
-                    "no listener in {} has `intercept`: the table steers nothing",
-                    args.conf
-                );
-            }
-            host::apply(&plan, &args.conf)
-        } else if args.remove {
-            host::remove(&plan.interception)
-        } else {
-            return print(plan.nft(&args.conf).as_bytes());
-        };
-        match done {
-            Ok(lines) => {
-                for l in lines {
-                    println!("tproxyd rules: {l}");
-                }
-                0
-            }
-            Err(e) => fail(&e),
-        }
-    }
-
-    /// `tproxyd doctor`: one line per check; 1 when one fails.
-    fn doctor(&self, path: &str) -> i32 {
-        let report = doctor::examine(self.load(Some(path)), path);
-        print!("{report}");
-        i32::from(report.failed())
-    }
-
-    /// Runs the proxy (with `-t`: checks the config and returns).
-    fn serve(self, args: RunArgs) -> i32 {
-        let config = match self.load(args.conf.as_deref()) {
-            Ok(c) => c,
-            Err(e) => return fail(&e),
-        };
-        if args.test {
-            println!(
-                "tproxyd: configuration {} is valid",
-                args.conf.as_deref().unwrap_or("(built-in defaults)")
-            );
-            return 0;
-        }
-        let transparent = config
-            .tproxyd
-            .listeners
-            .iter()
-            .any(Listener::is_transparent);
-        if transparent && !has_cap_net_admin() {
-            return fail(&"this process lacks CAP_NET_ADMIN, which IP_TRANSPARENT sockets need; \
-                   run as root or grant the capability (systemd: AmbientCapabilities=CAP_NET_ADMIN)");
-        }
-        let mut server = match self.build_server(args.pingora(), config) {
-            Ok(s) => s,
-            Err(e) => return fail(&e),
-        };
-        server.bootstrap();
-        // Heard from before the first listener opens (see `signals`).
-        let signals = match EarlySignals::listen() {
-            Ok(s) => s,
-            Err(e) => return fail(&format!("cannot listen for signals: {e}")),
-        };
-        server.run(pingora_core::server::RunArgs {
-            shutdown_signal: Box::new(signals),
-        });
-        0
-    }
-}
-
-/// Says what went wrong; the exit status for it.
-fn fail(e: &dyn std::fmt::Display) -> i32 {
-    eprintln!("tproxyd: {e}");
-    1
-}
-
-/// Writes `bytes` to stdout; the exit status.
-fn print(bytes: &[u8]) -> i32 {
-    use std::io::Write;
-    let mut out = std::io::stdout().lock();
-    i32::from(out.write_all(bytes).and_then(|()| out.flush()).is_err())
 }

@@ -1,0 +1,168 @@
+//! Loading a list file into a set, with bounds: lines are read one at a
+//! time (never more than [`MAX_LINE`] bytes of one), entries are counted
+//! as they come and duplicates folded away as the load goes, so a hostile
+//! file (gigabytes, a line without end, NUL bytes, invalid UTF-8, a
+//! million copies of one name) either loads within `max_entries` or fails
+//! with the reason, holding memory in proportion to what it keeps.
+
+use super::cidrs::CidrSet;
+use super::names::{reversed, NameSet, KEY_MAX};
+use super::parse::{parse_line, Format, Line};
+use std::io::{BufRead, BufReader, Read};
+use std::path::Path;
+
+/// The longest line read, in bytes.
+pub const MAX_LINE: usize = 4096;
+
+/// Bad lines named in a report, at most.
+const NAMED_BAD_LINES: usize = 5;
+
+/// What a load found besides its entries.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Report {
+    /// Distinct entries kept.
+    pub entries: usize,
+    /// Lines skipped as not of the format.
+    pub skipped: u64,
+    /// The first few skipped lines: line number and why.
+    pub bad: Vec<(u64, &'static str)>,
+}
+
+/// A loaded set.
+#[derive(Debug)]
+pub enum Contents {
+    /// Names, each covering its subdomains.
+    Names(NameSet),
+    /// Address ranges.
+    Cidrs(CidrSet),
+}
+
+/// Names as they are read: reversed keys in one arena, folded (sorted,
+/// duplicates and names under a listed parent dropped) whenever they
+/// double, so duplicates never accumulate.
+struct NameKeys {
+    arena: Vec<u8>,
+    keys: Vec<(u32, u16, u32)>,
+    folded: usize,
+    max: usize,
+}
+
+impl NameKeys {
+    fn push(&mut self, name: &str, line: u64) -> Result<(), String> {
+        let mut buf = [0; KEY_MAX];
+        let key = reversed(name, &mut buf).ok_or("a name over 253 bytes")?;
+        let at = u32::try_from(self.arena.len()).map_err(|_| "the list is too large")?;
+        self.arena.extend_from_slice(key);
+        let line = u32::try_from(line).unwrap_or(u32::MAX);
+        self.keys.push((at, key.len() as u16, line));
+        if self.keys.len() >= (2 * self.folded).max(1 << 20) {
+            self.fold()?;
+        }
+        Ok(())
+    }
+
+    fn key(&self, k: &(u32, u16, u32)) -> &[u8] {
+        &self.arena[k.0 as usize..k.0 as usize + k.1 as usize]
+    }
+
+    /// Sorts, keeps the first line of duplicates, drops names covered by
+    /// a listed parent, and compacts the arena.
+    fn fold(&mut self) -> Result<(), String> {
+        let mut keys = std::mem::take(&mut self.keys);
+        keys.sort_unstable_by(|a, b| self.key(a).cmp(self.key(b)).then(a.2.cmp(&b.2)));
+        let (mut arena, mut kept) = (Vec::new(), Vec::<(u32, u16, u32)>::new());
+        for k in &keys {
+            let key = self.key(k);
+            if let Some(last) = kept.last() {
+                let prev = &arena[last.0 as usize..last.0 as usize + last.1 as usize];
+                if key.starts_with(prev) {
+                    continue;
+                }
+            }
+            kept.push((arena.len() as u32, k.1, k.2));
+            arena.extend_from_slice(key);
+        }
+        if kept.len() > self.max {
+            return Err(format!("more than max_entries ({}) entries", self.max));
+        }
+        self.folded = kept.len();
+        (self.arena, self.keys) = (arena, kept);
+        Ok(())
+    }
+
+    fn build(mut self) -> Result<NameSet, String> {
+        self.fold()?;
+        NameSet::build(self.keys.iter().map(|k| (self.key(k), u64::from(k.2))))
+    }
+}
+
+/// Reads the next line into `line` (without its end); `Ok(false)` at the
+/// end of the file.
+fn next_line(r: &mut impl BufRead, line: &mut Vec<u8>, n: u64) -> Result<bool, String> {
+    line.clear();
+    let mut taken = r.take(MAX_LINE as u64 + 1);
+    let read = taken.read_until(b'\n', line).map_err(|e| e.to_string())?;
+    if read == 0 {
+        return Ok(false);
+    }
+    if line.last() == Some(&b'\n') {
+        line.pop();
+    } else if line.len() > MAX_LINE {
+        return Err(format!("line {n} is longer than {MAX_LINE} bytes"));
+    }
+    if line.last() == Some(&b'\r') {
+        line.pop();
+    }
+    Ok(true)
+}
+
+/// Loads `path` in `format`, keeping at most `max_entries` entries; the
+/// reason when it cannot (unreadable, a line too long, too many entries,
+/// no valid entry at all).
+pub fn load(path: &Path, format: Format, max_entries: usize) -> Result<(Contents, Report), String> {
+    let file = std::fs::File::open(path).map_err(|e| e.to_string())?;
+    let mut reader = BufReader::with_capacity(64 * 1024, file);
+    let mut report = Report::default();
+    let mut names = NameKeys {
+        arena: Vec::new(),
+        keys: Vec::new(),
+        folded: 0,
+        max: max_entries,
+    };
+    let mut nets = Vec::new();
+    let (mut line, mut n) = (Vec::with_capacity(256), 0u64);
+    while next_line(&mut reader, &mut line, n + 1)? {
+        n += 1;
+        match parse_line(format, &line) {
+            Line::Nothing => {}
+            Line::Names(list) => {
+                for name in list {
+                    names.push(&name, n)?;
+                }
+            }
+            Line::Net(net) if nets.len() < max_entries => nets.push((net, n)),
+            Line::Net(_) => return Err(format!("more than max_entries ({max_entries}) entries")),
+            Line::Bad(why) => {
+                report.skipped += 1;
+                if report.bad.len() < NAMED_BAD_LINES {
+                    report.bad.push((n, why));
+                }
+            }
+        }
+    }
+    let contents = match format {
+        Format::Cidrs => Contents::Cidrs(CidrSet::build(nets)),
+        _ => Contents::Names(names.build()?),
+    };
+    report.entries = match &contents {
+        Contents::Names(s) => s.len(),
+        Contents::Cidrs(s) => s.len(),
+    };
+    if report.entries == 0 {
+        return Err(format!("no valid entry ({} lines skipped)", report.skipped));
+    }
+    Ok((contents, report))
+}
+
+#[cfg(test)]
+mod tests;
