@@ -23,7 +23,7 @@ mod writer;
 
 pub use record::{Record, TlsLog};
 pub use settings::{AccessLogSettings, Format};
-pub use writer::AccessLogWriter;
+pub use writer::{AccessLogWriter, LogCloser};
 
 use log::error;
 use std::cell::RefCell;
@@ -85,6 +85,7 @@ impl AccessLog {
                 pending: Mutex::new(Some(pending)),
                 sink,
                 reopen,
+                closer: LogCloser::default(),
             },
         ))
     }
