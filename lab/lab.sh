@@ -73,8 +73,7 @@ v6_ready() {
 }
 
 v6_wait() {
-  local i
-  for i in $(seq 100); do
+  for _ in $(seq 100); do
     v6_ready && return 0
     sleep 0.05
   done
