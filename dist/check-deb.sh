@@ -21,6 +21,7 @@ for f in '/usr/bin/tproxyd' '/etc/tproxyd/tproxyd.yaml' '/usr/share/man/man8/tpr
          '/usr/share/bash-completion/completions/tproxyd' \
          '/usr/share/zsh/vendor-completions/_tproxyd' \
          '/usr/share/fish/vendor_completions.d/tproxyd\.fish' \
+         '/usr/share/doc/tproxyd/doc/configuration\.md' \
          '/usr/lib/systemd/system/tproxyd\.service'; do
   grep -Eq " \.?$f\$" <<<"$list" || fail "$f missing from the package:"$'\n'"$list"
 done
