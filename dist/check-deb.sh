@@ -105,7 +105,9 @@ expect() {
   local want; want=$(printf '%s\n' "$@")
   [ "$(cat "$calls")" = "$want" ] ||
     fail "$what: the scripts called"$'\n'"$(cat "$calls")"$'\n'"instead of"$'\n'"$want"
-  echo "check-deb: $what: $(paste -sd';' "$calls" | sed 's/;/; /g')"
+  local said="no calls"
+  [ $# = 0 ] || said=$(paste -sd';' "$calls" | sed 's/;/; /g')
+  echo "check-deb: $what: $said"
 }
 conf=$root/etc/tproxyd/tproxyd.yaml
 
