@@ -43,17 +43,19 @@ for _ in $(seq 100); do
 done
 sleep 0.3
 
+requests=0
 show() {
   echo
   echo "== client \$ curl $*"
   cli curl -sS --max-time 5 "$@" || true
+  requests=$((requests + 1))
 }
 
 echo
 echo "The router's firewall rules are tproxyd's own ('tproxyd rules --apply -c lab/rules.yaml');"
 echo "'tproxyd doctor' checks the router against them:"
 echo "== router \$ tproxyd doctor -c lab/rules.yaml"
-ip netns exec "$P-rtr" "$BIN" doctor -c lab/rules.yaml | grep -E "nft-table|policy-routing|fail-closed|checks:" || true
+ip netns exec "$P-rtr" "$BIN" doctor -c lab/rules.yaml || true
 echo
 echo "The client (192.0.2.10, 2001:db8:1::10) fetches addresses on the 'internet' side."
 echo "The router intercepts port 80 with nftables tproxy and hands it to tproxyd,"
@@ -76,11 +78,20 @@ ip netns exec "$P-rtr" curl -sS --max-time 5 http://127.0.0.1:9187/metrics \
   | grep -E '^tproxyd_(requests_total|requests_refused_total|upstream_connections_total)' | grep -v ' 0$' || true
 echo
 echo "== tproxyd access log"
-grep -E '^[0-9].* -> ' "$work/tproxyd.log" || cat "$work/tproxyd.log"
+# The writer thread batches lines (up to 100 ms while idle): wait for one
+# line per request above.
+access() { grep -E '^[0-9].* -> ' "$work/tproxyd.log"; }
+for _ in $(seq 50); do
+  [ "$(access | wc -l)" -ge "$requests" ] && break
+  sleep 0.1
+done
+access || cat "$work/tproxyd.log"
 
 kill "$proxy_pid"; wait "$proxy_pid" 2>/dev/null || true; proxy_pid=
 echo
-echo "tproxyd is stopped now: the ruleset fails closed (TCP reset), traffic never bypasses the proxy."
+echo "tproxyd stopped at once on SIGTERM, nothing being in flight:"
+grep -E 'exiting' "$work/tproxyd.log" | sed 's/^\[[^]]*\] */  /' || true
+echo "The ruleset fails closed (TCP reset): traffic never bypasses the proxy."
 show http://198.51.100.10/while-down
 echo
 echo "== done; removing the lab"

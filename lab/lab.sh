@@ -54,6 +54,32 @@ down() {
   done
 }
 
+# Whether every lab link is up for IPv6: the kernel has handled its carrier
+# (operational state UP; asking also makes it handle a pending change
+# now), it has its link-local address, and no address anywhere is still
+# tentative (duplicate address detection is off in the lab: this guards
+# it). Until then the first neighbour discovery is lost, and a v6
+# connection waits a second for its retransmission.
+v6_ready() {
+  local l
+  for l in "$CLI eth0" "$RTR lan0" "$RTR wan0" "$SRV eth0"; do
+    set -- $l
+    ip -n "$1" -o link show dev "$2" | grep -q ' state UP ' || return 1
+    ip -n "$1" -6 addr show dev "$2" scope link | grep -q 'inet6 fe80' || return 1
+  done
+  for l in "$CLI" "$RTR" "$SRV"; do
+    [ -z "$(ip -n "$l" -6 addr show tentative)" ] || return 1
+  done
+}
+
+v6_wait() {
+  for _ in $(seq 100); do
+    v6_ready && return 0
+    sleep 0.05
+  done
+  die "IPv6 is not up on the lab's links after 5 s: $(ip -n "$RTR" -6 -br addr)"
+}
+
 up() {
   need
   down
@@ -68,8 +94,13 @@ up() {
   done
 
   # veth pairs are created inside the namespaces, never in the root one.
-  ip -n "$CLI" link add eth0 type veth peer name lan0 netns "$RTR"
-  ip -n "$SRV" link add eth0 type veth peer name wan0 netns "$RTR"
+  # Each end gets an interface index unlike its peer's: the kernel handles
+  # the carrier change of a veth whose index equals its peer's (both would
+  # be 2 in fresh namespaces) through its rate-limited link watcher, up to
+  # a second later, and until then the first IPv6 neighbour discovery on
+  # the link is lost: the first v6 connection took a second.
+  ip -n "$CLI" link add eth0 index 10 type veth peer name lan0 index 11 netns "$RTR"
+  ip -n "$SRV" link add eth0 index 20 type veth peer name wan0 index 21 netns "$RTR"
 
   ip -n "$CLI" addr add 192.0.2.10/24 dev eth0
   ip -n "$CLI" addr add 192.0.2.11/24 dev eth0
@@ -94,6 +125,7 @@ up() {
   ip -n "$SRV" -6 route add default via 2001:db8:2::1
 
   in_ns "$RTR" sysctl -qw net.ipv4.ip_forward=1 net.ipv6.conf.all.forwarding=1
+  v6_wait
 
   # Name resolution inside the router (for the host_check filter): `ip netns
   # exec` mounts these over /etc/hosts and /etc/resolv.conf for processes in

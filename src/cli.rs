@@ -22,8 +22,10 @@ pub const DEFAULT_CONFIG: &str = "/etc/tproxyd/tproxyd.yaml";
         nat redirect); tproxyd sends each request on to the address the client dialed, \
         with headers added, filtered and logged. Without a command, tproxyd runs the proxy.",
     args_conflicts_with_subcommands = true,
-    after_help = "Signals: SIGQUIT hands the listening sockets to a new `tproxyd -u` (graceful \
-        upgrade); SIGTERM stops accepting and lets requests in flight finish.\n\
+    after_help = "Signals: SIGTERM stops accepting and exits once no request or relay is in \
+        flight (grace_period_seconds at most); SIGQUIT hands the listening sockets to a new \
+        `tproxyd -u` (graceful upgrade), then stops likewise; SIGINT exits at once; SIGHUP \
+        reopens the access log.\n\
         See tproxyd(8) for the configuration."
 )]
 pub struct Cli {
@@ -174,25 +176,24 @@ impl Cli {
         let mut out = Vec::new();
         let _ = man.render_title(&mut out);
         let _ = man.render_name_section(&mut out);
-        let _ = man.render_synopsis_section(&mut out);
+        // clap_mangen's synopsis leaves out option values (`-c|--conf`
+        // without FILE): written here, as the commands below are.
+        out.extend_from_slice(
+            format!(
+                ".SH SYNOPSIS\n\\fBtproxyd\\fR {} [\\fIcommand\\fR]\n",
+                usage(&cmd)
+            )
+            .as_bytes(),
+        );
         let _ = man.render_description_section(&mut out);
         let _ = man.render_options_section(&mut out);
         out.extend_from_slice(b".SH COMMANDS\n");
         for sub in cmd.get_subcommands().filter(|s| !s.is_hide_set()) {
-            let args: Vec<String> = sub
-                .get_arguments()
-                .filter(|a| !a.is_hide_set() && a.get_id() != "help")
-                .map(|a| match (a.get_short(), a.get_long()) {
-                    (Some(s), Some(l)) => format!("[\\-{s}|\\-\\-{l}]"),
-                    (None, Some(l)) => format!("[\\-\\-{l}]"),
-                    _ => format!("<{}>", a.get_id()),
-                })
-                .collect();
             out.extend_from_slice(
                 format!(
                     ".TP\n\\fBtproxyd {}\\fR {}\n{}\n",
                     sub.get_name(),
-                    args.join(" "),
+                    usage(sub),
                     sub.get_long_about()
                         .or(sub.get_about())
                         .map(|a| a.to_string().replace('-', "\\-"))
@@ -212,4 +213,24 @@ impl Cli {
         clap_complete::generate(shell, &mut Cli::command(), "tproxyd", &mut out);
         out
     }
+}
+
+/// `cmd`'s arguments in roff, as a synopsis shows them: `[-c|--conf FILE]`,
+/// `[--apply]`, `<shell>` (not --help and --version).
+fn usage(cmd: &clap::Command) -> String {
+    cmd.get_arguments()
+        .filter(|a| !a.is_hide_set() && !matches!(a.get_id().as_str(), "help" | "version"))
+        .map(|a| {
+            let value = match a.get_value_names() {
+                Some([v, ..]) if a.get_action().takes_values() => format!(" \\fI{v}\\fR"),
+                _ => String::new(),
+            };
+            match (a.get_short(), a.get_long()) {
+                (Some(s), Some(l)) => format!("[\\fB\\-{s}\\fR|\\fB\\-\\-{l}\\fR{value}]"),
+                (None, Some(l)) => format!("[\\fB\\-\\-{l}\\fR{value}]"),
+                _ => format!("\\fI<{}>\\fR", a.get_id()),
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
 }

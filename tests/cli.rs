@@ -143,6 +143,9 @@ fn help_is_written_for_tproxyd_with_its_subcommands() {
         !help.to_lowercase().contains("pingora-based") && !help.contains("base set of command"),
         "Pingora's own help text leaks into ours:\n{help}"
     );
+    for signal in ["SIGTERM", "SIGQUIT", "SIGINT", "SIGHUP"] {
+        assert!(help.contains(signal), "{signal} missing from\n{help}");
+    }
     for sub in ["run", "check", "rules", "doctor"] {
         let (ok, text, _) = run_cli(&[sub, "--help"]);
         assert!(ok && text.contains("--conf"), "{sub} --help:\n{text}");
@@ -208,7 +211,19 @@ fn shipped_manual_and_completions_are_generated_from_this_cli() {
         ".SH COMMANDS",
         ".SH CONFIGURATION",
         ".SH SIGNALS",
+        ".B SIGTERM",
+        ".B SIGQUIT",
+        ".B SIGINT",
+        ".B SIGHUP",
     ] {
         assert!(man.contains(section), "{section}");
     }
+    let synopsis = man.split(".SH SYNOPSIS\n").nth(1).unwrap_or_default();
+    assert!(
+        synopsis
+            .lines()
+            .next()
+            .is_some_and(|l| l.contains(r"\fB\-\-conf\fR \fIFILE\fR")),
+        "the synopsis does not show --conf FILE:\n{synopsis}"
+    );
 }

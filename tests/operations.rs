@@ -335,6 +335,8 @@ fn sigterm_finishes_in_flight_requests_then_stops() {
     assert_eq!(resp.status, 200);
     assert!(resp.body == slow_body(15), "body differs");
 
+    // Both answered: nothing holds the process any more, and it leaves
+    // well before its 3 s grace period is over.
     let status = proxy
         .wait_exit(Duration::from_secs(15))
         .expect("tproxyd exits after SIGTERM");
@@ -343,13 +345,133 @@ fn sigterm_finishes_in_flight_requests_then_stops() {
         "sigterm: exited {status} {:.1}s after SIGTERM",
         took.as_secs_f64()
     );
+    assert!(status.success(), "{status}");
     assert!(
-        took >= Duration::from_millis(2500),
-        "left before the grace period: {took:?}"
+        took < Duration::from_millis(2700),
+        "waited out the grace period: {took:?}\n{}",
+        proxy.log_text()
     );
+    assert!(proxy
+        .log_text()
+        .contains("exiting: no client connection open any more"));
     // Gone: the router resets new connections (fail closed).
     let err = lab.client_connect(&format!("{SERVER_V4}:80")).unwrap_err();
     assert_eq!(err.kind(), std::io::ErrorKind::ConnectionRefused);
+}
+
+/// With nothing in flight, SIGTERM stops tproxyd at once, however long its
+/// grace period: an idle keep-alive connection does not hold it. An open
+/// relay (a tunnel of what is not HTTP) does, and keeps relaying, until
+/// its client closes it.
+#[test]
+fn sigterm_stops_as_soon_as_nothing_is_in_flight() {
+    if !lab_available("sigterm_idle") {
+        return;
+    }
+    let lab = Lab::up();
+    let origin = Origin::start(&lab, &[80]);
+    Origin::start_echo(&lab, 85);
+    let dir = TempDir::new("termidle");
+    let yaml = gen_config(&dir.0, "x", false)
+        .replace("grace_period_seconds: 1", "grace_period_seconds: 30");
+    assert!(yaml.contains("grace_period_seconds: 30"));
+
+    let mut proxy = Proxy::spawn(&lab, &dir.0, "idle", &yaml, &[]);
+    proxy.wait_listening(&lab, &[8888]);
+    let mut idle = Client::new(lab.client_connect(&format!("{SERVER_V4}:80")).unwrap());
+    assert_eq!(idle.get("example.test", "/", &[]).unwrap().status, 200);
+    assert_eq!(origin.count(), 1);
+    let t = Instant::now();
+    proxy.signal(Signal::SIGTERM);
+    let status = proxy
+        .wait_exit(Duration::from_secs(5))
+        .expect("tproxyd exits after SIGTERM");
+    let took = t.elapsed();
+    eprintln!("sigterm_idle: nothing in flight, exited {status} after {took:?}");
+    assert!(status.success(), "{status}");
+    assert!(
+        took < Duration::from_millis(500),
+        "{took:?}\n{}",
+        proxy.log_text()
+    );
+    let log = proxy.log_text();
+    assert!(
+        log.contains("exiting: no client connection open any more"),
+        "{log}"
+    );
+
+    // A relay in flight holds the stop, and still relays meanwhile.
+    let mut proxy = Proxy::spawn(&lab, &dir.0, "relay", &yaml, &[]);
+    proxy.wait_listening(&lab, &[8888]);
+    let mut tunnel = lab.client_connect(&format!("{SERVER_V4}:85")).unwrap();
+    tunnel
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    let echo = |s: &mut std::net::TcpStream, bytes: &[u8]| {
+        std::io::Write::write_all(s, bytes).unwrap();
+        let mut back = vec![0u8; bytes.len()];
+        std::io::Read::read_exact(s, &mut back).unwrap();
+        assert_eq!(back, bytes);
+    };
+    echo(&mut tunnel, b"\x00\x01before");
+    proxy.signal(Signal::SIGTERM);
+    wait_until("the grace period to start", Duration::from_secs(5), || {
+        proxy
+            .log_text()
+            .contains("grace period: 1 client connections open")
+    });
+    // Deliberate pause, not a wait: the process must still be there.
+    std::thread::sleep(Duration::from_millis(300));
+    echo(&mut tunnel, b"\x00\x02during the grace period");
+    assert!(proxy.is_running(), "{}", proxy.log_text());
+    let t = Instant::now();
+    drop(tunnel);
+    let status = proxy
+        .wait_exit(Duration::from_secs(5))
+        .expect("tproxyd exits once the relay is closed");
+    let took = t.elapsed();
+    eprintln!("sigterm_idle: exited {status} {took:?} after the relay closed");
+    assert!(status.success(), "{status}");
+    assert!(took < Duration::from_millis(500), "{took:?}");
+    let log = proxy.log_text();
+    assert!(
+        log.contains("exiting: no client connection open any more"),
+        "{log}"
+    );
+    // The tunnel's access-log record was written out before the exit.
+    assert!(
+        log.contains("tunnel=unknown"),
+        "no record of the tunnel in:\n{log}"
+    );
+
+    // A relay still open when the grace period (1 s) is over is cut, and
+    // the log says how many were.
+    let yaml = gen_config(&dir.0, "x", false);
+    let mut proxy = Proxy::spawn(&lab, &dir.0, "cut", &yaml, &[]);
+    proxy.wait_listening(&lab, &[8888]);
+    let mut tunnel = lab.client_connect(&format!("{SERVER_V4}:85")).unwrap();
+    tunnel
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    echo(&mut tunnel, b"\x00\x03held past the grace period");
+    let t = Instant::now();
+    proxy.signal(Signal::SIGTERM);
+    let status = proxy
+        .wait_exit(Duration::from_secs(5))
+        .expect("tproxyd exits at the end of its grace period");
+    let took = t.elapsed();
+    eprintln!("sigterm_idle: a relay open, exited {status} {took:?} after SIGTERM");
+    assert!(took >= Duration::from_secs(1), "{took:?}");
+    let log = proxy.log_text();
+    assert!(
+        log.contains("the grace period is over with 1 client connections open, cut"),
+        "{log}"
+    );
+    let mut byte = [0u8; 1];
+    assert!(
+        matches!(std::io::Read::read(&mut tunnel, &mut byte), Ok(0) | Err(_)),
+        "the cut tunnel is still open"
+    );
 }
 
 /// SIGINT stops tproxyd at once, also sent the moment its listener opens,

@@ -25,6 +25,9 @@ _tproxyd() {
             tproxyd,doctor)
                 cmd="tproxyd__subcmd__doctor"
                 ;;
+            tproxyd,explain)
+                cmd="tproxyd__subcmd__explain"
+                ;;
             tproxyd,help)
                 cmd="tproxyd__subcmd__help"
                 ;;
@@ -46,6 +49,9 @@ _tproxyd() {
             tproxyd__subcmd__help,doctor)
                 cmd="tproxyd__subcmd__help__subcmd__doctor"
                 ;;
+            tproxyd__subcmd__help,explain)
+                cmd="tproxyd__subcmd__help__subcmd__explain"
+                ;;
             tproxyd__subcmd__help,help)
                 cmd="tproxyd__subcmd__help__subcmd__help"
                 ;;
@@ -65,7 +71,7 @@ _tproxyd() {
 
     case "${cmd}" in
         tproxyd)
-            opts="-c -u -d -t -h -V --conf --upgrade --daemon --test --nocapture --help --version run check rules doctor completions manpage help"
+            opts="-c -u -d -t -h -V --conf --upgrade --daemon --test --nocapture --help --version run check rules doctor explain completions manpage help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -144,8 +150,58 @@ _tproxyd() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
+        tproxyd__subcmd__explain)
+            opts="-c -h --conf --client --dst --host --sni --listener --method --path --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --conf)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                -c)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --client)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --dst)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --host)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --sni)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --listener)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --method)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --path)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
         tproxyd__subcmd__help)
-            opts="run check rules doctor completions manpage help"
+            opts="run check rules doctor explain completions manpage help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -187,6 +243,20 @@ _tproxyd() {
             return 0
             ;;
         tproxyd__subcmd__help__subcmd__doctor)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        tproxyd__subcmd__help__subcmd__explain)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )

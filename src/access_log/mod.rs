@@ -23,7 +23,7 @@ mod writer;
 
 pub use record::{Record, TlsLog};
 pub use settings::{AccessLogOutput, AccessLogSettings, Destination, Format};
-pub use writer::AccessLogWriter;
+pub use writer::{AccessLogWriter, LogCloser};
 
 use log::error;
 use std::cell::RefCell;
@@ -75,6 +75,7 @@ impl AccessLog {
                 pending: Mutex::new(Some(pending)),
                 sink: conf.destination.clone(),
                 reopen,
+                closer: LogCloser::default(),
             },
         )
     }

@@ -1,6 +1,7 @@
 //! The writer side of the access log: a thread of its own that takes the
 //! pending lines every few milliseconds (less often while none come),
-//! writes them in one go, and reopens the file on SIGHUP.
+//! writes them in one go, and reopens the file on SIGHUP. [`LogCloser`]
+//! has it write out what is pending before the process exits.
 
 use super::settings::open;
 use super::settings::Destination;
@@ -11,7 +12,8 @@ use pingora_core::services::background::BackgroundService;
 use std::io::Write;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
 
 use super::Pending;
 
@@ -30,6 +32,35 @@ pub struct AccessLogWriter {
     pub(super) pending: Mutex<Option<Arc<Pending>>>,
     pub(super) sink: Destination,
     pub(super) reopen: Arc<AtomicBool>,
+    pub(super) closer: LogCloser,
+}
+
+/// Ends the writer thread once it has written what is pending: for a
+/// process about to exit, which would otherwise lose the last records.
+#[derive(Debug, Clone, Default)]
+pub struct LogCloser {
+    closing: Arc<AtomicBool>,
+    thread: Arc<Mutex<Option<JoinHandle<()>>>>,
+}
+
+/// The longest [`LogCloser::close`] waits for the last write (a disk that
+/// hangs must not keep the process from exiting).
+const CLOSE_WAIT: Duration = Duration::from_secs(1);
+
+impl LogCloser {
+    /// Writes out the pending records and stops the writer; waits at most
+    /// [`CLOSE_WAIT`]. Records logged afterwards are not written.
+    pub fn close(&self) {
+        self.closing.store(true, Ordering::SeqCst);
+        let Some(thread) = self.thread.lock().unwrap_or_else(|p| p.into_inner()).take() else {
+            return;
+        };
+        thread.thread().unpark();
+        let deadline = Instant::now() + CLOSE_WAIT;
+        while !thread.is_finished() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
 }
 
 enum Sink {
@@ -56,7 +87,12 @@ impl Sink {
     }
 }
 
-fn run_writer(pending: Arc<Pending>, kind: Destination, reopen: Arc<AtomicBool>) {
+fn run_writer(
+    pending: Arc<Pending>,
+    kind: Destination,
+    reopen: Arc<AtomicBool>,
+    closing: Arc<AtomicBool>,
+) {
     let mut sink = match Sink::open(&kind) {
         Ok(s) => s,
         Err(e) => {
@@ -67,7 +103,11 @@ fn run_writer(pending: Arc<Pending>, kind: Destination, reopen: Arc<AtomicBool>)
     let mut batch: Vec<u8> = Vec::new();
     let mut nap = FLUSH_EVERY;
     loop {
-        std::thread::sleep(nap);
+        // Unparked early by `LogCloser::close`.
+        std::thread::park_timeout(nap);
+        // Read before the lines are taken: whatever was logged before the
+        // close began is in this round.
+        let last = closing.load(Ordering::SeqCst);
         {
             let mut lines = pending.lines.lock().unwrap_or_else(|p| p.into_inner());
             // Hand back the emptied buffer of the last batch: capacity is
@@ -98,9 +138,29 @@ fn run_writer(pending: Arc<Pending>, kind: Destination, reopen: Arc<AtomicBool>)
                 }
             }
         }
-        // Every logger is gone: nothing more can come.
-        if Arc::strong_count(&pending) == 1 && pending.lines.lock().map_or(true, |l| l.is_empty()) {
+        // Closed, or every logger is gone: nothing more can come.
+        if last
+            || Arc::strong_count(&pending) == 1
+                && pending.lines.lock().map_or(true, |l| l.is_empty())
+        {
             return;
+        }
+    }
+}
+
+impl AccessLogWriter {
+    /// What stops this writer before the process exits.
+    pub fn closer(&self) -> LogCloser {
+        self.closer.clone()
+    }
+}
+
+impl std::fmt::Display for Destination {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Destination::File(p) => write!(f, "{}", p.display()),
+            Destination::Stdout => f.write_str("stdout"),
+            Destination::Stderr => f.write_str("stderr"),
         }
     }
 }
@@ -115,11 +175,21 @@ impl BackgroundService for AccessLogWriter {
         };
         let kind = self.sink.clone();
         let reopen = self.reopen.clone();
-        if let Err(e) = std::thread::Builder::new()
-            .name("access-log".into())
-            .spawn(move || run_writer(pending, kind, reopen))
+        let closing = self.closer.closing.clone();
+        info!("access log: writing to {kind}");
         {
-            error!("cannot start the access-log writer: {e}");
+            // Held while the thread starts: a close meanwhile waits for it.
+            let mut slot = self.closer.thread.lock().unwrap_or_else(|p| p.into_inner());
+            match std::thread::Builder::new()
+                .name("access-log".into())
+                .spawn(move || run_writer(pending, kind, reopen, closing))
+            {
+                Ok(thread) => *slot = Some(thread),
+                Err(e) => error!("cannot start the access-log writer: {e}"),
+            }
         }
+        // The writer lives on in its thread: returning would have Pingora
+        // log this service as exited while it writes.
+        std::future::pending::<()>().await
     }
 }

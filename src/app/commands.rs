@@ -134,7 +134,7 @@ impl Tproxyd {
             return fail(&"this process lacks CAP_NET_ADMIN, which IP_TRANSPARENT sockets need; \
                    run as root or grant the capability (systemd: AmbientCapabilities=CAP_NET_ADMIN)");
         }
-        let mut server = match self.build_server(args.pingora(), config) {
+        let (mut server, exit) = match self.assemble(args.pingora(), config) {
             Ok(s) => s,
             Err(e) => return fail(&e),
         };
@@ -147,6 +147,7 @@ impl Tproxyd {
         server.run(pingora_core::server::RunArgs {
             shutdown_signal: Box::new(signals),
         });
+        exit.after_run();
         0
     }
 }

@@ -27,7 +27,7 @@ use crate::config::{Config, ConfigError, Section};
 use crate::downstream::connections::ConnectionLimiter;
 use crate::downstream::gate::ConnectionGate;
 use crate::filters::{Filter, FilterChain, FilterRegistry};
-use crate::lifecycle::{DrainWatcher, Draining};
+use crate::lifecycle::{DrainWatcher, Draining, Exit};
 use crate::listener::ListenerKind;
 use crate::passthrough::PassthroughApp;
 use crate::proxy::{HttpConnections, TransparentProxy};
@@ -209,7 +209,13 @@ impl Tproxyd {
     ///
     /// Unless upgrading (`-u`), the listening sockets are bound here, in the
     /// foreground: an error names the listener and nothing is started.
-    pub fn build_server(&self, mut opt: Opt, config: Config) -> Result<Server, String> {
+    pub fn build_server(&self, opt: Opt, config: Config) -> Result<Server, String> {
+        Ok(self.assemble(opt, config)?.0)
+    }
+
+    /// [`Tproxyd::build_server`], and what ends the process once Pingora's
+    /// `run` returns.
+    fn assemble(&self, mut opt: Opt, config: Config) -> Result<(Server, Arc<Exit>), String> {
         // The file was already read and validated by us; stop Pingora from
         // warning that it ignores `-c`.
         opt.conf = None;
@@ -225,10 +231,17 @@ impl Tproxyd {
         let readiness = Readiness::new(t.listeners.len(), draining.clone());
 
         let mut server = Server::new_with_opt_and_conf(opt, pingora_conf);
+        let server_conf = server.configuration.clone();
+        let limiter = connection_limiter(&t, &server_conf);
         let phases = server.watch_execution_phase();
+        let (open, log) = (limiter.clone(), log_writer.as_ref().map(|w| w.closer()));
+        let exit = Exit::new(
+            move || open.open(),
+            move || log.iter().for_each(|l| l.close()),
+        );
         server.add_service(background_service(
             "drain watcher",
-            DrainWatcher::new(phases, draining),
+            DrainWatcher::new(phases, draining, exit.clone()),
         ));
         if let Some(writer) = log_writer {
             server.add_service(background_service("access log", writer));
@@ -243,8 +256,6 @@ impl Tproxyd {
             service.add_tcp(&admin.address);
             server.add_service(service);
         }
-        let server_conf = server.configuration.clone();
-        let limiter = connection_limiter(&t, &server_conf);
         let mut assembly = Assembly {
             server: &mut server,
             server_conf,
@@ -256,7 +267,7 @@ impl Tproxyd {
         for listener in &t.listeners {
             assembly.add_listener(ListenerState::new(listener.clone(), shared.clone()))?;
         }
-        Ok(server)
+        Ok((server, exit))
     }
 
     /// Loads and validates the config at `path` (none: the built-in
