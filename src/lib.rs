@@ -14,12 +14,13 @@
 //!    id, refusals, answers).
 //! 2. **Components**, each owning its settings and their validation:
 //!    [`lifecycle`], [`signals`] (stop and upgrade signals, heard from
-//!    start-up on), [`metrics`], [`access_log`], [`relay`], [`upstream`],
-//!    [`destination`], [`sets`] (name and address sets from files),
-//!    [`policy`] (rule sets on flows), [`filters`],
-//!    [`tls`], [`downstream`] (the client side: connections, heads,
-//!    limits), [`admin`], [`interception`] (what the firewall steers to
-//!    which listener).
+//!    start-up on), [`metrics`], [`access_log`], [`relay`], [`live`] (the
+//!    flows open now, heavy hitters, rates: the status page's state),
+//!    [`upstream`], [`destination`], [`sets`] (name and address sets from
+//!    files), [`policy`] (rule sets on flows), [`filters`], [`tls`],
+//!    [`downstream`] (the client side: connections, heads, limits),
+//!    [`admin`] (metrics, health, the status page and its API),
+//!    [`interception`] (what the firewall steers to which listener).
 //! 3. **Request path**: [`decision`] (the one decision on every flow),
 //!    [`summary`] (one record per flow for both log and metrics),
 //!    [`listener`] (a listener's kind with its policy), [`transparent`]
@@ -45,6 +46,7 @@ pub mod downstream;
 pub mod filters;
 pub mod interception;
 pub mod lifecycle;
+pub mod live;
 pub mod metrics;
 pub mod policy;
 pub mod relay;

@@ -202,14 +202,31 @@ impl TimeoutPhase {
     }
 }
 
+/// What the status page's rates are made of: one listener's counters.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Totals {
+    /// Finished requests (and CONNECTs), any status.
+    pub requests: u64,
+    /// Finished TLS passthrough connections and tunnels.
+    pub connections: u64,
+    /// Body (and tunnel) bytes from clients.
+    pub rx: u64,
+    /// Body (and tunnel) bytes to clients.
+    pub tx: u64,
+    /// Refusals, in [`Refusal::ALL`] order.
+    pub refused: [u64; Refusal::COUNT],
+    /// Client-side limits fired, in [`DownstreamLimit::ALL`] order.
+    pub limits: [u64; DownstreamLimit::COUNT],
+}
+
 /// One listener's metrics with their labels resolved.
 #[derive(Clone)]
 pub struct ListenerMetrics {
     status: [IntCounter; 6],
-    refused: [IntCounter; 10],
+    refused: [IntCounter; Refusal::COUNT],
     tunnels: [IntCounter; 4],
     relays: [IntCounter; 2],
-    limits: [IntCounter; 5],
+    limits: [IntCounter; DownstreamLimit::COUNT],
     connect_failures: [IntCounter; 4],
     timeouts: [IntCounter; 3],
     conn_new: IntCounter,
@@ -256,6 +273,19 @@ impl ListenerMetrics {
             connect_time: CONNECT_TIME.with_label_values(&l),
             tls: (listener.mode == Mode::TlsPassthrough)
                 .then(|| TlsOutcome::ALL.map(|o| with(&TLS_CONNS, o.as_str()))),
+        }
+    }
+
+    /// The counters as they stand.
+    pub fn totals(&self) -> Totals {
+        let sum = |c: &[IntCounter]| c.iter().map(IntCounter::get).sum::<u64>();
+        Totals {
+            requests: sum(&self.status),
+            connections: sum(&self.tunnels) + self.tls.as_ref().map_or(0, |t| sum(t)),
+            rx: self.rx.get(),
+            tx: self.tx.get(),
+            refused: self.refused.each_ref().map(IntCounter::get),
+            limits: self.limits.each_ref().map(IntCounter::get),
         }
     }
 

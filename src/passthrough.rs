@@ -64,15 +64,25 @@ impl ServerApp for PassthroughApp {
     ) -> Option<Stream> {
         let _open = ConnectionGuard::new(&self.state.metrics.in_flight);
         let peers = connection_peers(&stream, self.state.listener.destination_source());
-        let mut conn = Conn {
-            summary: Summary::new(peers.client),
-            hello: None,
-            outcome: TlsOutcome::BadHello,
-            decision: None,
-        };
-        conn.summary.dst = peers.dst;
-        self.handle(&mut stream, &mut conn).await;
-        self.finish(&conn);
+        // On the status page while it lasts (see `crate::live`).
+        let live = self
+            .state
+            .shared
+            .live
+            .register(&self.state.listener.id, peers.client);
+        let flow = live.as_ref().map(|r| r.flow().clone());
+        crate::live::scope(flow, async {
+            let mut conn = Conn {
+                summary: Summary::new(peers.client),
+                hello: None,
+                outcome: TlsOutcome::BadHello,
+                decision: None,
+            };
+            conn.summary.dst = peers.dst;
+            self.handle(&mut stream, &mut conn).await;
+            self.finish(&conn);
+        })
+        .await;
         None
     }
 }
@@ -159,13 +169,7 @@ impl PassthroughApp {
             request: None,
             hello,
         };
-        match self
-            .state
-            .shared
-            .decider
-            .decide(self.state.rules(), &flow)
-            .await
-        {
+        match self.state.decide(&flow).await {
             Decision::Allow { dst, by } => {
                 conn.decision = by;
                 Some(dst)
@@ -211,7 +215,8 @@ impl PassthroughApp {
         if conn.outcome != TlsOutcome::NonTls {
             conn.outcome = TlsOutcome::Spliced;
         }
-        match relay_opened(stream, &mut upstream, peeked, conf, idle).await {
+        let live = conn.summary.relaying();
+        match relay_opened(stream, &mut upstream, peeked, conf, idle, live).await {
             Ok(r) => conn.summary.relayed(r, peeked.len()),
             Err(e) => conn.summary.error = Some(e),
         }

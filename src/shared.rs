@@ -8,6 +8,7 @@ use crate::downstream::Downstream;
 use crate::filters::{FilterChain, FilterCtx, FlowInfo};
 use crate::lifecycle::Draining;
 use crate::listener::Listener;
+use crate::live::Live;
 use crate::metrics::ListenerMetrics;
 use crate::policy::Acl;
 use crate::sets::Catalog;
@@ -37,6 +38,8 @@ pub struct Shared {
     pub mark_hook: Option<SockHook>,
     /// Client-side limits.
     pub downstream: Downstream,
+    /// What goes through now, for the status page.
+    pub live: Arc<Live>,
 }
 
 /// One listener's view: its settings, its metrics, the shared state.
@@ -65,6 +68,7 @@ impl ListenerState {
             listener: &self.listener.id,
             metrics: &self.metrics,
             log: self.shared.access_log.as_ref(),
+            live: &self.shared.live,
         }
     }
 
@@ -76,9 +80,20 @@ impl ListenerState {
             .with_sets(self.shared.sets.clone())
     }
 
-    /// The decision on `flow`, under this listener's rules.
+    /// The decision on `flow`, under this listener's rules; the status
+    /// page's flow shows it.
     pub async fn decide(&self, flow: &Flow<'_>) -> Decision {
-        self.shared.decider.decide(self.rules(), flow).await
+        let decision = self.shared.decider.decide(self.rules(), flow).await;
+        crate::live::with_current(|f| {
+            let (dst, by) = match &decision {
+                Decision::Allow { dst, by } => (Some(*dst), by.as_deref()),
+                Decision::Deny { answer, by } => {
+                    (None, by.as_deref().or(answer.refusal.map(|r| r.as_str())))
+                }
+            };
+            f.decided(flow.kind, flow.name, dst, by);
+        });
+        decision
     }
 
     /// What this listener brings to its flows' decision.

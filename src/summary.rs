@@ -7,10 +7,13 @@
 use crate::access_log::{AccessLog, Record, TlsLog};
 use crate::addr::{ClientAddr, OrigDstAddr};
 use crate::flow::{Answer, ListenerId, Protocol, Refusal, RelayKind, RequestId, TlsOutcome};
+use crate::live::{FlowState, Live, LiveFlow};
 use crate::metrics::ListenerMetrics;
-use crate::relay::Relayed;
+use crate::relay::{Counts, Relayed};
 use pingora_core::protocols::GetSocketDigest;
 use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// The upstream connection a flow used.
@@ -64,6 +67,9 @@ pub struct Summary {
     pub error: Option<&'static str>,
     /// How an opaque flow's bytes were relayed, once they were.
     pub relay: Option<RelayKind>,
+    /// Its place on the status page: the connection task's flow
+    /// ([`crate::live::current`]), none when flows are off.
+    live: Option<Arc<LiveFlow>>,
 }
 
 /// The request line as logged.
@@ -100,6 +106,8 @@ pub struct Outputs<'a> {
     pub metrics: &'a ListenerMetrics,
     /// The access log, unless disabled.
     pub log: Option<&'a AccessLog>,
+    /// The status page's top lists.
+    pub live: &'a Live,
 }
 
 impl RequestLine<'_> {
@@ -113,10 +121,16 @@ impl RequestLine<'_> {
 }
 
 impl Summary {
-    /// A flow from `client` starting now.
+    /// A flow from `client` starting now (of the connection task's live
+    /// flow, if any).
     pub fn new(client: Option<ClientAddr>) -> Summary {
+        let request_id = RequestId::next();
+        let live = crate::live::current();
+        if let Some(f) = &live {
+            f.request_started(request_id);
+        }
         Summary {
-            request_id: RequestId::next(),
+            request_id,
             start: Instant::now(),
             client,
             dst: None,
@@ -127,6 +141,23 @@ impl Summary {
             refused: None,
             error: None,
             relay: None,
+            live,
+        }
+    }
+
+    /// Its bytes begin to flow (a response, a relay): the live flow shows
+    /// it, and the relay counts into the live flow's counters.
+    pub fn relaying(&self) -> Option<&Counts> {
+        let f = self.live.as_deref()?;
+        f.set_state(FlowState::Relaying);
+        Some(f.counts())
+    }
+
+    /// `n` bytes of an HTTP response body went to the client: the live
+    /// flow counts them, relaying.
+    pub fn response_bytes(&self, n: usize) {
+        if let Some(c) = self.relaying() {
+            c.down.fetch_add(n as u64, Ordering::Relaxed);
         }
     }
 
@@ -149,11 +180,17 @@ impl Summary {
         }
     }
 
-    /// Counts the flow and writes its access-log record.
+    /// Counts the flow (in the metrics and the status page's top lists)
+    /// and writes its access-log record.
     pub fn finish(&self, out: Outputs<'_>, line: RequestLine<'_>, kind: Kind<'_>) {
         let duration = self.start.elapsed();
         let m = out.metrics;
         let (rx, tx) = (self.rx as usize, self.tx as usize);
+        if let Some(f) = &self.live {
+            out.live.finished(f, self.dst, self.rx + self.tx);
+            // An HTTP connection reads its next head.
+            f.set_state(FlowState::ReadingHead);
+        }
         match kind {
             Kind::Request => m.request_done(self.status, rx, tx, duration.as_secs_f64()),
             Kind::Tls(outcome, _) => {

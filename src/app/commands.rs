@@ -119,6 +119,9 @@ impl Tproxyd {
         }
         if args.test {
             print_sets(&config);
+            if let Some(w) = config.tproxyd.admin.as_ref().and_then(|a| a.warning()) {
+                eprintln!("tproxyd: warning: {w}");
+            }
             println!(
                 "tproxyd: configuration {} is valid",
                 args.conf.as_deref().unwrap_or("(built-in defaults)")

@@ -21,7 +21,7 @@
 mod commands;
 
 use crate::access_log::AccessLog;
-use crate::admin::{admin_server, Readiness};
+use crate::admin::{admin_server, AdminApp, Identity, Readiness};
 pub use crate::cli::Cli;
 use crate::config::{Config, ConfigError, Section};
 use crate::downstream::connections::ConnectionLimiter;
@@ -29,6 +29,7 @@ use crate::downstream::gate::ConnectionGate;
 use crate::filters::{Filter, FilterChain, FilterRegistry};
 use crate::lifecycle::{DrainWatcher, Draining, Exit};
 use crate::listener::ListenerKind;
+use crate::live::{Live, Ticker};
 use crate::passthrough::PassthroughApp;
 use crate::proxy::{HttpConnections, TransparentProxy};
 use crate::relay;
@@ -189,6 +190,8 @@ impl Tproxyd {
         let t = &config.tproxyd;
         let chain = self.chain(config).map_err(|e| e.to_string())?;
         let (access_log, log_writer) = t.access_log.as_ref().map(AccessLog::new).unzip();
+        let listeners = t.listeners.iter().map(|l| (l.id.clone(), l.address.clone()));
+        let flows = t.admin.as_ref().is_some_and(|a| a.flows);
         let shared = Shared {
             chain,
             decider: t.decider(),
@@ -199,6 +202,7 @@ impl Tproxyd {
             access_log,
             mark_hook: t.upstream.mark.map(mark_hook),
             downstream: t.downstream,
+            live: Arc::new(Live::new(flows, listeners)),
         };
         Ok((shared, log_writer))
     }
@@ -218,7 +222,7 @@ impl Tproxyd {
     fn assemble(&self, mut opt: Opt, config: Config) -> Result<(Server, Arc<Exit>), String> {
         // The file was already read and validated by us; stop Pingora from
         // warning that it ignores `-c`.
-        opt.conf = None;
+        let identity = Identity::new(opt.conf.take().as_deref());
         let upgrading = opt.upgrade;
         let draining = Draining::default();
         let (shared, log_writer) = self.shared(&config, draining.clone())?;
@@ -252,9 +256,15 @@ impl Tproxyd {
             server.add_service(background_service("sets watcher", watcher));
         }
         if let Some(admin) = &t.admin {
-            let mut service = Service::new("tproxyd admin".into(), admin_server(readiness.clone()));
+            if let Some(w) = admin.warning() {
+                log::warn!("{w}");
+            }
+            let live = shared.live.clone();
+            let app = AdminApp::new(admin, readiness.clone(), live.clone(), identity);
+            let mut service = Service::new("tproxyd admin".into(), admin_server(app));
             service.add_tcp(&admin.address);
             server.add_service(service);
+            server.add_service(background_service("status ticker", Ticker(live)));
         }
         let mut assembly = Assembly {
             server: &mut server,

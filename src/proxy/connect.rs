@@ -168,7 +168,8 @@ impl Tunnel {
         if !send_within(stream, established, state.shared.downstream.send_timeout).await {
             return Ok(());
         }
-        match relay_opened(stream, &mut upstream, early, conf, TUNNEL_IDLE).await {
+        let live = self.summary.relaying();
+        match relay_opened(stream, &mut upstream, early, conf, TUNNEL_IDLE, live).await {
             Ok(r) => self.summary.relayed(r, early.len()),
             Err(e) => self.summary.error = Some(e),
         }

@@ -146,6 +146,26 @@ impl<P: HttpServerApp + Send + Sync + 'static> ServerApp for HttpConnections<P> 
     ) -> Option<Stream> {
         let state = &self.state;
         let peers = connection_peers(&stream, state.listener.destination_source());
+        // On the status page while it lasts (see `crate::live`).
+        let live = state.shared.live.register(&state.listener.id, peers.client);
+        let flow = live.as_ref().map(|r| r.flow().clone());
+        crate::live::scope(flow, self.connection(stream, peers, shutdown)).await
+    }
+
+    async fn cleanup(&self) {
+        self.proxy.http_cleanup().await
+    }
+}
+
+impl<P: HttpServerApp + Send + Sync + 'static> HttpConnections<P> {
+    /// Serves one client connection to its end.
+    async fn connection(
+        &self,
+        stream: Stream,
+        peers: Peers,
+        shutdown: &ShutdownWatch,
+    ) -> Option<Stream> {
+        let state = &self.state;
         let limits = state.shared.downstream;
         let mut conn = Connection::new(stream, peers, limits, self.accepts(), shutdown);
         loop {
@@ -176,9 +196,5 @@ impl<P: HttpServerApp + Send + Sync + 'static> ServerApp for HttpConnections<P> 
                 Next::Closed => return None,
             }
         }
-    }
-
-    async fn cleanup(&self) {
-        self.proxy.http_cleanup().await
     }
 }

@@ -266,6 +266,19 @@ impl ProxyHttp for TransparentProxy {
         }
     }
 
+    /// The status page sees the response's bytes as they pass.
+    fn response_body_filter(
+        &self,
+        _session: &mut Session,
+        body: &mut Option<bytes::Bytes>,
+        _end_of_stream: bool,
+        ctx: &mut Box<RequestCtx>,
+    ) -> Result<Option<std::time::Duration>> {
+        ctx.summary
+            .response_bytes(body.as_ref().map_or(0, |b| b.len()));
+        Ok(None)
+    }
+
     async fn response_filter(
         &self,
         _session: &mut Session,

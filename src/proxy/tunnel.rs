@@ -142,7 +142,8 @@ impl Tunnel {
             }
         };
         self.summary.upstream = Some(UpstreamUse::opened(&upstream, started));
-        match relay_opened(stream, &mut upstream, first, conf, TUNNEL_IDLE).await {
+        let live = self.summary.relaying();
+        match relay_opened(stream, &mut upstream, first, conf, TUNNEL_IDLE, live).await {
             Ok(r) => self.summary.relayed(r, first.len()),
             Err(e) => self.summary.error = Some(e),
         }

@@ -10,7 +10,7 @@ use std::task::{Context, Poll};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 /// Copies both ways until both directions are done or either fails.
-pub(super) async fn copy<A, B>(a: &mut A, b: &mut B, meter: &Meter)
+pub(super) async fn copy<A, B>(a: &mut A, b: &mut B, meter: &Meter<'_>)
 where
     A: AsyncRead + AsyncWrite + Unpin + ?Sized,
     B: AsyncRead + AsyncWrite + Unpin + ?Sized,
@@ -18,12 +18,12 @@ where
     let mut ta = Touch {
         inner: a,
         meter,
-        written: &meter.down,
+        written: meter.down,
     };
     let mut tb = Touch {
         inner: b,
         meter,
-        written: &meter.up,
+        written: meter.up,
     };
     let _ = tokio::io::copy_bidirectional(&mut ta, &mut tb).await;
 }
@@ -32,7 +32,7 @@ where
 /// counts the bytes written to its stream.
 struct Touch<'a, S: ?Sized> {
     inner: &'a mut S,
-    meter: &'a Meter,
+    meter: &'a Meter<'a>,
     written: &'a AtomicU64,
 }
 

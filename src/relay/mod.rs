@@ -121,25 +121,35 @@ impl Endpoint for tokio::io::DuplexStream {
     }
 }
 
-/// The idle clock and the byte counts, shared by both directions.
+/// Bytes a relay wrote each way, readable while it runs (the status page's
+/// live flows share them with the relay).
+#[derive(Debug, Default)]
+pub struct Counts {
+    /// Bytes written to the origin.
+    pub up: AtomicU64,
+    /// Bytes written to the client.
+    pub down: AtomicU64,
+}
+
+/// The idle clock, and the byte counts shared by both directions.
 #[derive(Debug)]
-struct Meter {
+struct Meter<'a> {
     epoch: Instant,
     /// Milliseconds after `epoch` of the last byte read.
     last: AtomicU64,
     /// Bytes written to the origin.
-    up: AtomicU64,
+    up: &'a AtomicU64,
     /// Bytes written to the client.
-    down: AtomicU64,
+    down: &'a AtomicU64,
 }
 
-impl Meter {
-    fn new() -> Meter {
+impl Meter<'_> {
+    fn new(counts: &Counts) -> Meter<'_> {
         Meter {
             epoch: Instant::now(),
             last: AtomicU64::new(0),
-            up: AtomicU64::new(0),
-            down: AtomicU64::new(0),
+            up: &counts.up,
+            down: &counts.down,
         }
     }
 
@@ -172,7 +182,28 @@ where
     A: Endpoint + ?Sized,
     B: Endpoint + ?Sized,
 {
-    let meter = Meter::new();
+    relay_counted(a, b, idle, prefer, &Counts::default()).await
+}
+
+/// [`relay`], counting into `counts` as the bytes move, so that others can
+/// read them meanwhile. The [`Relayed`] counts are this relay's own (what
+/// `counts` held before is not in them).
+pub async fn relay_counted<A, B>(
+    a: &mut A,
+    b: &mut B,
+    idle: Duration,
+    prefer: RelayKind,
+    counts: &Counts,
+) -> Relayed
+where
+    A: Endpoint + ?Sized,
+    B: Endpoint + ?Sized,
+{
+    let before = (
+        counts.up.load(Ordering::Relaxed),
+        counts.down.load(Ordering::Relaxed),
+    );
+    let meter = Meter::new(counts);
     let splicer = match prefer {
         RelayKind::Splice => splicer_for(a, b),
         RelayKind::Copy => None,
@@ -193,8 +224,8 @@ where
     };
     let timed_out = until_idle(work, idle, &meter).await;
     Relayed {
-        up: meter.up.load(Ordering::Relaxed),
-        down: meter.down.load(Ordering::Relaxed),
+        up: meter.up.load(Ordering::Relaxed).wrapping_sub(before.0),
+        down: meter.down.load(Ordering::Relaxed).wrapping_sub(before.1),
         idle: timed_out,
         kind,
     }
@@ -215,7 +246,7 @@ where
 async fn until_idle(
     work: impl std::future::Future<Output = ()>,
     idle: Duration,
-    meter: &Meter,
+    meter: &Meter<'_>,
 ) -> bool {
     tokio::pin!(work);
     let tick = (idle / 4).clamp(Duration::from_millis(50), Duration::from_secs(1));
@@ -234,15 +265,15 @@ async fn until_idle(
 /// Before splicing: flushes both sides' write buffers and writes what
 /// each side holds in user space (read but not yet relayed) to the other,
 /// so that no byte is left behind or overtaken by the kernel's.
-async fn drain_both<A, B>(a: &mut A, b: &mut B, meter: &Meter) -> std::io::Result<()>
+async fn drain_both<A, B>(a: &mut A, b: &mut B, meter: &Meter<'_>) -> std::io::Result<()>
 where
     A: Endpoint + ?Sized,
     B: Endpoint + ?Sized,
 {
     a.flush().await?;
     b.flush().await?;
-    drain(a, b, &meter.up, meter).await?;
-    drain(b, a, &meter.down, meter).await
+    drain(a, b, meter.up, meter).await?;
+    drain(b, a, meter.down, meter).await
 }
 
 /// Moves the bytes `from` holds in user space to `to`. Reads return those
@@ -252,7 +283,7 @@ async fn drain<R, W>(
     from: &mut R,
     to: &mut W,
     sent: &AtomicU64,
-    meter: &Meter,
+    meter: &Meter<'_>,
 ) -> std::io::Result<()>
 where
     R: Endpoint + ?Sized,

@@ -76,9 +76,9 @@ impl Splicer {
     /// Relays both directions until both have ended (each passes its EOF
     /// on as a write shutdown) or either fails. Dropping the future ends it
     /// at once and releases everything.
-    pub(super) async fn run(mut self, meter: &Meter) -> io::Result<()> {
-        let up = pump(&self.a, &self.b, &mut self.up, meter, &meter.up);
-        let down = pump(&self.b, &self.a, &mut self.down, meter, &meter.down);
+    pub(super) async fn run(mut self, meter: &Meter<'_>) -> io::Result<()> {
+        let up = pump(&self.a, &self.b, &mut self.up, meter, meter.up);
+        let down = pump(&self.b, &self.a, &mut self.down, meter, meter.down);
         tokio::try_join!(up, down).map(|_| ())
     }
 }
@@ -89,7 +89,7 @@ async fn pump(
     src: &AsyncFd<OwnedFd>,
     dst: &AsyncFd<OwnedFd>,
     pipe: &mut Lease,
-    meter: &Meter,
+    meter: &Meter<'_>,
     sent: &AtomicU64,
 ) -> io::Result<()> {
     loop {

@@ -5,8 +5,9 @@ pub mod connector;
 
 use crate::error::{invalid, ConfigError, Timeout};
 use crate::flow::RelayKind;
-use crate::relay::{relay, send_within, Endpoint, Relayed};
+use crate::relay::{relay_counted, send_within, Counts, Endpoint, Relayed};
 use serde::Deserialize;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 /// `tproxyd.upstream` as written.
@@ -112,14 +113,16 @@ impl Default for Upstream {
 /// The rest of an opaque flow once its upstream connection is open: the
 /// client's `first` bytes (already read: a replayed ClientHello, early
 /// tunnel bytes) sent within the write timeout, then both directions
-/// relayed until done or quiet for `idle`. `Err` with the error kind when
-/// the first bytes could not be sent.
+/// relayed until done or quiet for `idle`, counted into `live` as they
+/// move when given (the status page's flow). `Err` with the error kind
+/// when the first bytes could not be sent.
 pub async fn relay_opened<A, B>(
     client: &mut A,
     upstream: &mut B,
     first: &[u8],
     conf: &Upstream,
     idle: Duration,
+    live: Option<&Counts>,
 ) -> Result<Relayed, &'static str>
 where
     A: Endpoint + ?Sized,
@@ -128,5 +131,8 @@ where
     if !first.is_empty() && !send_within(upstream, first, conf.write_timeout).await {
         return Err("WriteError");
     }
-    Ok(relay(client, upstream, idle, conf.relay).await)
+    let own = Counts::default();
+    let counts = live.unwrap_or(&own);
+    counts.up.fetch_add(first.len() as u64, Ordering::Relaxed);
+    Ok(relay_counted(client, upstream, idle, conf.relay, counts).await)
 }

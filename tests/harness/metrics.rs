@@ -8,7 +8,16 @@ use super::{in_netns, Client, Lab, Response};
 /// admin service starts beside the listeners, not before them: a refused
 /// connection is retried for up to 5 s.
 pub fn admin_get(lab: &Lab, path: &str) -> Response {
+    admin_get_with(lab, path, &[])
+}
+
+/// [`admin_get`] with extra header lines (e.g. `Authorization`).
+pub fn admin_get_with(lab: &Lab, path: &str, headers: &[(&str, &str)]) -> Response {
     let path = path.to_string();
+    let headers: Vec<(String, String)> = headers
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
     in_netns(&lab.router_ns(), move || {
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
         let s = loop {
@@ -18,8 +27,12 @@ pub fn admin_get(lab: &Lab, path: &str) -> Response {
                 Err(_) => std::thread::sleep(std::time::Duration::from_millis(20)),
             }
         };
+        let headers: Vec<(&str, &str)> = headers
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
         Client::new(s)
-            .get("127.0.0.1:9187", &path, &[])
+            .get("127.0.0.1:9187", &path, &headers)
             .expect("admin response")
     })
 }

@@ -1,0 +1,268 @@
+//! What goes through tproxyd right now, for the admin listener's status
+//! page and flows API (`crate::admin`): the open flows ([`table`]), the
+//! heaviest clients, names and destinations of the last minutes
+//! ([`hitters`]), rates over the last minute ([`rates`]), the listeners
+//! and the name sets ([`sets`]).
+//!
+//! A flow is registered where its connection is accepted (an HTTP
+//! listener's connection with its keep-alive requests, a passthrough
+//! connection) and is the connection task's [`current`] flow while it
+//! lasts, so that the decision and the flow's summary update it without
+//! being handed it. With `admin.flows: off` nothing is registered and no
+//! client or name is kept: the top lists stay empty too.
+
+mod flow;
+mod hitters;
+mod rates;
+mod sets;
+mod table;
+
+pub use flow::{FlowState, FlowView, LiveFlow};
+pub use hitters::{Hitter, Hitters, Top, TopPair, EPOCHS};
+pub use rates::{LastMinute, Rates, WINDOW};
+pub use sets::{NameSets, SetInfo};
+pub use table::{Listing, Query, Registration, Table};
+
+use crate::addr::{ClientAddr, OrigDstAddr};
+use crate::flow::{FlowKind, ListenerId, Mode};
+use crate::metrics::{ListenerMetrics, Totals};
+use async_trait::async_trait;
+use pingora_core::server::ShutdownWatch;
+use pingora_core::services::background::BackgroundService;
+use serde::Serialize;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+tokio::task_local! {
+    static CURRENT: Option<Arc<LiveFlow>>;
+}
+
+/// Runs `work` (a connection's whole life) with `flow` as its current flow.
+pub async fn scope<F: std::future::Future>(flow: Option<Arc<LiveFlow>>, work: F) -> F::Output {
+    CURRENT.scope(flow, work).await
+}
+
+/// The current task's flow, if it has one.
+pub fn current() -> Option<Arc<LiveFlow>> {
+    CURRENT.try_with(Clone::clone).ok().flatten()
+}
+
+/// Calls `f` with the current task's flow, if it has one.
+pub fn with_current(f: impl FnOnce(&LiveFlow)) {
+    let _ = CURRENT.try_with(|c| c.as_deref().map(f));
+}
+
+/// A listener as the summary shows it.
+#[derive(Debug, Clone, Serialize)]
+pub struct ListenerStatus {
+    /// Its name.
+    pub name: Arc<str>,
+    /// Its mode.
+    pub mode: &'static str,
+    /// Its address.
+    pub address: String,
+    /// Open client connections.
+    pub open_connections: i64,
+    /// Requests (or passthrough connections) being served.
+    pub in_flight: i64,
+}
+
+/// A listener and its metric series.
+struct Listener {
+    id: ListenerId,
+    address: String,
+    metrics: ListenerMetrics,
+}
+
+/// The process's live state.
+pub struct Live {
+    flows: bool,
+    table: Table,
+    hitters: Hitters,
+    rates: Rates,
+    listeners: Vec<Listener>,
+    sets: Mutex<Vec<Arc<dyn NameSets>>>,
+}
+
+impl std::fmt::Debug for Live {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Live")
+            .field("flows", &self.flows)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Live {
+    /// The live state of `listeners` (id and address); `flows`: whether
+    /// flows (and the top lists, made of their clients and names) are kept.
+    pub fn new(flows: bool, listeners: impl IntoIterator<Item = (ListenerId, String)>) -> Live {
+        Live {
+            flows,
+            table: Table::default(),
+            hitters: Hitters::default(),
+            rates: Rates::default(),
+            listeners: listeners
+                .into_iter()
+                .map(|(id, address)| Listener {
+                    metrics: ListenerMetrics::new(&id),
+                    id,
+                    address,
+                })
+                .collect(),
+            sets: Mutex::new(Vec::new()),
+        }
+    }
+
+    /// Whether flows are kept (`admin.flows`).
+    pub fn flows_enabled(&self) -> bool {
+        self.flows
+    }
+
+    /// A flow of `client` accepted on `listener`, kept until the returned
+    /// registration is dropped; `None` when flows are off.
+    pub fn register(
+        &self,
+        listener: &ListenerId,
+        client: Option<ClientAddr>,
+    ) -> Option<Registration<'_>> {
+        if !self.flows {
+            return None;
+        }
+        let kind = match listener.mode {
+            Mode::Forward => FlowKind::Forward,
+            Mode::TlsPassthrough => FlowKind::Passthrough,
+            Mode::Tproxy | Mode::Redirect => FlowKind::Http,
+        };
+        let flow = LiveFlow::new(listener.name.clone(), kind, client);
+        Some(self.table.register(flow))
+    }
+
+    /// The open flows.
+    pub fn table(&self) -> &Table {
+        &self.table
+    }
+
+    /// A flow (or one request of it) finished, with `bytes` both ways:
+    /// counted in the top lists.
+    pub fn finished(&self, flow: &LiveFlow, dst: Option<OrigDstAddr>, bytes: u64) {
+        let client = flow.client().map(|c| c.ip());
+        let dst = dst.map(|d| d.socket_addr());
+        self.hitters.record(client, flow.current_host(), dst, bytes);
+    }
+
+    /// The first `n` of each top list.
+    pub fn top(&self, n: usize) -> Top {
+        self.hitters.top(n)
+    }
+
+    /// Every listener's counters, summed.
+    fn totals(&self) -> Totals {
+        self.listeners.iter().fold(Totals::default(), |t, l| {
+            rates::add(&t, &l.metrics.totals())
+        })
+    }
+
+    /// What happened over the last minute.
+    pub fn last_minute(&self) -> LastMinute {
+        self.rates.last_minute(Instant::now(), &self.totals())
+    }
+
+    /// The listeners with their open connections.
+    pub fn listeners(&self) -> Vec<ListenerStatus> {
+        self.listeners
+            .iter()
+            .map(|l| ListenerStatus {
+                name: l.id.name.clone(),
+                mode: l.id.mode.as_str(),
+                address: l.address.clone(),
+                open_connections: l.metrics.downstream_active.get(),
+                in_flight: l.metrics.in_flight.get(),
+            })
+            .collect()
+    }
+
+    /// Lists `sets` in the summary from now on.
+    pub fn add_sets(&self, sets: Arc<dyn NameSets>) {
+        self.sets
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(sets);
+    }
+
+    /// The name sets of every registered holder.
+    pub fn sets(&self) -> Vec<SetInfo> {
+        let holders = self.sets.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        holders.iter().flat_map(|h| h.sets()).collect()
+    }
+
+    /// Once a second: a snapshot for the rates; every minute a new epoch
+    /// of the top lists.
+    fn tick(&self, second: u64) {
+        self.rates.tick(Instant::now(), self.totals());
+        if second > 0 && second.is_multiple_of(60) {
+            self.hitters.rotate();
+        }
+    }
+}
+
+/// The background service that ticks the live state once a second.
+pub struct Ticker(pub Arc<Live>);
+
+#[async_trait]
+impl BackgroundService for Ticker {
+    async fn start(&self, mut shutdown: ShutdownWatch) {
+        let mut every = tokio::time::interval(Duration::from_secs(1));
+        every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut second = 0u64;
+        loop {
+            tokio::select! {
+                _ = shutdown.changed() => return,
+                _ = every.tick() => {
+                    self.0.tick(second);
+                    second += 1;
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::flow::RequestId;
+
+    fn lan() -> ListenerId {
+        ListenerId {
+            name: "live-test".into(),
+            mode: Mode::Tproxy,
+        }
+    }
+
+    #[test]
+    fn flows_off_registers_nothing() {
+        let live = Live::new(false, [(lan(), "[::]:8888".to_string())]);
+        assert!(live.register(&lan(), None).is_none());
+        assert_eq!(live.listeners()[0].address, "[::]:8888");
+        assert!(live.sets().is_empty());
+    }
+
+    #[tokio::test]
+    async fn the_current_flow_is_the_connections() {
+        let live = Live::new(true, []);
+        let client: ClientAddr = "192.0.2.10:1000".parse().unwrap();
+        let reg = live.register(&lan(), Some(client)).unwrap();
+        assert!(current().is_none());
+        scope(Some(reg.flow().clone()), async {
+            with_current(|f| f.request_started(RequestId(7)));
+            let f = current().unwrap();
+            live.finished(&f, None, 10);
+        })
+        .await;
+        let l = live.table().query(&Query {
+            limit: 5,
+            ..Query::default()
+        });
+        assert_eq!(l.flows[0].id, RequestId(7).to_string());
+        assert_eq!(live.top(3).clients.by_bytes[0].key, "192.0.2.10");
+    }
+}
