@@ -145,7 +145,13 @@ fn hundreds_of_clients_and_names_leave_the_top_lists_bounded() {
     let lab = Lab::up();
     let _origin = Origin::start(&lab, &[80]);
     let dir = TempDir::new("status-top");
-    let _proxy = Proxy::start(&lab, &lab_config(&dir.0, ""), &[8888, 9187]);
+    let ads = dir.0.join("ads.txt");
+    std::fs::write(&ads, "ads.test\ntrack.test\nbeacon.test\n").unwrap();
+    let extra = format!(
+        "  sets:\n    ads: {{ file: {}, format: domains }}\n",
+        ads.display()
+    );
+    let _proxy = Proxy::start(&lab, &lab_config(&dir.0, &extra), &[8888, 9187]);
     let dst = format!("{SERVER_V4}:80");
     for (i, ip) in more_clients(&lab, 150).iter().enumerate() {
         let s = lab.client_connect_from(ip, &dst).unwrap();
@@ -176,6 +182,13 @@ fn hundreds_of_clients_and_names_leave_the_top_lists_bounded() {
     assert_eq!(top(&s, "clients", "by_bytes")[0], CLIENT_V4);
     assert_eq!(top(&s, "clients", "by_flows")[0], CLIENT_V4);
     assert_eq!(s["last_minute"]["requests"], 153, "{s}");
+    let set = &s["sets"][0];
+    assert_eq!(
+        (&set["name"], &set["size"]),
+        (&"ads".into(), &3.into()),
+        "{s}"
+    );
+    assert!(set["last_reload"].is_string(), "{s}");
 }
 
 #[test]

@@ -2,7 +2,8 @@
 //! most `limit`) and `/api/summary` (listeners, last minute, top lists,
 //! name sets, build and config identity). Both only read.
 
-use crate::live::{FlowView, LastMinute, ListenerStatus, Live, Query, SetInfo, Top, EPOCHS};
+use crate::live::{FlowView, LastMinute, ListenerStatus, Live, Query, Top, EPOCHS};
+use crate::sets::{Catalog, SetKind};
 use percent_encoding::percent_decode_str;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
@@ -105,6 +106,47 @@ pub fn parse_query(query: Option<&str>) -> Result<Query, String> {
     Ok(q)
 }
 
+/// One name or address set (`tproxyd.sets`) as loaded now.
+#[derive(Debug, Clone, Serialize)]
+pub struct SetInfo {
+    /// Its name.
+    pub name: String,
+    /// `names` or `addresses`.
+    pub kind: &'static str,
+    /// Entries it holds now (0 before its first load).
+    pub size: usize,
+    /// Lines its last load skipped.
+    pub skipped: u64,
+    /// When it was last (re)loaded (RFC 3339), if ever.
+    pub last_reload: Option<String>,
+    /// Its file.
+    pub source: String,
+}
+
+/// The configured sets as loaded now.
+pub fn sets(catalog: &Catalog) -> Vec<SetInfo> {
+    catalog
+        .slots()
+        .iter()
+        .map(|s| {
+            let loaded = s.current();
+            SetInfo {
+                name: s.name.clone(),
+                kind: match s.kind() {
+                    SetKind::Names => "names",
+                    SetKind::Addresses => "addresses",
+                },
+                size: loaded.as_ref().map_or(0, |l| l.report.entries),
+                skipped: loaded.as_ref().map_or(0, |l| l.report.skipped),
+                last_reload: loaded
+                    .as_ref()
+                    .map(|l| humantime::format_rfc3339_seconds(l.at).to_string()),
+                source: s.file.display().to_string(),
+            }
+        })
+        .collect()
+}
+
 /// `/api/flows`.
 #[derive(Debug, Serialize)]
 pub struct Flows {
@@ -155,7 +197,7 @@ pub struct Summary<'a> {
 }
 
 /// The summary as it stands.
-pub fn summary<'a>(live: &Live, identity: &'a Identity) -> Summary<'a> {
+pub fn summary<'a>(live: &Live, catalog: &Catalog, identity: &'a Identity) -> Summary<'a> {
     Summary {
         identity,
         flows_enabled: live.flows_enabled(),
@@ -164,7 +206,7 @@ pub fn summary<'a>(live: &Live, identity: &'a Identity) -> Summary<'a> {
         last_minute: live.last_minute(),
         top_window_seconds: 60 * EPOCHS as u64,
         top: live.top(TOP),
-        sets: live.sets(),
+        sets: sets(catalog),
     }
 }
 

@@ -3,6 +3,7 @@
 use super::api::{self, Identity};
 use super::{Admin, Readiness, Token};
 use crate::live::Live;
+use crate::sets::Catalog;
 use async_trait::async_trait;
 use base64::Engine;
 use http::{header, HeaderValue, Method, Response};
@@ -26,17 +27,25 @@ const PAGE_CSP: &str = "default-src 'none'; script-src 'unsafe-inline'; \
 pub struct AdminApp {
     readiness: Readiness,
     live: Arc<Live>,
+    sets: Arc<Catalog>,
     token: Option<Token>,
     identity: Identity,
 }
 
 impl AdminApp {
-    /// The app of `admin`, showing `live`, reporting `readiness`, and
-    /// telling it is `identity`.
-    pub fn new(admin: &Admin, readiness: Readiness, live: Arc<Live>, identity: Identity) -> Self {
+    /// The app of `admin`, showing `live` and `sets`, reporting
+    /// `readiness`, and telling it is `identity`.
+    pub fn new(
+        admin: &Admin,
+        readiness: Readiness,
+        live: Arc<Live>,
+        sets: Arc<Catalog>,
+        identity: Identity,
+    ) -> Self {
         AdminApp {
             readiness,
             live,
+            sets,
             token: admin.token.clone(),
             identity,
         }
@@ -149,7 +158,7 @@ impl ServeHttp for AdminApp {
                 Ok(q) => json(&api::flows(&self.live, &q)),
                 Err(why) => text(400, format!("400 Bad Request: {why}\n")),
             },
-            "/api/summary" => json(&api::summary(&self.live, &self.identity)),
+            "/api/summary" => json(&api::summary(&self.live, &self.sets, &self.identity)),
             _ => text(
                 404,
                 "not found: try /, /api/flows, /api/summary, /metrics, /healthz, /readyz\n".into(),

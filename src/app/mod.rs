@@ -190,7 +190,10 @@ impl Tproxyd {
         let t = &config.tproxyd;
         let chain = self.chain(config).map_err(|e| e.to_string())?;
         let (access_log, log_writer) = t.access_log.as_ref().map(AccessLog::new).unzip();
-        let listeners = t.listeners.iter().map(|l| (l.id.clone(), l.address.clone()));
+        let listeners = t
+            .listeners
+            .iter()
+            .map(|l| (l.id.clone(), l.address.clone()));
         let flows = t.admin.as_ref().is_some_and(|a| a.flows);
         let shared = Shared {
             chain,
@@ -260,7 +263,8 @@ impl Tproxyd {
                 log::warn!("{w}");
             }
             let live = shared.live.clone();
-            let app = AdminApp::new(admin, readiness.clone(), live.clone(), identity);
+            let sets = shared.sets.clone();
+            let app = AdminApp::new(admin, readiness.clone(), live.clone(), sets, identity);
             let mut service = Service::new("tproxyd admin".into(), admin_server(app));
             service.add_tcp(&admin.address);
             server.add_service(service);

@@ -1,8 +1,8 @@
 //! What goes through tproxyd right now, for the admin listener's status
 //! page and flows API (`crate::admin`): the open flows ([`table`]), the
 //! heaviest clients, names and destinations of the last minutes
-//! ([`hitters`]), rates over the last minute ([`rates`]), the listeners
-//! and the name sets ([`sets`]).
+//! ([`hitters`]), rates over the last minute ([`rates`]), and the
+//! listeners with their open connections.
 //!
 //! A flow is registered where its connection is accepted (an HTTP
 //! listener's connection with its keep-alive requests, a passthrough
@@ -14,13 +14,11 @@
 mod flow;
 mod hitters;
 mod rates;
-mod sets;
 mod table;
 
 pub use flow::{FlowState, FlowView, LiveFlow};
 pub use hitters::{Hitter, Hitters, Top, TopPair, EPOCHS};
 pub use rates::{LastMinute, Rates, WINDOW};
-pub use sets::{NameSets, SetInfo};
 pub use table::{Listing, Query, Registration, Table};
 
 use crate::addr::{ClientAddr, OrigDstAddr};
@@ -30,7 +28,7 @@ use async_trait::async_trait;
 use pingora_core::server::ShutdownWatch;
 use pingora_core::services::background::BackgroundService;
 use serde::Serialize;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 tokio::task_local! {
@@ -81,7 +79,6 @@ pub struct Live {
     hitters: Hitters,
     rates: Rates,
     listeners: Vec<Listener>,
-    sets: Mutex<Vec<Arc<dyn NameSets>>>,
 }
 
 impl std::fmt::Debug for Live {
@@ -109,7 +106,6 @@ impl Live {
                     address,
                 })
                 .collect(),
-            sets: Mutex::new(Vec::new()),
         }
     }
 
@@ -181,20 +177,6 @@ impl Live {
             .collect()
     }
 
-    /// Lists `sets` in the summary from now on.
-    pub fn add_sets(&self, sets: Arc<dyn NameSets>) {
-        self.sets
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .push(sets);
-    }
-
-    /// The name sets of every registered holder.
-    pub fn sets(&self) -> Vec<SetInfo> {
-        let holders = self.sets.lock().unwrap_or_else(|e| e.into_inner()).clone();
-        holders.iter().flat_map(|h| h.sets()).collect()
-    }
-
     /// Once a second: a snapshot for the rates; every minute a new epoch
     /// of the top lists.
     fn tick(&self, second: u64) {
@@ -243,7 +225,6 @@ mod tests {
         let live = Live::new(false, [(lan(), "[::]:8888".to_string())]);
         assert!(live.register(&lan(), None).is_none());
         assert_eq!(live.listeners()[0].address, "[::]:8888");
-        assert!(live.sets().is_empty());
     }
 
     #[tokio::test]

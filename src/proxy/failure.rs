@@ -3,6 +3,7 @@
 //! requests, each with a one-line body naming the destination.
 
 use crate::flow::Answer;
+use crate::metrics::ConnectFailure;
 use bytes::Bytes;
 use pingora_error::{Error, ErrorSource, ErrorType, Result};
 use pingora_http::ResponseHeader;
@@ -24,6 +25,16 @@ pub async fn respond(session: &mut Session, a: &Answer) -> Result<()> {
         .as_downstream_mut()
         .write_error_response(resp, Bytes::from(a.body.clone()))
         .await
+}
+
+/// What a failed upstream connect counts as.
+pub fn connect_failure(e: &Error) -> ConnectFailure {
+    match e.etype() {
+        ErrorType::ConnectRefused => ConnectFailure::Refused,
+        ErrorType::ConnectNoRoute => ConnectFailure::Unreachable,
+        ErrorType::ConnectTimedout => ConnectFailure::Timeout,
+        _ => ConnectFailure::Other,
+    }
 }
 
 /// A short, human-readable phrase for an upstream failure.

@@ -24,13 +24,13 @@ use crate::destination::{client_address, original_destination};
 use crate::filters::{FilterCtx, FlowInfo, LogSummary};
 use crate::flow::{Answer, FlowKind};
 use crate::listener::ListenerKind;
-use crate::metrics::{ConnectFailure, ConnectionGuard, TimeoutPhase};
+use crate::metrics::{ConnectionGuard, TimeoutPhase};
 use crate::shared::ListenerState;
 use crate::summary::{Kind, RequestLine, Summary, UpstreamUse};
 use crate::upstream::connector::{pool_group, SpoofConnect};
 use async_trait::async_trait;
 use ctx::{absolute_authority, absolute_target, host_of, to_origin_form, RequestCtx};
-use failure::{failure_body, respond, status_for};
+use failure::{connect_failure, failure_body, respond, status_for};
 use log::warn;
 use pingora_core::modules::http::HttpModules;
 use pingora_core::upstreams::peer::HttpPeer;
@@ -320,12 +320,7 @@ impl ProxyHttp for TransparentProxy {
         _ctx: &mut Box<RequestCtx>,
         mut e: Box<Error>,
     ) -> Box<Error> {
-        self.state.metrics.connect_failed(match e.etype() {
-            ErrorType::ConnectRefused => ConnectFailure::Refused,
-            ErrorType::ConnectNoRoute => ConnectFailure::Unreachable,
-            ErrorType::ConnectTimedout => ConnectFailure::Timeout,
-            _ => ConnectFailure::Other,
-        });
+        self.state.metrics.connect_failed(connect_failure(&e));
         // There is exactly one destination and it just failed on a fresh
         // connection: retrying only delays the 502/504.
         e.set_retry(false);
