@@ -63,6 +63,11 @@ pub fn loaded(slot: &Slot, l: &Loaded) {
         .set(l.report.skipped as i64);
     let at = l.at.duration_since(UNIX_EPOCH).unwrap_or_default();
     LOADED_AT.with_label_values(&[name]).set(at.as_secs_f64());
+    // Both results exist from the first load on, at zero: `increase()`
+    // and alerts then see the first failed reload too.
+    for result in ["ok", "error"] {
+        RELOADS.with_label_values(&[name, result]).inc_by(0);
+    }
 }
 
 /// What identifies a version of a file: size, modification time, inode.
