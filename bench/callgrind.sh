@@ -8,10 +8,13 @@
 # CALLGRIND_HEAD=browser sends a browser-like head (11 fields, ~480 bytes)
 # instead of the minimal one (Host only): costs that grow with the head
 # (parsing, header maps) then show at a realistic size.
+# CALLGRIND_EXTRA='  admin: { flows: off }' appends YAML to tproxyd's
+# `tproxyd:` section (an A/B of one setting); CALLGRIND_BIN runs another
+# tproxyd build (say, the last commit's) instead of this tree's.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 who=${1:-tproxyd}; n=${2:-20000}
-P=tpxcg; work=$(mktemp -d); chmod 755 "$work"
+P=tpxcg$$; work=$(mktemp -d); chmod 755 "$work"
 cleanup() { pkill -f "$work" 2>/dev/null || true; sleep 0.5; lab/lab.sh down $P; rm -rf "$work"; }
 trap cleanup EXIT
 command -v valgrind >/dev/null || apt-get install -y -qq valgrind >/dev/null
@@ -32,7 +35,8 @@ NGX
 ip netns exec $P-srv nginx -c "$work/nginx.conf" -g 'daemon off;' &
 if [ "$who" = tproxyd ]; then
   sed "s#/run/tproxyd#$work#" conf/tproxyd.yaml >"$work/t.yaml"
-  cmd=(target/release/tproxyd -c "$work/t.yaml")
+  printf '%s\n' "${CALLGRIND_EXTRA:-}" >>"$work/t.yaml"
+  cmd=("${CALLGRIND_BIN:-target/release/tproxyd}" -c "$work/t.yaml")
 elif [ "$who" = pingora-bare ]; then
   cmd=(target/release/examples/pingora_bare "[::]:8888" 2)
 elif [ "$who" = pingora-bare-timeouts ]; then

@@ -289,6 +289,15 @@ mod tests {
     }
 
     #[test]
+    fn a_flow_is_small() {
+        // The table's share per open flow: the Arc'd flow and its slab slot
+        // (the host name, when there is one, is shared with the sketches).
+        let bytes = std::mem::size_of::<LiveFlow>() + 2 * std::mem::size_of::<usize>();
+        println!("live flow: {bytes} bytes");
+        assert!(bytes <= 256, "{bytes}");
+    }
+
+    #[test]
     fn a_decision_with_a_destination_waits_for_upstream() {
         let f = LiveFlow::new("lan".into(), FlowKind::Http, None);
         let dst = OrigDstAddr::new("198.51.100.10:80".parse().unwrap());
