@@ -31,23 +31,29 @@ use std::sync::Arc;
 
 /// `on` / `off` (YAML 1.2 reads them as words, not booleans); `true` and
 /// `false` work too.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(untagged)]
-enum Switch {
-    Bool(bool),
-    Word(OnOff),
-}
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Switch(bool);
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "lowercase")]
-enum OnOff {
-    On,
-    Off,
+impl<'de> Deserialize<'de> for Switch {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        match serde_yaml::Value::deserialize(d)? {
+            serde_yaml::Value::Bool(b) => Ok(Switch(b)),
+            serde_yaml::Value::String(s) if s == "on" => Ok(Switch(true)),
+            serde_yaml::Value::String(s) if s == "off" => Ok(Switch(false)),
+            other => {
+                let shown = serde_yaml::to_string(&other).unwrap_or_default();
+                Err(serde::de::Error::custom(format!(
+                    "{:?} is neither on nor off",
+                    shown.trim()
+                )))
+            }
+        }
+    }
 }
 
 impl Switch {
     fn is_on(self) -> bool {
-        matches!(self, Switch::Bool(true) | Switch::Word(OnOff::On))
+        self.0
     }
 }
 
@@ -67,7 +73,7 @@ impl Default for AdminSettings {
             enabled: true,
             address: "127.0.0.1:9187".into(),
             token_file: None,
-            flows: Switch::Word(OnOff::On),
+            flows: Switch(true),
         }
     }
 }
