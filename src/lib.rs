@@ -15,7 +15,8 @@
 //! 2. **Components**, each owning its settings and their validation:
 //!    [`lifecycle`], [`signals`] (stop and upgrade signals, heard from
 //!    start-up on), [`metrics`], [`access_log`], [`relay`], [`upstream`],
-//!    [`destination`], [`sets`] (name and address sets from files),
+//!    [`destination`], [`egress`] (where flows leave: direct, parent
+//!    proxies), [`sets`] (name and address sets from files),
 //!    [`policy`] (rule sets on flows), [`filters`],
 //!    [`tls`], [`downstream`] (the client side: connections, heads,
 //!    limits), [`admin`], [`interception`] (what the firewall steers to
@@ -42,6 +43,7 @@ pub mod access_log;
 pub mod admin;
 pub mod destination;
 pub mod downstream;
+pub mod egress;
 pub mod filters;
 pub mod interception;
 pub mod lifecycle;

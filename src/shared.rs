@@ -3,16 +3,17 @@
 //! what is the listener's own (its settings and metrics).
 
 use crate::access_log::AccessLog;
-use crate::decision::{Decider, Decision, Flow, Rules};
+use crate::addr::ClientAddr;
+use crate::decision::{Admitted, Decider, Decision, Flow, Rules};
 use crate::downstream::Downstream;
+use crate::egress::open::{open, EgressError, Opened, Remote};
 use crate::filters::{FilterChain, FilterCtx, FlowInfo};
 use crate::lifecycle::Draining;
-use crate::listener::Listener;
+use crate::listener::{Listener, ListenerKind};
 use crate::metrics::ListenerMetrics;
-use crate::policy::Acl;
+use crate::policy::{Acl, Routes};
 use crate::sets::Catalog;
 use crate::summary::Outputs;
-use crate::upstream::connector::SockHook;
 use crate::upstream::Upstream;
 use std::sync::Arc;
 
@@ -33,8 +34,8 @@ pub struct Shared {
     pub draining: Draining,
     /// The access log, unless disabled.
     pub access_log: Option<AccessLog>,
-    /// Sets `SO_MARK` on Pingora's upstream sockets (`upstream.mark`).
-    pub mark_hook: Option<SockHook>,
+    /// The routes that choose each flow's egress.
+    pub routes: Routes,
     /// Client-side limits.
     pub downstream: Downstream,
 }
@@ -76,6 +77,44 @@ impl ListenerState {
             .with_sets(self.shared.sets.clone())
     }
 
+    /// Opens the upstream connection of an opaque flow (CONNECT, tunnel,
+    /// passthrough) that `a` let through, to `name` (when the flow has
+    /// one) on `port`: through its egress, from `client`'s address when
+    /// this listener spoofs and the egress is direct.
+    pub async fn open_upstream(
+        &self,
+        a: &Admitted,
+        name: Option<&str>,
+        port: u16,
+        client: Option<ClientAddr>,
+    ) -> Result<Opened, EgressError> {
+        let spoofs = matches!(
+            self.listener.kind,
+            ListenerKind::Http {
+                spoof_source: true,
+                ..
+            } | ListenerKind::TlsPassthrough {
+                spoof_source: true,
+                ..
+            }
+        );
+        let spoof = client
+            .filter(|_| spoofs && !a.egress.is_proxy())
+            .map(|c| c.ip());
+        let target = Remote {
+            name: name.map(str::to_string),
+            addr: a.dst,
+            port,
+        };
+        open(&a.egress, &target, spoof, &self.shared.upstream).await
+    }
+
+    /// Whether anything looks at a flow's name: a rule set or a route.
+    pub fn wants_names(&self) -> bool {
+        let r = self.rules();
+        !r.acls.is_empty() || !r.routes.is_empty() || r.tls.is_some()
+    }
+
     /// The decision on `flow`, under this listener's rules.
     pub async fn decide(&self, flow: &Flow<'_>) -> Decision {
         self.shared.decider.decide(self.rules(), flow).await
@@ -83,6 +122,6 @@ impl ListenerState {
 
     /// What this listener brings to its flows' decision.
     pub fn rules(&self) -> Rules<'_> {
-        self.listener.rules(&self.shared.acls)
+        self.listener.rules(&self.shared.acls, &self.shared.routes)
     }
 }

@@ -11,6 +11,7 @@ use crate::metrics::ListenerMetrics;
 use crate::relay::Relayed;
 use pingora_core::protocols::GetSocketDigest;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// The upstream connection a flow used.
@@ -64,6 +65,10 @@ pub struct Summary {
     pub error: Option<&'static str>,
     /// How an opaque flow's bytes were relayed, once they were.
     pub relay: Option<RelayKind>,
+    /// The egress it left through, once chosen.
+    pub egress: Option<Arc<str>>,
+    /// A parent proxy's status when it refused the flow.
+    pub parent_status: Option<u16>,
 }
 
 /// The request line as logged.
@@ -127,6 +132,8 @@ impl Summary {
             refused: None,
             error: None,
             relay: None,
+            egress: None,
+            parent_status: None,
         }
     }
 
@@ -196,6 +203,8 @@ impl Summary {
             upstream_connect: self.upstream.and_then(|u| u.connect_time),
             upstream_reused: self.upstream.map(|u| u.reused),
             decision: line.decision,
+            egress: self.egress.as_deref(),
+            parent_status: self.parent_status,
             refused: self.refused.map(Refusal::as_str),
             error: self.error,
             tls: match kind {

@@ -42,6 +42,10 @@ pub struct Record<'a> {
     pub upstream_reused: Option<bool>,
     /// What a filter decided, e.g. `acl:deny:no-admin`.
     pub decision: Option<&'a str>,
+    /// The egress the flow left through (`direct`, or a configured one).
+    pub egress: Option<&'a str>,
+    /// A parent proxy's status when it refused the flow (407, 403 …).
+    pub parent_status: Option<u16>,
     /// Why the proxy refused the request itself (`loop`, `acl`, …).
     pub refused: Option<&'a str>,
     /// Pingora's error kind when the request failed, e.g. `ConnectRefused`.
@@ -93,6 +97,8 @@ struct JsonRecord<'a> {
     upstream_connect_ms: Option<f64>,
     upstream_reused: Option<bool>,
     decision: Option<&'a str>,
+    egress: Option<&'a str>,
+    parent_status: Option<u16>,
     refused: Option<&'a str>,
     error: Option<&'a str>,
     tls_outcome: Option<&'a str>,
@@ -170,6 +176,8 @@ impl Record<'_> {
             upstream_connect_ms: self.upstream_connect.map(ms),
             upstream_reused: self.upstream_reused,
             decision: self.decision,
+            egress: self.egress,
+            parent_status: self.parent_status,
             refused: self.refused,
             error: self.error,
             tls_outcome: self.tls.map(|t| t.outcome),
@@ -243,6 +251,7 @@ impl Record<'_> {
             line.extend_from_slice(if r { b" reused" } else { b" new" });
         }
         for (k, v) in [
+            ("egress", self.egress),
             ("refused", self.refused),
             ("decision", self.decision),
             ("error", self.error),
@@ -253,6 +262,10 @@ impl Record<'_> {
                 line.push(b'=');
                 line.extend_from_slice(v.as_bytes());
             }
+        }
+        if let Some(s) = self.parent_status {
+            line.extend_from_slice(b" parent_status=");
+            push_uint(line, u64::from(s));
         }
     }
 }
@@ -279,6 +292,8 @@ mod tests {
             upstream_connect: Some(Duration::from_micros(250)),
             upstream_reused: Some(false),
             decision: Some("acl:allow:lan"),
+            egress: None,
+            parent_status: None,
             refused: None,
             error: None,
             tls: None,
@@ -306,7 +321,8 @@ mod tests {
         assert!(v["sni"].is_null() && v["tls_versions"].is_null());
         assert_eq!(v["kind"], "http");
         assert!(v["protocol"].is_null() && v["ech"].is_null());
-        assert_eq!(v.as_object().unwrap().len(), 28);
+        assert!(v["egress"].is_null() && v["parent_status"].is_null());
+        assert_eq!(v.as_object().unwrap().len(), 30);
     }
 
     #[test]

@@ -35,7 +35,6 @@ use crate::relay;
 use crate::sets::watch::SetsWatcher;
 use crate::shared::{ListenerState, Shared};
 use crate::transparent::{prebind, TransparentService};
-use crate::upstream::connector::mark_hook;
 use pingora_core::apps::ServerApp;
 use pingora_core::server::configuration::{Opt, ServerConf};
 use pingora_core::server::Server;
@@ -197,7 +196,7 @@ impl Tproxyd {
             upstream: t.upstream.clone(),
             draining,
             access_log,
-            mark_hook: t.upstream.mark.map(mark_hook),
+            routes: t.routes.clone(),
             downstream: t.downstream,
         };
         Ok((shared, log_writer))

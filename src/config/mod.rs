@@ -13,6 +13,7 @@ use crate::admin::{Admin, AdminSettings};
 use crate::decision::Decider;
 use crate::destination::LoopGuard;
 use crate::downstream::{Downstream, DownstreamSettings};
+use crate::egress::{EgressSettings, Egresses};
 use crate::error::{invalid, Timeout};
 pub use crate::error::{parse_duration, ConfigError};
 use crate::filters::forwarding::ForwardingSettings;
@@ -21,6 +22,7 @@ pub use crate::flow::Mode;
 use crate::flow::RelayKind;
 use crate::interception::{Interception, InterceptionSettings};
 use crate::listener::{Context as ListenerContext, Listener, ListenerSettings};
+use crate::policy::{RouteSettings, Routes};
 use crate::sets::{Catalog, SetSettings, DEFAULT_WATCH_INTERVAL};
 use crate::upstream::{Upstream, UpstreamSettings};
 use pingora_core::server::configuration::ServerConf;
@@ -45,6 +47,8 @@ struct SectionSettings {
     interception: InterceptionSettings,
     sets: indexmap::IndexMap<String, SetSettings>,
     sets_watch_interval: Timeout,
+    egress: indexmap::IndexMap<String, EgressSettings>,
+    routes: Vec<RouteSettings>,
 }
 
 impl Default for SectionSettings {
@@ -62,6 +66,8 @@ impl Default for SectionSettings {
             interception: InterceptionSettings::default(),
             sets: indexmap::IndexMap::new(),
             sets_watch_interval: DEFAULT_WATCH_INTERVAL,
+            egress: indexmap::IndexMap::new(),
+            routes: Vec::new(),
         }
     }
 }
@@ -88,6 +94,8 @@ impl SectionSettings {
             ));
         }
         let sets = Catalog::validate(self.sets, self.sets_watch_interval)?;
+        let egresses = Egresses::validate(self.egress)?;
+        let routes = Routes::validate(self.routes, &egresses, &sets)?;
         let cx = ListenerContext {
             resolve_timeout: upstream.resolve_timeout,
             sets: &sets,
@@ -106,6 +114,8 @@ impl SectionSettings {
             access_log,
             interception,
             sets,
+            egresses,
+            routes,
         })
     }
 }
@@ -129,6 +139,10 @@ pub struct Section {
     pub interception: Interception,
     /// The name and address sets rules may use (loaded at start-up).
     pub sets: Catalog,
+    /// Where flows may leave: `direct` and the configured egresses.
+    pub egresses: Egresses,
+    /// Which egress each flow leaves through.
+    pub routes: Routes,
 }
 
 impl Section {

@@ -3,9 +3,10 @@
 
 use super::{Decision, Flow, Rules, Target};
 use crate::addr::{ClientAddr, OrigDstAddr};
+use crate::egress::{Egress, Fallback};
 use crate::filters::host_check::{CheckMode, Outcome as HostOutcome};
 use crate::flow::{Answer, FlowKind, Refusal};
-use crate::policy::{Action, Facts, Outcome};
+use crate::policy::{Action, Chosen, Facts, Outcome};
 use crate::tls::policy::Policy;
 use log::warn;
 
@@ -96,21 +97,15 @@ pub(super) fn tls_hello(rules: Rules<'_>, flow: &Flow<'_>) -> Result<Option<By>,
     }
 }
 
-/// The rule sets in order: each may deny; the last allow is what decided.
-/// A name is resolved here only when a rule on the destination address
-/// comes first; the address is returned then.
-pub(super) async fn rule_sets(
-    rules: Rules<'_>,
-    flow: &Flow<'_>,
-    known: Option<OrigDstAddr>,
-) -> Result<(Option<By>, Option<OrigDstAddr>), Decision> {
-    let (port, mut dst) = match flow.target {
-        Target::Named { port, .. } => (port, known),
-        Target::Original(d) => (d.map_or(0, |d| d.port()), d),
-        Target::Unnamed => (0, None),
+/// What policy sees of `flow`, with `dst` when known.
+pub(super) fn facts<'a>(rules: Rules<'a>, flow: &Flow<'a>, dst: Option<OrigDstAddr>) -> Facts<'a> {
+    let port = match flow.target {
+        Target::Named { port, .. } => port,
+        Target::Original(d) => d.map_or(0, |d| d.port()),
+        Target::Unnamed => 0,
     };
     let request = flow.request;
-    let mut facts = Facts {
+    Facts {
         listener: &rules.listener.name,
         client: flow.client.unwrap_or(ClientAddr::UNKNOWN),
         dst,
@@ -120,7 +115,59 @@ pub(super) async fn rule_sets(
         path: request
             .filter(|r| r.method != http::Method::CONNECT)
             .map(|r| r.uri.path()),
-    };
+    }
+}
+
+/// The route: the egress the flow leaves through, and the address when a
+/// route on the destination made a lookup necessary.
+pub(super) async fn route(
+    rules: Rules<'_>,
+    flow: &Flow<'_>,
+    dst: Option<OrigDstAddr>,
+) -> Result<(Chosen, Option<OrigDstAddr>), Decision> {
+    let mut facts = facts(rules, flow, dst);
+    if let Some(chosen) = rules.routes.choose(&facts) {
+        return Ok((chosen, None));
+    }
+    let resolved = resolve(rules, flow).await?;
+    facts.dst = Some(resolved);
+    match rules.routes.choose(&facts) {
+        Some(chosen) => Ok((chosen, Some(resolved))),
+        None => Err(Decision::deny(internal("no route could decide"))),
+    }
+}
+
+/// A name's address for the egress that will carry it: looked up for a
+/// direct egress; not at all for a parent proxy, which gets the name
+/// itself; tried (and checked) for a parent that may fall back to direct.
+pub(super) async fn resolve_for(
+    rules: Rules<'_>,
+    flow: &Flow<'_>,
+    egress: &Egress,
+) -> Result<Option<OrigDstAddr>, Decision> {
+    if !egress.is_proxy() {
+        return resolve(rules, flow).await.map(Some);
+    }
+    if egress.fallback != Fallback::Direct {
+        return Ok(None);
+    }
+    match resolve(rules, flow).await {
+        Ok(d) => Ok(Some(d)),
+        Err(Decision::Deny { answer, .. }) if answer.error == Some("ResolveError") => Ok(None),
+        Err(refused) => Err(refused),
+    }
+}
+
+/// The rule sets in order: each may deny; the last allow is what decided.
+/// A name is resolved here only when a rule on the destination address
+/// comes first; the address is returned then.
+pub(super) async fn rule_sets(
+    rules: Rules<'_>,
+    flow: &Flow<'_>,
+    known: Option<OrigDstAddr>,
+) -> Result<(Option<By>, Option<OrigDstAddr>), Decision> {
+    let mut dst = known;
+    let mut facts = facts(rules, flow, dst);
     let mut by = None;
     for acl in rules.acls {
         let mut outcome = acl.decide(&facts);
