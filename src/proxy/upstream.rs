@@ -171,12 +171,13 @@ pub fn failure_body(ctx: &RequestCtx, code: u16, e: &Error) -> Option<String> {
     } else {
         "Bad Gateway"
     };
-    let why = match e.etype() {
-        ErrorType::HTTPStatus(_) => e
-            .context
-            .as_ref()
-            .map_or_else(String::new, |c| c.as_str().to_string()),
-        _ => format!(
+    let why = match ctx.summary.parent_status {
+        Some(407) => format!(
+            "parent proxy {} refused: 407 Proxy Authentication Required",
+            egress.name
+        ),
+        Some(s) => format!("parent proxy {} refused: {s}", egress.name),
+        None => format!(
             "through {}: {}",
             egress.name,
             super::failure::upstream_reason(e)
