@@ -299,6 +299,20 @@ impl Listener {
         }
     }
 
+    /// Whether it connects upstream from the client's address.
+    pub fn spoofs(&self) -> bool {
+        matches!(
+            self.kind,
+            ListenerKind::Http {
+                spoof_source: true,
+                ..
+            } | ListenerKind::TlsPassthrough {
+                spoof_source: true,
+                ..
+            }
+        )
+    }
+
     /// Where its connections' original destination comes from (none on
     /// forward listeners, where each request names its own).
     pub fn destination_source(&self) -> Option<DestinationSource> {

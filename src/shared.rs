@@ -9,7 +9,7 @@ use crate::downstream::Downstream;
 use crate::egress::open::{open, EgressError, Opened, Remote};
 use crate::filters::{FilterChain, FilterCtx, FlowInfo};
 use crate::lifecycle::Draining;
-use crate::listener::{Listener, ListenerKind};
+use crate::listener::Listener;
 use crate::metrics::ListenerMetrics;
 use crate::policy::{Acl, Routes};
 use crate::sets::Catalog;
@@ -88,19 +88,8 @@ impl ListenerState {
         port: u16,
         client: Option<ClientAddr>,
     ) -> Result<Opened, EgressError> {
-        let spoofs = matches!(
-            self.listener.kind,
-            ListenerKind::Http {
-                spoof_source: true,
-                ..
-            } | ListenerKind::TlsPassthrough {
-                spoof_source: true,
-                ..
-            }
-        );
-        let spoof = client
-            .filter(|_| spoofs && !a.egress.is_proxy())
-            .map(|c| c.ip());
+        let spoofs = self.listener.spoofs() && !a.egress.is_proxy();
+        let spoof = client.filter(|_| spoofs).map(|c| c.ip());
         let target = Remote {
             name: name.map(str::to_string),
             addr: a.dst,

@@ -168,3 +168,47 @@ fn check_reports_each_set_and_its_skipped_lines() {
     assert!(!out.status.success());
     assert!(err.contains("tproxyd.sets.kids.file"), "{err}");
 }
+
+#[test]
+fn check_warns_that_spoofing_does_not_apply_through_a_proxy() {
+    let dir = TempDir::new("check-spoof");
+    let yaml = r#"tproxyd:
+  admin: { enabled: false }
+  listeners:
+    - { name: lan-http, address: "[::]:18888", mode: tproxy, spoof_source: true }
+  egress:
+    corp: { via: http, address: "192.0.2.1:3128" }
+  routes:
+    - { egress: corp, host: ["*.corp.test"] }
+"#;
+    let conf = dir.0.join("tproxyd.yaml");
+    std::fs::write(&conf, yaml).unwrap();
+    let out = Command::new(tproxyd_bin())
+        .arg("check")
+        .arg("-c")
+        .arg(&conf)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    assert!(
+        text.contains("warning: listener lan-http spoofs the client's address")
+            && text.contains("corp"),
+        "{text}"
+    );
+    // explain names the route and the egress.
+    let (code, text) = explain(
+        &conf,
+        &[
+            "--client",
+            "192.0.2.10",
+            "--dst",
+            "198.51.100.10:80",
+            "--host",
+            "www.corp.test",
+        ],
+    );
+    assert_eq!(code, 0, "{text}");
+    assert!(text.contains("route #0 (egress corp): matched"), "{text}");
+    assert!(text.contains("through egress corp (route #0)"), "{text}");
+}

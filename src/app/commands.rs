@@ -117,8 +117,14 @@ impl Tproxyd {
         if let Err(e) = config.tproxyd.sets.load_all() {
             return fail(&e);
         }
+        for w in config.tproxyd.warnings() {
+            log::warn!("{w}");
+        }
         if args.test {
             print_sets(&config);
+            for w in config.tproxyd.warnings() {
+                println!("tproxyd: warning: {w}");
+            }
             println!(
                 "tproxyd: configuration {} is valid",
                 args.conf.as_deref().unwrap_or("(built-in defaults)")

@@ -146,6 +146,29 @@ pub struct Section {
 }
 
 impl Section {
+    /// What is valid but probably not what the operator means, worded
+    /// for `tproxyd check` and `doctor`.
+    pub fn warnings(&self) -> Vec<String> {
+        let proxies: Vec<&str> = self
+            .routes
+            .egresses()
+            .filter(|e| e.is_proxy())
+            .map(|e| &*e.name)
+            .collect();
+        let mut out = Vec::new();
+        for l in self.listeners.iter().filter(|l| l.spoofs()) {
+            if !proxies.is_empty() {
+                out.push(format!(
+                    "listener {} spoofs the client's address (spoof_source), which does not apply \
+                     to flows routed through proxy egress {}: the origin sees the parent",
+                    l.name(),
+                    proxies.join(", ")
+                ));
+            }
+        }
+        out
+    }
+
     /// The decider of this configuration's flows: our own listening
     /// addresses and Via token.
     pub fn decider(&self) -> Decider {

@@ -9,7 +9,6 @@ use super::ctx::RequestCtx;
 use crate::egress::metrics::Outcome;
 use crate::egress::open::{direct_setup, ParentL4, SocksL4};
 use crate::egress::{Egress, Fallback, Via};
-use crate::listener::ListenerKind;
 use crate::shared::ListenerState;
 use crate::upstream::connector::{pool_group, SetupConnect};
 use pingora_core::upstreams::peer::HttpPeer;
@@ -48,13 +47,7 @@ pub fn peer(state: &ListenerState, ctx: &RequestCtx) -> Result<Box<HttpPeer>> {
     peer.options.idle_timeout = Some(u.idle_timeout);
     match &egress.via {
         Via::Direct { .. } => {
-            let spoofs = matches!(
-                state.listener.kind,
-                ListenerKind::Http {
-                    spoof_source: true,
-                    ..
-                }
-            );
+            let spoofs = state.listener.spoofs();
             let spoof = ctx.summary.client.filter(|_| spoofs).map(|c| c.ip());
             let setup = direct_setup(&egress, spoof, u);
             peer.options.upstream_tcp_sock_tweak_hook = setup.hook();
