@@ -305,3 +305,57 @@ fn a_route_to_a_parent_leaves_the_name_unresolved() {
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn the_early_check_and_the_decision_agree() {
+    let listener = id(Mode::TlsPassthrough);
+    let routes = Routes::default();
+    let rules = Rules {
+        listener: &listener,
+        forward: None,
+        tls: None,
+        acls: &[],
+        routes: &routes,
+    };
+    let via = req("GET", "/", Some("1.1 tproxyd"));
+    let cases = [
+        flow(
+            FlowKind::Passthrough,
+            "192.0.2.10:1",
+            orig("127.0.0.1:8888"),
+            None,
+        ),
+        flow(
+            FlowKind::Passthrough,
+            "192.0.2.10:1",
+            Target::Original(None),
+            None,
+        ),
+        flow(
+            FlowKind::Http,
+            "192.0.2.10:1",
+            orig("198.51.100.10:80"),
+            Some(&via),
+        ),
+        flow(
+            FlowKind::Passthrough,
+            "192.0.2.10:1",
+            orig("198.51.100.10:443"),
+            None,
+        ),
+    ];
+    let d = decider();
+    for f in &cases {
+        let early = d
+            .admit(rules, f)
+            .err()
+            .map(|e| e.split().0.err().map(|a| a.status));
+        let full = match futures::executor::block_on(d.decide(rules, f)) {
+            Decision::Deny { answer, .. } if answer.refusal == Some(Refusal::Loop) => {
+                Some(Some(answer.status))
+            }
+            _ => None,
+        };
+        assert_eq!(early, full, "{f:?}");
+    }
+}
