@@ -147,6 +147,14 @@ impl Egress {
         }
     }
 
+    /// The built-in `direct` egress, shared (its metric series resolved
+    /// once).
+    pub fn builtin() -> Arc<Egress> {
+        static DIRECT: std::sync::LazyLock<Arc<Egress>> =
+            std::sync::LazyLock::new(|| Arc::new(Egress::direct()));
+        DIRECT.clone()
+    }
+
     /// Whether it goes through a proxy (a parent gets the name; the
     /// client's address cannot be spoofed through it).
     pub fn is_proxy(&self) -> bool {
@@ -286,7 +294,7 @@ pub struct Egresses {
 impl Default for Egresses {
     fn default() -> Self {
         Egresses {
-            all: vec![Arc::new(Egress::direct())],
+            all: vec![Egress::builtin()],
         }
     }
 }

@@ -284,7 +284,7 @@ pub async fn open(
         Err(EgressError::Unreachable(e)) if egress.fallback == Fallback::Direct => {
             log::warn!("egress {}: {e}; falling back to direct", egress.name);
             m.outcome(Outcome::Fallback);
-            let setup = direct_setup(&Egress::direct(), None, conf);
+            let setup = direct_setup(&Egress::builtin(), None, conf);
             (direct(target, &setup, conf).await?, Arc::from("direct"))
         }
         Err(e) => {

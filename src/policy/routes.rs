@@ -47,7 +47,7 @@ impl Default for Routes {
     fn default() -> Self {
         Routes {
             routes: Vec::new(),
-            direct: Arc::new(Egress::direct()),
+            direct: Egress::builtin(),
         }
     }
 }

@@ -287,10 +287,8 @@ impl ProxyHttp for TransparentProxy {
         digest: Option<&pingora_core::protocols::Digest>,
         ctx: &mut Box<RequestCtx>,
     ) -> Result<()> {
-        let egress = upstream::current(ctx);
-        egress.metrics.outcome(crate::egress::metrics::Outcome::Ok);
         if let (false, Some(t)) = (reused, ctx.connect_started) {
-            egress.metrics.connected(t.elapsed());
+            upstream::current(ctx).metrics.connected(t.elapsed());
         }
         ctx.summary.upstream = Some(UpstreamUse {
             local: digest
@@ -365,6 +363,7 @@ impl ProxyHttp for TransparentProxy {
         if s.error.is_none() {
             s.error = e.map(|e| e.etype().as_str());
         }
+        upstream::count_outcome(ctx);
         let shared = &self.state.shared;
         if let Some(f) = ctx.filter.as_ref() {
             shared.chain.log(f, &LogSummary { status, error: e }).await;

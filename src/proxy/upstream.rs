@@ -22,7 +22,16 @@ use std::sync::Arc;
 pub fn current(ctx: &RequestCtx) -> Arc<Egress> {
     match (&ctx.egress, ctx.fell_back) {
         (Some(e), false) => e.clone(),
-        _ => Arc::new(Egress::direct()),
+        _ => Egress::builtin(),
+    }
+}
+
+/// Counts the request's outcome at its egress, once it ended: `ok` when it
+/// reached its destination and no parent refused it (failures were
+/// counted when they happened).
+pub fn count_outcome(ctx: &RequestCtx) {
+    if ctx.summary.upstream.is_some() && ctx.summary.parent_status.is_none() {
+        current(ctx).metrics.outcome(Outcome::Ok);
     }
 }
 
