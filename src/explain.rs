@@ -5,7 +5,7 @@
 //! runs the very decision the proxy runs and prints its outcome. Exit
 //! status: 0 allowed, 1 denied, 2 when the flow or the config is unusable.
 
-use crate::addr::{host_name, ClientAddr, OrigDstAddr};
+use crate::addr::{flow_name, ClientAddr, OrigDstAddr};
 use crate::config::Config;
 use crate::decision::{Decision, Flow, Rules, Target};
 use crate::flow::FlowKind;
@@ -94,7 +94,7 @@ pub async fn explain(config: &Config, q: &Question) -> Result<Answer, String> {
     let listener = pick(config, q, dst.port())?;
     let t = &config.tproxyd;
     let rules = listener.rules(&t.filters.acls, &t.routes);
-    let name = q.host.as_deref().or(q.sni.as_deref()).map(host_name);
+    let name = q.host.as_deref().or(q.sni.as_deref()).and_then(flow_name);
     let (kind, request) = flow_kind(listener, q, dst)?;
     let hello = ClientHello {
         sni: q.sni.clone(),

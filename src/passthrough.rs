@@ -9,7 +9,7 @@
 //! listener and fd table as the HTTP listeners, so graceful upgrade keeps it.
 
 use crate::access_log::TlsLog;
-use crate::addr::{host_name, OrigDstAddr};
+use crate::addr::{flow_name, OrigDstAddr};
 use crate::decision::{Admitted, Decision, Flow, Target};
 use crate::destination::connection_peers;
 use crate::flow::{FlowKind, Refusal, TlsOutcome};
@@ -144,7 +144,7 @@ impl PassthroughApp {
     /// The flow's decision; the destination when it may go on.
     async fn decide(&self, conn: &mut Conn, dst: OrigDstAddr) -> Option<Admitted> {
         let hello = conn.hello.as_ref();
-        let name = hello.and_then(|h| h.sni.as_deref()).map(host_name);
+        let name = hello.and_then(|h| h.sni.as_deref()).and_then(flow_name);
         let flow = Flow {
             kind: FlowKind::Passthrough,
             client: conn.summary.client,

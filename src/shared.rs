@@ -80,7 +80,7 @@ impl ListenerState {
     /// Opens the upstream connection of an opaque flow (CONNECT, tunnel,
     /// passthrough) that `a` let through, to `name` (when the flow has
     /// one) on `port`: through its egress, from `client`'s address when
-    /// this listener spoofs and the egress is direct.
+    /// this listener spoofs and the flow leaves directly.
     pub async fn open_upstream(
         &self,
         a: &Admitted,
@@ -88,8 +88,7 @@ impl ListenerState {
         port: u16,
         client: Option<ClientAddr>,
     ) -> Result<Opened, EgressError> {
-        let spoofs = self.listener.spoofs() && !a.egress.is_proxy();
-        let spoof = client.filter(|_| spoofs).map(|c| c.ip());
+        let spoof = client.filter(|_| self.listener.spoofs()).map(|c| c.ip());
         let target = Remote {
             name: name.map(str::to_string),
             addr: a.dst,

@@ -259,9 +259,10 @@ fn a_refusing_or_dead_parent_fails_fast_and_is_never_gone_around_unless_told() {
         "    bad: {{ via: http, address: \"{a}:3128\", username: gw, password_file: {d}/bad-pw }}\n\
          \x20   dead: {{ via: http, address: \"{a}:3129\" }}\n\
          \x20   hole: {{ via: http, address: \"{SERVER_V4}:81\" }}\n\
-         \x20   back: {{ via: socks5, address: \"{a}:3129\", fallback: direct }}\n"
+         \x20   back: {{ via: socks5, address: \"{a}:3129\", fallback: direct }}\n\
+         \x20   corpback: {{ via: http, address: \"{a}:3129\", username: gw, password_file: {d}/pw, fallback: direct }}\n"
     );
-    let routes = "    - { egress: bad, host: [bad.test] }\n    - { egress: dead, host: [dead.test] }\n    - { egress: hole, host: [hole.test] }\n    - { egress: back, host: [back.test] }\n";
+    let routes = "    - { egress: bad, host: [bad.test] }\n    - { egress: dead, host: [dead.test] }\n    - { egress: hole, host: [hole.test] }\n    - { egress: back, host: [back.test] }\n    - { egress: corpback, host: [corpback.test] }\n";
     let proxy = Proxy::start(
         &lab,
         &config(&dir.0, &egress, routes),
@@ -302,6 +303,15 @@ fn a_refusing_or_dead_parent_fails_fast_and_is_never_gone_around_unless_told() {
         origin.wait_request("/back").peer.ip().to_string(),
         ROUTER_WAN_V4
     );
+    // Around an HTTP parent with credentials: the origin gets the request
+    // in origin form, without the parent's credentials.
+    assert_eq!(get(&lab, &v4, "corpback.test", "/corpback").status, 200);
+    let seen = origin.wait_request("/corpback");
+    assert!(
+        !seen.headers.contains_key("proxy-authorization"),
+        "{seen:?}"
+    );
+    assert_eq!(seen.peer.ip().to_string(), ROUTER_WAN_V4);
     let body = admin_get(&lab, "/metrics").body;
     let fallback = metric(
         &body,
@@ -314,7 +324,11 @@ fn a_refusing_or_dead_parent_fails_fast_and_is_never_gone_around_unless_told() {
         "tproxyd_egress_requests_total",
         &[r#"egress="bad""#, r#"result="refused""#],
     );
-    assert!(refused >= Some(3.0), "{body}");
+    assert_eq!(
+        refused,
+        Some(3.0),
+        "HTTP, CONNECT and TLS, each counted once: {body}"
+    );
     assert!(
         !proxy.log_text().contains("s3cret") && !proxy.log_text().contains("wrong"),
         "no password logged"

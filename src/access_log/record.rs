@@ -203,7 +203,7 @@ impl Record<'_> {
     /// every request, so it formats into a reused buffer and takes the
     /// timestamp's date part from a per-second cache.
     pub(super) fn write_text(&self, line: &mut Vec<u8>, ts: SystemTime) {
-        use super::text::{push_addr, push_hex16, push_ms_tenths, push_uint};
+        use super::text::{push_addr, push_escaped, push_hex16, push_ms_tenths, push_uint};
         use std::io::Write;
         timestamp(line, ts);
         line.push(b' ');
@@ -217,9 +217,10 @@ impl Record<'_> {
         line.extend_from_slice(b" \"");
         line.extend_from_slice(self.method.as_bytes());
         line.push(b' ');
-        line.extend_from_slice(self.host.unwrap_or("-").as_bytes());
+        // An SNI can hold any character: one record stays one line.
+        push_escaped(line, self.host.unwrap_or("-"));
         line.push(b' ');
-        line.extend_from_slice(self.path.as_bytes());
+        push_escaped(line, self.path);
         line.extend_from_slice(b"\" ");
         push_uint(line, u64::from(self.status));
         line.push(b' ');

@@ -245,6 +245,12 @@ impl Tproxyd {
         if let Some(writer) = log_writer {
             server.add_service(background_service("access log", writer));
         }
+        // SIGHUP reopens the log and reloads sets; caught from now on, so
+        // that one sent before those are listening never ends the process.
+        let _ = signal_hook::flag::register(
+            signal_hook::consts::SIGHUP,
+            Arc::new(std::sync::atomic::AtomicBool::new(false)),
+        );
         let sets = &t.sets;
         if !sets.slots().is_empty() {
             let watcher = SetsWatcher::new(sets.slots().to_vec(), sets.watch_interval);

@@ -21,8 +21,8 @@
 //! 8. for a name (forward, CONNECT): its addresses, none of them local to
 //!    us unless allowed, and not one of our own listeners — unless the
 //!    flow leaves through a parent proxy, which gets the name itself and
-//!    resolves it (tproxyd then looks it up only when the egress may fall
-//!    back to going direct).
+//!    resolves it (an address literal is still checked, `localhost`
+//!    refused).
 //!
 //! Pure but for the lookups (names, and this host's addresses on a port
 //! match), so it is unit-tested as a table.
@@ -71,7 +71,8 @@ pub struct Flow<'a> {
     /// Where it goes.
     pub target: Target<'a>,
     /// The name the client asked for (Host, SNI, CONNECT authority), as
-    /// [`crate::addr::host_name`] normalises it; `None` when there is none.
+    /// [`crate::addr::flow_name`] checks and normalises it; `None` when
+    /// there is none (or it is no host name).
     pub name: Option<&'a str>,
     /// The request head, where there is one (HTTP, forward, CONNECT).
     pub request: Option<&'a RequestHeader>,
@@ -207,15 +208,17 @@ impl Decider {
     /// [`Self::decide`] with `?` for the refusals.
     async fn decide_steps(&self, rules: Rules<'_>, flow: &Flow<'_>) -> Result<Decision, Decision> {
         let known = self.admit(rules, flow)?;
-        let mut by = steps::tls_hello(rules, flow)?;
-        let mut dst = known;
-        if !by.as_ref().is_some_and(|b| b.settled) {
-            let (acl_by, resolved) = steps::rule_sets(rules, flow, dst).await?;
-            by = acl_by.or(by);
-            dst = resolved.or(dst);
-            if let Some(check) = steps::sni_check(rules, flow, dst).await? {
-                by = Some(check);
-            }
+        let hello_by = steps::tls_hello(rules, flow)?;
+        let (acl_by, resolved) = steps::rule_sets(rules, flow, known).await?;
+        let dst = resolved.or(known);
+        // What the log says decided: a rule that matched, else the hello's
+        // own policy (`missing_sni:allow`), else the rule sets' default.
+        let mut by = match (acl_by, hello_by) {
+            (Some(a), Some(h)) if a.text.ends_with(":default") => Some(h),
+            (a, h) => a.or(h),
+        };
+        if let Some(check) = steps::sni_check(rules, flow, dst).await? {
+            by = Some(check);
         }
         let (chosen, resolved) = steps::route(rules, flow, dst).await?;
         let dst = match resolved.or(dst) {

@@ -2,20 +2,19 @@
 //! either lets the flow go on or returns the refusal.
 
 use super::{Decision, Flow, Rules, Target};
+use crate::addr::is_localhost;
 use crate::addr::{ClientAddr, OrigDstAddr};
-use crate::egress::{Egress, Fallback};
+use crate::egress::Egress;
 use crate::filters::host_check::{CheckMode, Outcome as HostOutcome};
 use crate::flow::{Answer, FlowKind, Refusal};
 use crate::policy::{Action, Chosen, Facts, Outcome};
 use crate::tls::policy::Policy;
 use log::warn;
 
-/// What decided a flow so far; `settled` when nothing after it may (a
-/// ClientHello without SNI, or not TLS at all: no rule set applies).
+/// What decided a flow so far.
 #[derive(Debug)]
 pub(super) struct By {
     pub text: String,
-    pub settled: bool,
 }
 
 /// The 508 for a loop.
@@ -89,10 +88,7 @@ pub(super) fn tls_hello(rules: Rules<'_>, flow: &Flow<'_>) -> Result<Option<By>,
     };
     let text = format!("{what}:{}", policy.as_str());
     match policy {
-        Policy::Allow => Ok(Some(By {
-            text,
-            settled: true,
-        })),
+        Policy::Allow => Ok(Some(By { text })),
         Policy::Deny => Err(tls_denied(text)),
     }
 }
@@ -139,7 +135,8 @@ pub(super) async fn route(
 
 /// A name's address for the egress that will carry it: looked up for a
 /// direct egress; not at all for a parent proxy, which gets the name
-/// itself; tried (and checked) for a parent that may fall back to direct.
+/// itself (an address literal is still checked, and `localhost` refused,
+/// as for a direct flow: a parent on this host would reach this host).
 pub(super) async fn resolve_for(
     rules: Rules<'_>,
     flow: &Flow<'_>,
@@ -148,14 +145,22 @@ pub(super) async fn resolve_for(
     if !egress.is_proxy() {
         return resolve(rules, flow).await.map(Some);
     }
-    if egress.fallback != Fallback::Direct {
+    let (Target::Named { host, .. }, Some(policy)) = (flow.target, rules.forward) else {
         return Ok(None);
+    };
+    if host.parse::<std::net::IpAddr>().is_ok() {
+        return resolve(rules, flow).await.map(Some);
     }
-    match resolve(rules, flow).await {
-        Ok(d) => Ok(Some(d)),
-        Err(Decision::Deny { answer, .. }) if answer.error == Some("ResolveError") => Ok(None),
-        Err(refused) => Err(refused),
+    if is_localhost(&flow.name.unwrap_or_default().to_ascii_lowercase())
+        && !policy.allow_local_destinations
+    {
+        return Err(Decision::deny(Answer::refused(
+            Refusal::ForwardNotAllowed,
+            403,
+            format!("403 Forbidden: destination {host} is local to the proxy\n"),
+        )));
     }
+    Ok(None)
 }
 
 /// The rule sets in order: each may deny; the last allow is what decided.
@@ -190,10 +195,7 @@ pub(super) async fn rule_sets(
                 by: Some(text),
             });
         }
-        by = Some(By {
-            text,
-            settled: false,
-        });
+        by = Some(By { text });
     }
     Ok((by, dst))
 }
@@ -220,7 +222,6 @@ pub(super) async fn sni_check(
     }
     Ok(Some(By {
         text: "sni_check:mismatch".into(),
-        settled: false,
     }))
 }
 

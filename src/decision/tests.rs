@@ -303,6 +303,29 @@ fn a_route_to_a_parent_leaves_the_name_unresolved() {
         decide("198.51.100.7"),
         (Some("198.51.100.7:443".into()), "direct".into(), None)
     );
+    // Through a parent, this host stays out of reach: an address literal
+    // is checked as for a direct flow, and localhost refused.
+    let all = serde_yaml::from_str("[{egress: corp}]").unwrap();
+    let all = Routes::validate(all, &egresses, &Default::default()).unwrap();
+    let rules = Rules {
+        routes: &all,
+        ..rules
+    };
+    for host in ["127.0.0.1", "localhost", "a.localhost"] {
+        let target = Target::Named { host, port: 443 };
+        let mut f = flow(FlowKind::Connect, "192.0.2.10:1", target, Some(&connect));
+        f.name = Some(host);
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        match rt.block_on(decider().decide(rules, &f)) {
+            Decision::Deny { answer, .. } => {
+                assert_eq!(answer.refusal, Some(Refusal::ForwardNotAllowed), "{host}")
+            }
+            Decision::Allow(a) => panic!("{host} allowed through {}", a.egress.name),
+        }
+    }
     let _ = std::fs::remove_dir_all(&dir);
 }
 

@@ -39,6 +39,7 @@ impl Remote {
     /// is asked to connect to.
     pub fn authority(&self) -> String {
         match (&self.name, self.addr) {
+            (Some(n), _) if n.contains(':') => format!("[{n}]:{}", self.port),
             (Some(n), _) => format!("{n}:{}", self.port),
             (None, Some(a)) => a.to_string(),
             (None, None) => format!("-:{}", self.port),
@@ -202,6 +203,35 @@ async fn direct(
         .map_err(EgressError::Unreachable)
 }
 
+/// The parent's refusal or failure as an [`EgressError`].
+fn refused(egress: &Egress, e: parent::ParentError) -> EgressError {
+    let (status, why) = match e {
+        parent::ParentError::Refused(code, reason) => (Some(code), format!("{code} {reason}")),
+        parent::ParentError::Broken(why) => (None, why),
+    };
+    EgressError::Refused {
+        egress: egress.name.clone(),
+        status,
+        why,
+    }
+}
+
+/// `work` (reaching a parent and its handshake) within the connect
+/// timeout, all of it.
+async fn within<T>(
+    egress: &Egress,
+    conf: &Upstream,
+    work: impl std::future::Future<Output = Result<T, EgressError>>,
+) -> Result<T, EgressError> {
+    match tokio::time::timeout(conf.connect_timeout, work).await {
+        Ok(r) => r,
+        Err(_) => Err(EgressError::Unreachable(Error::explain(
+            ErrorType::ConnectTimedout,
+            format!("parent proxy {} did not answer in time", egress.name),
+        ))),
+    }
+}
+
 async fn via_http(
     egress: &Egress,
     p: &ParentAddr,
@@ -209,28 +239,16 @@ async fn via_http(
     target: &Remote,
     conf: &Upstream,
 ) -> Result<TcpStream, EgressError> {
-    let mut tcp = to_parent(egress, p, conf)
-        .await
-        .map_err(EgressError::Unreachable)?;
-    let authority = target.authority();
-    let handshake = parent::connect(&mut tcp, &authority, c);
-    match tokio::time::timeout(conf.connect_timeout, handshake).await {
-        Ok(Ok(())) => Ok(tcp),
-        Ok(Err(parent::ParentError::Refused(code, reason))) => Err(EgressError::Refused {
-            egress: egress.name.clone(),
-            status: Some(code),
-            why: format!("{code} {reason}"),
-        }),
-        Ok(Err(parent::ParentError::Broken(why))) => Err(EgressError::Refused {
-            egress: egress.name.clone(),
-            status: None,
-            why,
-        }),
-        Err(_) => Err(EgressError::Unreachable(Error::explain(
-            ErrorType::ConnectTimedout,
-            format!("parent proxy {} did not answer CONNECT", egress.name),
-        ))),
-    }
+    within(egress, conf, async {
+        let mut tcp = to_parent(egress, p, conf)
+            .await
+            .map_err(EgressError::Unreachable)?;
+        parent::connect(&mut tcp, &target.authority(), c)
+            .await
+            .map_err(|e| refused(egress, e))?;
+        Ok(tcp)
+    })
+    .await
 }
 
 async fn via_socks(
@@ -240,28 +258,22 @@ async fn via_socks(
     target: &Remote,
     conf: &Upstream,
 ) -> Result<TcpStream, EgressError> {
-    let tcp = to_parent(egress, p, conf)
-        .await
-        .map_err(EgressError::Unreachable)?;
-    let ip = target.addr.map(|a| a.ip());
-    let handshake = socks::connect(tcp, target.name.as_deref(), ip, target.port, c);
-    match tokio::time::timeout(conf.connect_timeout, handshake).await {
-        Ok(Ok(tcp)) => Ok(tcp),
-        Ok(Err(why)) => Err(EgressError::Refused {
-            egress: egress.name.clone(),
-            status: None,
-            why,
-        }),
-        Err(_) => Err(EgressError::Unreachable(Error::explain(
-            ErrorType::ConnectTimedout,
-            format!("SOCKS5 proxy {} did not answer", egress.name),
-        ))),
-    }
+    within(egress, conf, async {
+        let tcp = to_parent(egress, p, conf)
+            .await
+            .map_err(EgressError::Unreachable)?;
+        let ip = target.addr.map(|a| a.ip());
+        socks::connect(tcp, target.name.as_deref(), ip, target.port, c)
+            .await
+            .map_err(|why| refused(egress, parent::ParentError::Broken(why)))
+    })
+    .await
 }
 
-/// Opens a connection to `target` through `egress` (from `spoof` when
-/// direct), counted in the egress's metrics; with `fallback: direct`, a
-/// parent that cannot be reached is gone around.
+/// Opens a connection to `target` through `egress` (from `spoof`, the
+/// client's address, when it leaves directly: a parent cannot spoof),
+/// counted in the egress's metrics; with `fallback: direct`, a parent
+/// that cannot be reached is gone around (when the flow has an address).
 pub async fn open(
     egress: &Arc<Egress>,
     target: &Remote,
@@ -284,8 +296,11 @@ pub async fn open(
         Err(EgressError::Unreachable(e)) if egress.fallback == Fallback::Direct => {
             log::warn!("egress {}: {e}; falling back to direct", egress.name);
             m.outcome(Outcome::Fallback);
-            let setup = direct_setup(&Egress::builtin(), None, conf);
-            (direct(target, &setup, conf).await?, Arc::from("direct"))
+            let builtin = Egress::builtin();
+            let setup = direct_setup(&builtin, spoof, conf);
+            let tcp = direct(target, &setup, conf).await?;
+            builtin.metrics.outcome(Outcome::Ok);
+            (tcp, builtin.name.clone())
         }
         Err(e) => {
             m.outcome(match e {

@@ -33,6 +33,14 @@ pub async fn connect(
     authority: &str,
     credentials: Option<&Credentials>,
 ) -> Result<(), ParentError> {
+    // The authority is a checked name or an address; refuse anything else
+    // rather than put it on the parent's request line.
+    let allowed = |b: u8| b.is_ascii_alphanumeric() || b"-._:[]".contains(&b);
+    if authority.is_empty() || !authority.bytes().all(allowed) {
+        return Err(ParentError::Broken(format!(
+            "{authority:?} is no host:port"
+        )));
+    }
     let mut req = format!("CONNECT {authority} HTTP/1.1\r\nHost: {authority}\r\n");
     if let Some(c) = credentials {
         req.push_str(&format!("Proxy-Authorization: {}\r\n", basic(c)));
@@ -60,11 +68,12 @@ pub async fn connect(
 
 /// Reads the answer's head: peeks for its end, then takes exactly it.
 /// (An answer usually comes in one segment; while it trickles in, a peek
-/// that shows nothing new waits a millisecond before the next.)
+/// that shows nothing new waits a little longer each time, up to 50 ms;
+/// the caller's deadline bounds it all.)
 async fn read_head(tcp: &mut TcpStream) -> Result<Vec<u8>, ParentError> {
     let broken = |e: std::io::Error| ParentError::Broken(format!("reading its answer: {e}"));
     let mut buf = vec![0u8; MAX_HEAD];
-    let mut seen = 0;
+    let (mut seen, mut nap) = (0, 1);
     loop {
         let n = tcp.peek(&mut buf).await.map_err(broken)?;
         if n == 0 {
@@ -81,7 +90,10 @@ async fn read_head(tcp: &mut TcpStream) -> Result<Vec<u8>, ParentError> {
             return Err(ParentError::Broken("its answer's head is too long".into()));
         }
         if n == seen {
-            tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+            tokio::time::sleep(std::time::Duration::from_millis(nap)).await;
+            nap = (nap * 2).min(50);
+        } else {
+            nap = 1;
         }
         seen = n;
     }

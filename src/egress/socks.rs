@@ -16,6 +16,8 @@ pub async fn connect(
     credentials: Option<&Credentials>,
 ) -> Result<TcpStream, String> {
     let target: tokio_socks::TargetAddr<'_> = match (name, addr) {
+        // A checked name is at most 253 bytes; the protocol allows 255.
+        (Some(n), _) if n.len() > 255 => return Err("a name over 255 bytes".into()),
         (Some(n), _) => tokio_socks::TargetAddr::Domain(n.into(), port),
         (None, Some(ip)) => tokio_socks::TargetAddr::Ip((ip, port).into()),
         (None, None) => return Err("no destination".into()),

@@ -67,3 +67,49 @@ fn errors_name_the_key() {
         .to_string()
         .contains("tproxyd.routes[0].egress: no egress \"nope\""));
 }
+
+#[test]
+fn a_v6_literal_is_bracketed_for_a_parent() {
+    let r = open::Remote {
+        name: Some("2001:db8::1".into()),
+        addr: None,
+        port: 443,
+    };
+    assert_eq!(r.authority(), "[2001:db8::1]:443");
+}
+
+#[tokio::test]
+async fn a_parent_that_never_answers_is_given_up_within_the_connect_timeout() {
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    // Accepts, then says nothing at all.
+    let _silent = tokio::spawn(async move {
+        let (s, _) = l.accept().await.unwrap();
+        tokio::time::sleep(std::time::Duration::from_secs(30)).await;
+        drop(s);
+    });
+    let settings: indexmap::IndexMap<String, EgressSettings> =
+        serde_yaml::from_str(&format!("{{p: {{via: http, address: \"{addr}\"}}}}")).unwrap();
+    let e = Egresses::validate(settings).unwrap().get("p", "k").unwrap();
+    let conf = crate::upstream::Upstream {
+        connect_timeout: std::time::Duration::from_millis(200),
+        ..crate::upstream::Upstream::default()
+    };
+    let target = open::Remote {
+        name: Some("www.example.org".into()),
+        addr: None,
+        port: 443,
+    };
+    let started = std::time::Instant::now();
+    let r = open::open(&e, &target, None, &conf).await;
+    assert!(
+        matches!(r, Err(open::EgressError::Unreachable(_))),
+        "{:?}",
+        r.err()
+    );
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(1),
+        "{:?}",
+        started.elapsed()
+    );
+}

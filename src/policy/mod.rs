@@ -12,6 +12,7 @@
 mod acl;
 mod conditions;
 mod host;
+mod path;
 mod routes;
 
 pub use acl::{Acl, AclSettings, Action, Outcome, RuleTrace, Verdict};

@@ -3,7 +3,7 @@
 //! Established`, and relay bytes. The head was read (bounded in size and
 //! time) by the connection loop.
 
-use crate::addr::{host_name, split_host_port, Peers};
+use crate::addr::{flow_name, split_host_port, Peers};
 use crate::decision::{Admitted, Flow, Target};
 use crate::downstream::reply;
 use crate::egress::open::Remote;
@@ -108,13 +108,11 @@ impl Tunnel {
         state: &ListenerState,
         header: &RequestHeader,
     ) -> Result<Admitted, Answer> {
-        let target = match split_host_port(&self.authority) {
-            Some((host, Some(port))) => Target::Named { host, port },
-            _ => Target::Unnamed,
-        };
-        let (name, port) = match target {
-            Target::Named { host, port } => (Some(host_name(host)), port),
-            _ => (None, 0),
+        let named = split_host_port(&self.authority)
+            .and_then(|(host, port)| Some((host, port?, flow_name(host)?)));
+        let (target, name, port) = match named {
+            Some((host, port, name)) => (Target::Named { host, port }, Some(name), port),
+            None => (Target::Unnamed, None, 0),
         };
         let flow = Flow {
             kind: FlowKind::Connect,

@@ -26,8 +26,6 @@ pub struct RequestCtx {
     /// Whether the client sent a Host header (the upstream request, a
     /// copy of the client's, has one then too).
     pub has_host: bool,
-    /// The Host (or a forward request's authority) as the client sent it.
-    pub host_sent: Option<String>,
     /// The egress the decision chose.
     pub egress: Option<Arc<Egress>>,
     /// Where the request goes, as its egress needs it.

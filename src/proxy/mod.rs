@@ -19,7 +19,7 @@ mod upstream;
 
 pub use connection::HttpConnections;
 
-use crate::addr::host_name;
+use crate::addr::flow_name;
 use crate::decision::{Flow, Target};
 use crate::destination::{client_address, original_destination};
 use crate::egress::open::Remote;
@@ -79,10 +79,14 @@ impl TransparentProxy {
         // a route (and then a parent egress).
         let wants_name = self.state.wants_names();
         let (kind, target, name) = match &forward {
-            Some(Some((host, port))) => {
-                let target = Target::Named { host, port: *port };
-                (FlowKind::Forward, target, Some(host_name(host)))
-            }
+            Some(Some((host, port))) => match flow_name(host) {
+                Some(name) => (
+                    FlowKind::Forward,
+                    Target::Named { host, port: *port },
+                    Some(name),
+                ),
+                None => (FlowKind::Forward, Target::Unnamed, None),
+            },
             Some(None) => (FlowKind::Forward, Target::Unnamed, None),
             None => {
                 let dst = match (ctx.peers, self.state.listener.destination_source()) {
@@ -96,7 +100,7 @@ impl TransparentProxy {
                     false => None,
                 };
                 let name = match wants_name {
-                    true => absolute.as_deref().or(host_header).map(host_name),
+                    true => absolute.as_deref().or(host_header).and_then(flow_name),
                     false => None,
                 };
                 (FlowKind::Http, Target::Original(dst), name)
@@ -131,7 +135,6 @@ impl TransparentProxy {
         ctx.summary.dst = admitted.dst;
         ctx.summary.egress = Some(admitted.egress.name.clone());
         if admitted.egress.is_proxy() {
-            ctx.host_sent = host.clone();
             ctx.remote.name = name;
         }
         ctx.remote.addr = admitted.dst;
@@ -170,7 +173,6 @@ impl ProxyHttp for TransparentProxy {
             connect_started: None,
             peers,
             has_host: false,
-            host_sent: None,
             egress: None,
             remote: Remote::default(),
             fell_back: false,

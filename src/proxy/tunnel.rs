@@ -7,7 +7,7 @@
 //! access-log record of kind `tunnel` and counts in `tproxyd_tunnels_total`.
 
 use crate::access_log::TlsLog;
-use crate::addr::{host_name, Peers};
+use crate::addr::{flow_name, Peers};
 use crate::decision::{Admitted, Flow, Target};
 use crate::downstream::sniff::Opening;
 use crate::filters::{FilterCtx, FlowInfo, LogSummary, RequestHeader};
@@ -94,7 +94,7 @@ impl Tunnel {
             .hello
             .as_ref()
             .and_then(|h| h.sni.as_deref())
-            .map(host_name);
+            .and_then(flow_name);
         let flow = Flow {
             kind: FlowKind::Tunnel,
             client: self.summary.client,

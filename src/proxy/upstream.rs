@@ -98,10 +98,11 @@ pub fn to_parent_form(req: &mut RequestHeader, ctx: &RequestCtx) -> Result<()> {
     let Via::Http(_, credentials) = &current(ctx).via else {
         return Ok(());
     };
-    let authority = match (&ctx.host_sent, ctx.remote.addr) {
-        (Some(h), _) => h.clone(),
-        (None, Some(a)) => a.to_string(),
-        (None, None) => ctx.remote.authority(),
+    // The checked name (never the Host as sent: it could say more).
+    let r = &ctx.remote;
+    let authority = match (&r.name, r.port) {
+        (Some(n), 80) if !n.contains(':') => n.clone(),
+        _ => r.authority(),
     };
     let path = req.uri.path_and_query().map_or("/", |p| p.as_str());
     let target = format!("http://{authority}{path}");
