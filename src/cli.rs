@@ -25,7 +25,7 @@ pub const DEFAULT_CONFIG: &str = "/etc/tproxyd/tproxyd.yaml";
     after_help = "Signals: SIGTERM stops accepting and exits once no request or relay is in \
         flight (grace_period_seconds at most); SIGQUIT hands the listening sockets to a new \
         `tproxyd -u` (graceful upgrade), then stops likewise; SIGINT exits at once; SIGHUP \
-        reopens the access log.\n\
+        reopens the access log and reloads the sets (tproxyd.sets).\n\
         See tproxyd(8) for the configuration."
 )]
 pub struct Cli {

@@ -5,7 +5,7 @@
 //! runs the very decision the proxy runs and prints its outcome. Exit
 //! status: 0 allowed, 1 denied, 2 when the flow or the config is unusable.
 
-use crate::addr::{host_name, ClientAddr, OrigDstAddr};
+use crate::addr::{flow_name, ClientAddr, OrigDstAddr};
 use crate::config::Config;
 use crate::decision::{Decision, Flow, Rules, Target};
 use crate::flow::FlowKind;
@@ -92,8 +92,9 @@ pub async fn explain(config: &Config, q: &Question) -> Result<Answer, String> {
         .map_err(|_| format!("--dst {:?} is not IP:PORT", q.dst))?;
     let dst = OrigDstAddr::new(dst);
     let listener = pick(config, q, dst.port())?;
-    let rules = listener.rules(&config.tproxyd.filters.acls);
-    let name = q.host.as_deref().or(q.sni.as_deref()).map(host_name);
+    let t = &config.tproxyd;
+    let rules = listener.rules(&t.filters.acls, &t.routes);
+    let name = q.host.as_deref().or(q.sni.as_deref()).and_then(flow_name);
     let (kind, request) = flow_kind(listener, q, dst)?;
     let hello = ClientHello {
         sni: q.sni.clone(),
@@ -124,12 +125,28 @@ pub async fn explain(config: &Config, q: &Question) -> Result<Answer, String> {
         client.ip(),
         name.as_deref().unwrap_or("(none)")
     );
-    trace_rule_sets(&mut text, rules, &flow, dst);
+    let denied_by_rules = trace_rule_sets(&mut text, rules, &flow, dst);
+    if !denied_by_rules {
+        trace_routes(&mut text, rules, &flow, dst);
+    }
     let decision = config.tproxyd.decider().decide(rules, &flow).await;
-    let allowed = matches!(decision, Decision::Allow { .. });
+    let allowed = matches!(decision, Decision::Allow(_));
     let by = decision.by().unwrap_or("no rule set decided").to_string();
     let _ = match decision {
-        Decision::Allow { dst, .. } => writeln!(text, "decision: allow ({by}), to {dst}"),
+        Decision::Allow(a) => {
+            let to = a.dst.map_or_else(
+                || "(the name, resolved by the parent)".into(),
+                |d| d.to_string(),
+            );
+            let route = a
+                .route
+                .map_or_else(|| "no route matched".into(), |r| format!("route {r}"));
+            writeln!(
+                text,
+                "decision: allow ({by}), to {to} through egress {} ({route})",
+                a.egress.name
+            )
+        }
         Decision::Deny { answer, .. } => {
             writeln!(text, "decision: deny ({by}): {}", answer.body.trim_end())
         }
@@ -177,14 +194,10 @@ fn flow_kind(
     }
 }
 
-/// Every rule set of `rules`, each rule in order with why it did or did
-/// not match, up to the one that decides.
-fn trace_rule_sets(out: &mut String, rules: Rules<'_>, flow: &Flow<'_>, dst: OrigDstAddr) {
-    if rules.acls.is_empty() {
-        let _ = writeln!(out, "rule sets: none on this listener");
-    }
+/// What policy sees of `flow` going to `dst`.
+fn facts<'a>(rules: Rules<'a>, flow: &Flow<'a>, dst: OrigDstAddr) -> Facts<'a> {
     let request = flow.request;
-    let facts = Facts {
+    Facts {
         listener: &rules.listener.name,
         client: flow.client.unwrap_or(ClientAddr::UNKNOWN),
         dst: Some(dst),
@@ -194,7 +207,29 @@ fn trace_rule_sets(out: &mut String, rules: Rules<'_>, flow: &Flow<'_>, dst: Ori
         path: request
             .filter(|r| r.method != http::Method::CONNECT)
             .map(|r| r.uri.path()),
-    };
+    }
+}
+
+/// Every route in order up to the one that chooses the egress.
+fn trace_routes(out: &mut String, rules: Rules<'_>, flow: &Flow<'_>, dst: OrigDstAddr) {
+    let facts = facts(rules, flow, dst);
+    let _ = writeln!(out, "routes:");
+    for t in rules.routes.explain(&facts) {
+        let verdict = if t.matched { "matched" } else { "not matched" };
+        let _ = writeln!(out, "  route {} (egress {}): {verdict}", t.route, t.egress);
+        for why in &t.why {
+            let _ = writeln!(out, "    {why}");
+        }
+    }
+}
+
+/// Every rule set of `rules`, each rule in order with why it did or did
+/// not match, up to the one that decides; whether one denied.
+fn trace_rule_sets(out: &mut String, rules: Rules<'_>, flow: &Flow<'_>, dst: OrigDstAddr) -> bool {
+    if rules.acls.is_empty() {
+        let _ = writeln!(out, "rule sets: none on this listener");
+    }
+    let facts = facts(rules, flow, dst);
     for acl in rules.acls {
         let _ = writeln!(out, "rule set {}:", acl.key);
         for t in acl.explain(&facts) {
@@ -204,8 +239,9 @@ fn trace_rule_sets(out: &mut String, rules: Rules<'_>, flow: &Flow<'_>, dst: Ori
                 let _ = writeln!(out, "    {why}");
             }
             if t.matched && t.action == Action::Deny {
-                return;
+                return true;
             }
         }
     }
+    false
 }

@@ -16,11 +16,12 @@
 //!    [`lifecycle`], [`signals`] (stop and upgrade signals, heard from
 //!    start-up on), [`metrics`], [`access_log`], [`relay`], [`live`] (the
 //!    flows open now, heavy hitters, rates: the status page's state),
-//!    [`upstream`], [`destination`], [`sets`] (name and address sets from
-//!    files), [`policy`] (rule sets on flows), [`filters`], [`tls`],
-//!    [`downstream`] (the client side: connections, heads, limits),
-//!    [`admin`] (metrics, health, the status page and its API),
-//!    [`interception`] (what the firewall steers to which listener).
+//!    [`upstream`], [`destination`], [`egress`] (where flows leave: direct,
+//!    parent proxies), [`sets`] (name and address sets from files),
+//!    [`policy`] (rule sets on flows), [`filters`], [`tls`], [`downstream`]
+//!    (the client side: connections, heads, limits), [`admin`] (metrics,
+//!    health, the status page and its API), [`interception`] (what the
+//!    firewall steers to which listener).
 //! 3. **Request path**: [`decision`] (the one decision on every flow),
 //!    [`summary`] (one record per flow for both log and metrics),
 //!    [`listener`] (a listener's kind with its policy), [`transparent`]
@@ -43,6 +44,7 @@ pub mod access_log;
 pub mod admin;
 pub mod destination;
 pub mod downstream;
+pub mod egress;
 pub mod filters;
 pub mod interception;
 pub mod lifecycle;

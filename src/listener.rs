@@ -9,7 +9,7 @@ use crate::decision::Rules;
 use crate::error::{invalid, parse_duration, ConfigError};
 use crate::flow::{DestinationSource, ListenerId, Mode};
 use crate::interception::{show_range, Intercept, InterceptSettings};
-use crate::policy::Acl;
+use crate::policy::{Acl, Routes};
 use crate::sets::Catalog;
 use crate::tls::policy::TlsPolicy;
 use serde::Deserialize;
@@ -281,8 +281,8 @@ impl Listener {
 
     /// What this listener brings to its flows' decision, where `acls` are
     /// the rule sets of `tproxyd.filters` (passthrough listeners have their
-    /// own, under `tls.acl`).
-    pub fn rules<'a>(&'a self, acls: &'a [Acl]) -> Rules<'a> {
+    /// own, under `tls.acl`) and `routes` choose the egress.
+    pub fn rules<'a>(&'a self, acls: &'a [Acl], routes: &'a Routes) -> Rules<'a> {
         let (forward, tls, acls) = match &self.kind {
             ListenerKind::Forward(p) => (Some(p), None, acls),
             ListenerKind::Http { .. } => (None, None, acls),
@@ -295,7 +295,22 @@ impl Listener {
             forward,
             tls,
             acls,
+            routes,
         }
+    }
+
+    /// Whether it connects upstream from the client's address.
+    pub fn spoofs(&self) -> bool {
+        matches!(
+            self.kind,
+            ListenerKind::Http {
+                spoof_source: true,
+                ..
+            } | ListenerKind::TlsPassthrough {
+                spoof_source: true,
+                ..
+            }
+        )
     }
 
     /// Where its connections' original destination comes from (none on

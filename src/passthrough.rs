@@ -9,8 +9,8 @@
 //! listener and fd table as the HTTP listeners, so graceful upgrade keeps it.
 
 use crate::access_log::TlsLog;
-use crate::addr::{host_name, OrigDstAddr};
-use crate::decision::{Decision, Flow, Target};
+use crate::addr::{flow_name, OrigDstAddr};
+use crate::decision::{Admitted, Decision, Flow, Target};
 use crate::destination::connection_peers;
 use crate::flow::{FlowKind, Refusal, TlsOutcome};
 use crate::listener::ListenerKind;
@@ -20,7 +20,6 @@ use crate::shared::ListenerState;
 use crate::summary::{Kind, RequestLine, Summary, UpstreamUse};
 use crate::tls::policy::DenyAction;
 use crate::tls::{peek_client_hello, ClientHello, Peeked};
-use crate::upstream::connector::connect_raw;
 use crate::upstream::relay_opened;
 use async_trait::async_trait;
 use bytes::BytesMut;
@@ -89,12 +88,7 @@ impl ServerApp for PassthroughApp {
 
 impl PassthroughApp {
     async fn handle(&self, stream: &mut Stream, conn: &mut Conn) {
-        let ListenerKind::TlsPassthrough {
-            spoof_source,
-            policy,
-            ..
-        } = &self.state.listener.kind
-        else {
+        let ListenerKind::TlsPassthrough { policy, .. } = &self.state.listener.kind else {
             return;
         };
         let Some(dst) = conn.summary.dst else {
@@ -148,19 +142,19 @@ impl PassthroughApp {
             Peeked::NeedMore => return,
         };
         conn.hello = hello;
-        let Some(dst) = self.decide(conn, dst).await else {
+        let Some(admitted) = self.decide(conn, dst).await else {
             let tls = conn.outcome != TlsOutcome::NonTls;
             close_denied(stream, policy.deny_action, tls).await;
             return;
         };
-        self.splice(stream, conn, &buf, dst, policy.idle_timeout, *spoof_source)
+        self.splice(stream, conn, &buf, &admitted, policy.idle_timeout)
             .await;
     }
 
     /// The flow's decision; the destination when it may go on.
-    async fn decide(&self, conn: &mut Conn, dst: OrigDstAddr) -> Option<OrigDstAddr> {
+    async fn decide(&self, conn: &mut Conn, dst: OrigDstAddr) -> Option<Admitted> {
         let hello = conn.hello.as_ref();
-        let name = hello.and_then(|h| h.sni.as_deref()).map(host_name);
+        let name = hello.and_then(|h| h.sni.as_deref()).and_then(flow_name);
         let flow = Flow {
             kind: FlowKind::Passthrough,
             client: conn.summary.client,
@@ -170,9 +164,10 @@ impl PassthroughApp {
             hello,
         };
         match self.state.decide(&flow).await {
-            Decision::Allow { dst, by } => {
-                conn.decision = by;
-                Some(dst)
+            Decision::Allow(a) => {
+                conn.decision = a.by.clone();
+                conn.summary.egress = Some(a.egress.name.clone());
+                Some(a)
             }
             Decision::Deny { answer, by } => {
                 conn.decision = by.or_else(|| answer.refusal.map(|r| r.as_str().to_string()));
@@ -196,18 +191,25 @@ impl PassthroughApp {
         stream: &mut Stream,
         conn: &mut Conn,
         peeked: &[u8],
-        dst: OrigDstAddr,
+        admitted: &Admitted,
         idle: Duration,
-        spoof: bool,
     ) {
         let connect_start = Instant::now();
-        let spoof_from = conn.summary.client.filter(|_| spoof).map(|c| c.ip());
         let conf = &self.state.shared.upstream;
-        let mut upstream = match connect_raw(dst.socket_addr(), spoof_from, conf).await {
-            Ok(s) => s,
+        let sni = conn.hello.as_ref().and_then(|h| h.sni.as_deref());
+        let port = admitted.dst.map_or(443, |d| d.port());
+        let client = conn.summary.client;
+        let mut upstream = match self.state.open_upstream(admitted, sni, port, client).await {
+            Ok(o) => {
+                conn.summary.egress = Some(o.egress);
+                o.stream
+            }
             Err(e) => {
                 conn.outcome = TlsOutcome::ConnectFailed;
-                conn.summary.error = Some(e.etype().as_str());
+                conn.summary.error = Some(e.kind());
+                conn.summary.parent_status = e.parent_status();
+                // No HTTP to answer in: a reset.
+                reset_on_close(stream);
                 return;
             }
         };

@@ -3,17 +3,18 @@
 //! what is the listener's own (its settings and metrics).
 
 use crate::access_log::AccessLog;
-use crate::decision::{Decider, Decision, Flow, Rules};
+use crate::addr::ClientAddr;
+use crate::decision::{Admitted, Decider, Decision, Flow, Rules};
 use crate::downstream::Downstream;
+use crate::egress::open::{open, EgressError, Opened, Remote};
 use crate::filters::{FilterChain, FilterCtx, FlowInfo};
 use crate::lifecycle::Draining;
 use crate::listener::Listener;
-use crate::live::Live;
+use crate::live::{Live, Verdict};
 use crate::metrics::ListenerMetrics;
-use crate::policy::Acl;
+use crate::policy::{Acl, Routes};
 use crate::sets::Catalog;
 use crate::summary::Outputs;
-use crate::upstream::connector::SockHook;
 use crate::upstream::Upstream;
 use std::sync::Arc;
 
@@ -34,8 +35,8 @@ pub struct Shared {
     pub draining: Draining,
     /// The access log, unless disabled.
     pub access_log: Option<AccessLog>,
-    /// Sets `SO_MARK` on Pingora's upstream sockets (`upstream.mark`).
-    pub mark_hook: Option<SockHook>,
+    /// The routes that choose each flow's egress.
+    pub routes: Routes,
     /// Client-side limits.
     pub downstream: Downstream,
     /// What goes through now, for the status page.
@@ -80,24 +81,64 @@ impl ListenerState {
             .with_sets(self.shared.sets.clone())
     }
 
+    /// Opens the upstream connection of an opaque flow (CONNECT, tunnel,
+    /// passthrough) that `a` let through, to `name` (when the flow has
+    /// one) on `port`: through its egress, from `client`'s address when
+    /// this listener spoofs and the flow leaves directly.
+    pub async fn open_upstream(
+        &self,
+        a: &Admitted,
+        name: Option<&str>,
+        port: u16,
+        client: Option<ClientAddr>,
+    ) -> Result<Opened, EgressError> {
+        let spoof = client.filter(|_| self.listener.spoofs()).map(|c| c.ip());
+        let target = Remote {
+            name: name.map(str::to_string),
+            addr: a.dst,
+            port,
+        };
+        open(&a.egress, &target, spoof, &self.shared.upstream).await
+    }
+
+    /// Whether anything looks at a flow's name: a rule set or a route.
+    pub fn wants_names(&self) -> bool {
+        let r = self.rules();
+        !r.acls.is_empty() || !r.routes.is_empty() || r.tls.is_some()
+    }
+
     /// The decision on `flow`, under this listener's rules; the status
     /// page's flow shows it.
     pub async fn decide(&self, flow: &Flow<'_>) -> Decision {
         let decision = self.shared.decider.decide(self.rules(), flow).await;
-        crate::live::with_current(|f| {
-            let (dst, by) = match &decision {
-                Decision::Allow { dst, by } => (Some(*dst), by.as_deref()),
-                Decision::Deny { answer, by } => {
-                    (None, by.as_deref().or(answer.refusal.map(|r| r.as_str())))
-                }
-            };
-            f.decided(flow.kind, flow.name, dst, by);
-        });
+        crate::live::with_current(|f| f.decided(&verdict(flow, &decision)));
         decision
     }
 
     /// What this listener brings to its flows' decision.
     pub fn rules(&self) -> Rules<'_> {
-        self.listener.rules(&self.shared.acls)
+        self.listener.rules(&self.shared.acls, &self.shared.routes)
+    }
+}
+
+/// A decision as the status page's flow takes it.
+fn verdict<'a>(flow: &Flow<'a>, d: &'a Decision) -> Verdict<'a> {
+    let (allowed, dst, rule, egress) = match d {
+        Decision::Allow(a) => (true, a.dst, a.by.as_deref(), Some(&a.egress.name)),
+        Decision::Deny { answer, by } => {
+            let rule = by.as_deref().or(answer.refusal.map(|r| r.as_str()));
+            (false, None, rule, None)
+        }
+    };
+    // HTTP flows name their host only when a rule or route looks at it;
+    // the status page takes the Host header as it came.
+    let host = || flow.request?.headers.get(http::header::HOST)?.to_str().ok();
+    Verdict {
+        kind: flow.kind,
+        name: flow.name.or_else(host),
+        allowed,
+        dst,
+        rule,
+        egress,
     }
 }

@@ -67,6 +67,10 @@ pub struct Summary {
     pub error: Option<&'static str>,
     /// How an opaque flow's bytes were relayed, once they were.
     pub relay: Option<RelayKind>,
+    /// The egress it left through, once chosen.
+    pub egress: Option<Arc<str>>,
+    /// A parent proxy's status when it refused the flow.
+    pub parent_status: Option<u16>,
     /// Its place on the status page: the connection task's flow
     /// ([`crate::live::current`]), none when flows are off.
     live: Option<Arc<LiveFlow>>,
@@ -141,6 +145,8 @@ impl Summary {
             refused: None,
             error: None,
             relay: None,
+            egress: None,
+            parent_status: None,
             live,
         }
     }
@@ -233,6 +239,8 @@ impl Summary {
             upstream_connect: self.upstream.and_then(|u| u.connect_time),
             upstream_reused: self.upstream.map(|u| u.reused),
             decision: line.decision,
+            egress: self.egress.as_deref(),
+            parent_status: self.parent_status,
             refused: self.refused.map(Refusal::as_str),
             error: self.error,
             tls: match kind {

@@ -42,6 +42,10 @@ pub struct Record<'a> {
     pub upstream_reused: Option<bool>,
     /// What a filter decided, e.g. `acl:deny:no-admin`.
     pub decision: Option<&'a str>,
+    /// The egress the flow left through (`direct`, or a configured one).
+    pub egress: Option<&'a str>,
+    /// A parent proxy's status when it refused the flow (407, 403 …).
+    pub parent_status: Option<u16>,
     /// Why the proxy refused the request itself (`loop`, `acl`, …).
     pub refused: Option<&'a str>,
     /// Pingora's error kind when the request failed, e.g. `ConnectRefused`.
@@ -93,6 +97,8 @@ struct JsonRecord<'a> {
     upstream_connect_ms: Option<f64>,
     upstream_reused: Option<bool>,
     decision: Option<&'a str>,
+    egress: Option<&'a str>,
+    parent_status: Option<u16>,
     refused: Option<&'a str>,
     error: Option<&'a str>,
     tls_outcome: Option<&'a str>,
@@ -170,6 +176,8 @@ impl Record<'_> {
             upstream_connect_ms: self.upstream_connect.map(ms),
             upstream_reused: self.upstream_reused,
             decision: self.decision,
+            egress: self.egress,
+            parent_status: self.parent_status,
             refused: self.refused,
             error: self.error,
             tls_outcome: self.tls.map(|t| t.outcome),
@@ -195,7 +203,7 @@ impl Record<'_> {
     /// every request, so it formats into a reused buffer and takes the
     /// timestamp's date part from a per-second cache.
     pub(super) fn write_text(&self, line: &mut Vec<u8>, ts: SystemTime) {
-        use super::text::{push_addr, push_hex16, push_ms_tenths, push_uint};
+        use super::text::{push_addr, push_escaped, push_hex16, push_ms_tenths, push_uint};
         use std::io::Write;
         timestamp(line, ts);
         line.push(b' ');
@@ -209,9 +217,10 @@ impl Record<'_> {
         line.extend_from_slice(b" \"");
         line.extend_from_slice(self.method.as_bytes());
         line.push(b' ');
-        line.extend_from_slice(self.host.unwrap_or("-").as_bytes());
+        // An SNI can hold any character: one record stays one line.
+        push_escaped(line, self.host.unwrap_or("-"));
         line.push(b' ');
-        line.extend_from_slice(self.path.as_bytes());
+        push_escaped(line, self.path);
         line.extend_from_slice(b"\" ");
         push_uint(line, u64::from(self.status));
         line.push(b' ');
@@ -243,6 +252,7 @@ impl Record<'_> {
             line.extend_from_slice(if r { b" reused" } else { b" new" });
         }
         for (k, v) in [
+            ("egress", self.egress),
             ("refused", self.refused),
             ("decision", self.decision),
             ("error", self.error),
@@ -253,6 +263,10 @@ impl Record<'_> {
                 line.push(b'=');
                 line.extend_from_slice(v.as_bytes());
             }
+        }
+        if let Some(s) = self.parent_status {
+            line.extend_from_slice(b" parent_status=");
+            push_uint(line, u64::from(s));
         }
     }
 }
@@ -279,6 +293,8 @@ mod tests {
             upstream_connect: Some(Duration::from_micros(250)),
             upstream_reused: Some(false),
             decision: Some("acl:allow:lan"),
+            egress: None,
+            parent_status: None,
             refused: None,
             error: None,
             tls: None,
@@ -306,7 +322,8 @@ mod tests {
         assert!(v["sni"].is_null() && v["tls_versions"].is_null());
         assert_eq!(v["kind"], "http");
         assert!(v["protocol"].is_null() && v["ech"].is_null());
-        assert_eq!(v.as_object().unwrap().len(), 28);
+        assert!(v["egress"].is_null() && v["parent_status"].is_null());
+        assert_eq!(v.as_object().unwrap().len(), 30);
     }
 
     #[test]

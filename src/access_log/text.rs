@@ -101,6 +101,24 @@ pub(super) fn push_3digits(out: &mut Vec<u8>, n: u32) {
     }
 }
 
+/// Appends `text` with control characters (and `"`) as `\xNN`, so a
+/// field taken from a client cannot end the line or fake another field.
+pub(super) fn push_escaped(out: &mut Vec<u8>, text: &str) {
+    if !text.bytes().any(|b| b < 0x20 || b == 0x7f || b == b'"') {
+        out.extend_from_slice(text.as_bytes());
+        return;
+    }
+    for b in text.bytes() {
+        if b < 0x20 || b == 0x7f || b == b'"' {
+            out.extend_from_slice(b"\\x");
+            out.push(b"0123456789abcdef"[usize::from(b >> 4)]);
+            out.push(b"0123456789abcdef"[usize::from(b & 15)]);
+        } else {
+            out.push(b);
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -153,5 +171,15 @@ mod tests {
         assert_eq!(ms(1_999_950), "2000.0");
         assert_eq!(ms(61_000_049), "61000.0");
         assert_eq!(ms(1_234_567), "1234.6");
+    }
+
+    #[test]
+    fn client_text_cannot_end_the_line() {
+        let mut out = Vec::new();
+        push_escaped(&mut out, "a.test\r\n\"x");
+        assert_eq!(out, b"a.test\\x0d\\x0a\\x22x");
+        let mut plain = Vec::new();
+        push_escaped(&mut plain, "www.example.org");
+        assert_eq!(plain, b"www.example.org");
     }
 }

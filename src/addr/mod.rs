@@ -11,8 +11,10 @@
 //!
 //! Bottom layer: imports nothing from the crate.
 
+mod name;
 mod parse;
 
+pub use name::{flow_name, is_localhost, normalise_name, MAX_NAME};
 pub use parse::{
     host_name, host_port, is_local_destination, is_local_ip, parse_net, split_host_port,
 };

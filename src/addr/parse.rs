@@ -43,7 +43,12 @@ pub fn split_host_port(s: &str) -> Option<(&str, Option<u16>)> {
 /// parse as `host[:port]` is taken whole.
 pub fn host_name(host: &str) -> String {
     let h = split_host_port(host).map_or(host.trim(), |(h, _)| h);
-    h.trim_end_matches('.').to_ascii_lowercase()
+    let h = h.trim_end_matches('.');
+    if h.is_ascii() {
+        return h.to_ascii_lowercase();
+    }
+    // An IDN written in Unicode: as name sets store it, in punycode.
+    idna::domain_to_ascii(h).unwrap_or_else(|_| h.to_lowercase())
 }
 
 /// The port of a Host header value, if it has a valid one.
@@ -134,6 +139,7 @@ mod tests {
     fn host_names_for_matching() {
         assert_eq!(host_name("EXAMPLE.com:80"), "example.com");
         assert_eq!(host_name("example.com."), "example.com");
+        assert_eq!(host_name("Bücher.example:80"), "xn--bcher-kva.example");
         assert_eq!(host_name("[2001:DB8::1]:80"), "2001:db8::1");
         assert_eq!(host_name("a:b"), "a:b");
         assert_eq!(host_port("a:8080"), Some(8080));

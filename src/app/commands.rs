@@ -117,10 +117,13 @@ impl Tproxyd {
         if let Err(e) = config.tproxyd.sets.load_all() {
             return fail(&e);
         }
+        for w in config.tproxyd.warnings() {
+            log::warn!("{w}");
+        }
         if args.test {
             print_sets(&config);
-            if let Some(w) = config.tproxyd.admin.as_ref().and_then(|a| a.warning()) {
-                eprintln!("tproxyd: warning: {w}");
+            for w in config.tproxyd.warnings() {
+                println!("tproxyd: warning: {w}");
             }
             println!(
                 "tproxyd: configuration {} is valid",

@@ -36,7 +36,6 @@ use crate::relay;
 use crate::sets::watch::SetsWatcher;
 use crate::shared::{ListenerState, Shared};
 use crate::transparent::{prebind, TransparentService};
-use crate::upstream::connector::mark_hook;
 use pingora_core::apps::ServerApp;
 use pingora_core::server::configuration::{Opt, ServerConf};
 use pingora_core::server::Server;
@@ -203,7 +202,7 @@ impl Tproxyd {
             upstream: t.upstream.clone(),
             draining,
             access_log,
-            mark_hook: t.upstream.mark.map(mark_hook),
+            routes: t.routes.clone(),
             downstream: t.downstream,
             live: Arc::new(Live::new(flows, listeners)),
         };
@@ -253,15 +252,18 @@ impl Tproxyd {
         if let Some(writer) = log_writer {
             server.add_service(background_service("access log", writer));
         }
+        // SIGHUP reopens the log and reloads sets; caught from now on, so
+        // that one sent before those are listening never ends the process.
+        let _ = signal_hook::flag::register(
+            signal_hook::consts::SIGHUP,
+            Arc::new(std::sync::atomic::AtomicBool::new(false)),
+        );
         let sets = &t.sets;
         if !sets.slots().is_empty() {
             let watcher = SetsWatcher::new(sets.slots().to_vec(), sets.watch_interval);
             server.add_service(background_service("sets watcher", watcher));
         }
         if let Some(admin) = &t.admin {
-            if let Some(w) = admin.warning() {
-                log::warn!("{w}");
-            }
             let live = shared.live.clone();
             let sets = shared.sets.clone();
             let app = AdminApp::new(admin, readiness.clone(), live.clone(), sets, identity);

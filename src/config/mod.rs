@@ -13,6 +13,7 @@ use crate::admin::{Admin, AdminSettings};
 use crate::decision::Decider;
 use crate::destination::LoopGuard;
 use crate::downstream::{Downstream, DownstreamSettings};
+use crate::egress::{EgressSettings, Egresses};
 use crate::error::{invalid, Timeout};
 pub use crate::error::{parse_duration, ConfigError};
 use crate::filters::forwarding::ForwardingSettings;
@@ -21,6 +22,7 @@ pub use crate::flow::Mode;
 use crate::flow::RelayKind;
 use crate::interception::{Interception, InterceptionSettings};
 use crate::listener::{Context as ListenerContext, Listener, ListenerSettings};
+use crate::policy::{RouteSettings, Routes};
 use crate::sets::{Catalog, SetSettings, DEFAULT_WATCH_INTERVAL};
 use crate::upstream::{Upstream, UpstreamSettings};
 use pingora_core::server::configuration::ServerConf;
@@ -45,6 +47,8 @@ struct SectionSettings {
     interception: InterceptionSettings,
     sets: indexmap::IndexMap<String, SetSettings>,
     sets_watch_interval: Timeout,
+    egress: indexmap::IndexMap<String, EgressSettings>,
+    routes: Vec<RouteSettings>,
 }
 
 impl Default for SectionSettings {
@@ -62,6 +66,8 @@ impl Default for SectionSettings {
             interception: InterceptionSettings::default(),
             sets: indexmap::IndexMap::new(),
             sets_watch_interval: DEFAULT_WATCH_INTERVAL,
+            egress: indexmap::IndexMap::new(),
+            routes: Vec::new(),
         }
     }
 }
@@ -88,6 +94,8 @@ impl SectionSettings {
             ));
         }
         let sets = Catalog::validate(self.sets, self.sets_watch_interval)?;
+        let egresses = Egresses::validate(self.egress)?;
+        let routes = Routes::validate(self.routes, &egresses, &sets)?;
         let cx = ListenerContext {
             resolve_timeout: upstream.resolve_timeout,
             sets: &sets,
@@ -106,6 +114,8 @@ impl SectionSettings {
             access_log,
             interception,
             sets,
+            egresses,
+            routes,
         })
     }
 }
@@ -129,9 +139,37 @@ pub struct Section {
     pub interception: Interception,
     /// The name and address sets rules may use (loaded at start-up).
     pub sets: Catalog,
+    /// Where flows may leave: `direct` and the configured egresses.
+    pub egresses: Egresses,
+    /// Which egress each flow leaves through.
+    pub routes: Routes,
 }
 
 impl Section {
+    /// What is valid but probably not what the operator means, worded
+    /// for `tproxyd check` and `doctor`.
+    pub fn warnings(&self) -> Vec<String> {
+        let proxies: Vec<&str> = self
+            .routes
+            .egresses()
+            .filter(|e| e.is_proxy())
+            .map(|e| &*e.name)
+            .collect();
+        let mut out = Vec::new();
+        for l in self.listeners.iter().filter(|l| l.spoofs()) {
+            if !proxies.is_empty() {
+                out.push(format!(
+                    "listener {} spoofs the client's address (spoof_source), which does not apply \
+                     to flows routed through proxy egress {}: the origin sees the parent",
+                    l.name(),
+                    proxies.join(", ")
+                ));
+            }
+        }
+        out.extend(self.admin.as_ref().and_then(|a| a.warning()));
+        out
+    }
+
     /// The decider of this configuration's flows: our own listening
     /// addresses and Via token.
     pub fn decider(&self) -> Decider {

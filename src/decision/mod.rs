@@ -17,8 +17,12 @@
 //!    any DNS lookup; a name is resolved only when a rule on the
 //!    destination address must be consulted, or to connect;
 //! 6. on passthrough listeners, `tls.sni_check`;
-//! 7. for a name (forward, CONNECT): its addresses, none of them local to
-//!    us unless allowed, and not one of our own listeners.
+//! 7. the route: which egress the flow leaves through (`tproxyd.routes`);
+//! 8. for a name (forward, CONNECT): its addresses, none of them local to
+//!    us unless allowed, and not one of our own listeners — unless the
+//!    flow leaves through a parent proxy, which gets the name itself and
+//!    resolves it (an address literal is still checked, `localhost`
+//!    refused).
 //!
 //! Pure but for the lookups (names, and this host's addresses on a port
 //! match), so it is unit-tested as a table.
@@ -28,9 +32,10 @@ mod steps;
 
 use crate::addr::{ClientAddr, OrigDstAddr};
 use crate::destination::LoopGuard;
+use crate::egress::Egress;
 use crate::filters::forwarding::Forwarding;
 use crate::flow::{Answer, FlowKind, ListenerId};
-use crate::policy::Acl;
+use crate::policy::{Acl, Routes};
 use crate::tls::policy::TlsPolicy;
 use crate::tls::ClientHello;
 use forward::ForwardPolicy;
@@ -66,7 +71,8 @@ pub struct Flow<'a> {
     /// Where it goes.
     pub target: Target<'a>,
     /// The name the client asked for (Host, SNI, CONNECT authority), as
-    /// [`crate::addr::host_name`] normalises it; `None` when there is none.
+    /// [`crate::addr::flow_name`] checks and normalises it; `None` when
+    /// there is none (or it is no host name).
     pub name: Option<&'a str>,
     /// The request head, where there is one (HTTP, forward, CONNECT).
     pub request: Option<&'a RequestHeader>,
@@ -85,18 +91,42 @@ pub struct Rules<'a> {
     pub tls: Option<&'a TlsPolicy>,
     /// The rule sets that judge this listener's flows, in order.
     pub acls: &'a [Acl],
+    /// The routes that choose each flow's egress.
+    pub routes: &'a Routes,
+}
+
+/// A flow let through: where it goes and how it leaves.
+#[derive(Debug, Clone)]
+pub struct Admitted {
+    /// Where to connect: the original destination, or a name's address;
+    /// `None` for a name left to a parent proxy to resolve.
+    pub dst: Option<OrigDstAddr>,
+    /// The egress it leaves through.
+    pub egress: Arc<Egress>,
+    /// The route that chose the egress (`None`: no route matched).
+    pub route: Option<String>,
+    /// What decided, e.g. `acl:allow:lan`, `missing_sni:allow`.
+    pub by: Option<String>,
+}
+
+impl Admitted {
+    /// The destination as the filters see it: unspecified (`0.0.0.0`)
+    /// with the port when a parent proxy resolves the name.
+    pub fn flow_dst(&self, port: u16) -> OrigDstAddr {
+        self.dst.unwrap_or_else(|| {
+            OrigDstAddr::new(std::net::SocketAddr::new(
+                std::net::Ipv4Addr::UNSPECIFIED.into(),
+                port,
+            ))
+        })
+    }
 }
 
 /// What becomes of a flow.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub enum Decision {
-    /// Go on to `dst`.
-    Allow {
-        /// Where to connect.
-        dst: OrigDstAddr,
-        /// What decided, e.g. `acl:allow:lan`, `missing_sni:allow`.
-        by: Option<String>,
-    },
+    /// Go on.
+    Allow(Admitted),
     /// Refuse it with `answer` (on flows without HTTP: close or reset).
     Deny {
         /// The refusal: status, body, reason.
@@ -112,10 +142,13 @@ impl Decision {
         Decision::Deny { answer, by: None }
     }
 
-    /// The destination or the refusal, and what decided.
-    pub fn split(self) -> (Result<OrigDstAddr, Answer>, Option<String>) {
+    /// Where the flow goes, or the refusal; and what decided.
+    pub fn split(self) -> (Result<Admitted, Answer>, Option<String>) {
         match self {
-            Decision::Allow { dst, by } => (Ok(dst), by),
+            Decision::Allow(a) => {
+                let by = a.by.clone();
+                (Ok(a), by)
+            }
             Decision::Deny { answer, by } => (Err(answer), by),
         }
     }
@@ -123,7 +156,8 @@ impl Decision {
     /// What decided, for the access log.
     pub fn by(&self) -> Option<&str> {
         match self {
-            Decision::Allow { by, .. } | Decision::Deny { by, .. } => by.as_deref(),
+            Decision::Allow(a) => a.by.as_deref(),
+            Decision::Deny { by, .. } => by.as_deref(),
         }
     }
 }
@@ -174,25 +208,32 @@ impl Decider {
     /// [`Self::decide`] with `?` for the refusals.
     async fn decide_steps(&self, rules: Rules<'_>, flow: &Flow<'_>) -> Result<Decision, Decision> {
         let known = self.admit(rules, flow)?;
-        let mut by = steps::tls_hello(rules, flow)?;
-        let mut dst = known;
-        if !by.as_ref().is_some_and(|b| b.settled) {
-            let (acl_by, resolved) = steps::rule_sets(rules, flow, dst).await?;
-            by = acl_by.or(by);
-            dst = resolved.or(dst);
-            if let Some(check) = steps::sni_check(rules, flow, dst).await? {
-                by = Some(check);
-            }
-        }
-        let dst = match dst {
-            Some(d) => d,
-            None => steps::resolve(rules, flow).await?,
+        let hello_by = steps::tls_hello(rules, flow)?;
+        let (acl_by, resolved) = steps::rule_sets(rules, flow, known).await?;
+        let dst = resolved.or(known);
+        // What the log says decided: a rule that matched, else the hello's
+        // own policy (`missing_sni:allow`), else the rule sets' default.
+        let mut by = match (acl_by, hello_by) {
+            (Some(a), Some(h)) if a.text.ends_with(":default") => Some(h),
+            (a, h) => a.or(h),
         };
-        self.check_own_listener(dst)?;
-        Ok(Decision::Allow {
+        if let Some(check) = steps::sni_check(rules, flow, dst).await? {
+            by = Some(check);
+        }
+        let (chosen, resolved) = steps::route(rules, flow, dst).await?;
+        let dst = match resolved.or(dst) {
+            Some(d) => Some(d),
+            None => steps::resolve_for(rules, flow, &chosen.egress).await?,
+        };
+        if let Some(dst) = dst {
+            self.check_own_listener(dst)?;
+        }
+        Ok(Decision::Allow(Admitted {
             dst,
+            egress: chosen.egress,
+            route: chosen.route,
             by: by.map(|b| b.text),
-        })
+        }))
     }
 
     fn check_own_listener(&self, dst: OrigDstAddr) -> Result<(), Decision> {

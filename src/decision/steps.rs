@@ -2,19 +2,19 @@
 //! either lets the flow go on or returns the refusal.
 
 use super::{Decision, Flow, Rules, Target};
+use crate::addr::is_localhost;
 use crate::addr::{ClientAddr, OrigDstAddr};
+use crate::egress::Egress;
 use crate::filters::host_check::{CheckMode, Outcome as HostOutcome};
 use crate::flow::{Answer, FlowKind, Refusal};
-use crate::policy::{Action, Facts, Outcome};
+use crate::policy::{Action, Chosen, Facts, Outcome};
 use crate::tls::policy::Policy;
 use log::warn;
 
-/// What decided a flow so far; `settled` when nothing after it may (a
-/// ClientHello without SNI, or not TLS at all: no rule set applies).
+/// What decided a flow so far.
 #[derive(Debug)]
 pub(super) struct By {
     pub text: String,
-    pub settled: bool,
 }
 
 /// The 508 for a loop.
@@ -88,12 +88,79 @@ pub(super) fn tls_hello(rules: Rules<'_>, flow: &Flow<'_>) -> Result<Option<By>,
     };
     let text = format!("{what}:{}", policy.as_str());
     match policy {
-        Policy::Allow => Ok(Some(By {
-            text,
-            settled: true,
-        })),
+        Policy::Allow => Ok(Some(By { text })),
         Policy::Deny => Err(tls_denied(text)),
     }
+}
+
+/// What policy sees of `flow`, with `dst` when known.
+pub(super) fn facts<'a>(rules: Rules<'a>, flow: &Flow<'a>, dst: Option<OrigDstAddr>) -> Facts<'a> {
+    let port = match flow.target {
+        Target::Named { port, .. } => port,
+        Target::Original(d) => d.map_or(0, |d| d.port()),
+        Target::Unnamed => 0,
+    };
+    let request = flow.request;
+    Facts {
+        listener: &rules.listener.name,
+        client: flow.client.unwrap_or(ClientAddr::UNKNOWN),
+        dst,
+        port,
+        name: flow.name,
+        method: request.map(|r| r.method.as_str()),
+        path: request
+            .filter(|r| r.method != http::Method::CONNECT)
+            .map(|r| r.uri.path()),
+    }
+}
+
+/// The route: the egress the flow leaves through, and the address when a
+/// route on the destination made a lookup necessary.
+pub(super) async fn route(
+    rules: Rules<'_>,
+    flow: &Flow<'_>,
+    dst: Option<OrigDstAddr>,
+) -> Result<(Chosen, Option<OrigDstAddr>), Decision> {
+    let mut facts = facts(rules, flow, dst);
+    if let Some(chosen) = rules.routes.choose(&facts) {
+        return Ok((chosen, None));
+    }
+    let resolved = resolve(rules, flow).await?;
+    facts.dst = Some(resolved);
+    match rules.routes.choose(&facts) {
+        Some(chosen) => Ok((chosen, Some(resolved))),
+        None => Err(Decision::deny(internal("no route could decide"))),
+    }
+}
+
+/// A name's address for the egress that will carry it: looked up for a
+/// direct egress; not at all for a parent proxy, which gets the name
+/// itself (an address literal is still checked, and `localhost` refused,
+/// as for a direct flow: a parent on this host would reach this host).
+pub(super) async fn resolve_for(
+    rules: Rules<'_>,
+    flow: &Flow<'_>,
+    egress: &Egress,
+) -> Result<Option<OrigDstAddr>, Decision> {
+    if !egress.is_proxy() {
+        return resolve(rules, flow).await.map(Some);
+    }
+    let (Target::Named { host, .. }, Some(policy)) = (flow.target, rules.forward) else {
+        return Ok(None);
+    };
+    if host.parse::<std::net::IpAddr>().is_ok() {
+        return resolve(rules, flow).await.map(Some);
+    }
+    if is_localhost(&flow.name.unwrap_or_default().to_ascii_lowercase())
+        && !policy.allow_local_destinations
+    {
+        return Err(Decision::deny(Answer::refused(
+            Refusal::ForwardNotAllowed,
+            403,
+            format!("403 Forbidden: destination {host} is local to the proxy\n"),
+        )));
+    }
+    Ok(None)
 }
 
 /// The rule sets in order: each may deny; the last allow is what decided.
@@ -104,23 +171,8 @@ pub(super) async fn rule_sets(
     flow: &Flow<'_>,
     known: Option<OrigDstAddr>,
 ) -> Result<(Option<By>, Option<OrigDstAddr>), Decision> {
-    let (port, mut dst) = match flow.target {
-        Target::Named { port, .. } => (port, known),
-        Target::Original(d) => (d.map_or(0, |d| d.port()), d),
-        Target::Unnamed => (0, None),
-    };
-    let request = flow.request;
-    let mut facts = Facts {
-        listener: &rules.listener.name,
-        client: flow.client.unwrap_or(ClientAddr::UNKNOWN),
-        dst,
-        port,
-        name: flow.name,
-        method: request.map(|r| r.method.as_str()),
-        path: request
-            .filter(|r| r.method != http::Method::CONNECT)
-            .map(|r| r.uri.path()),
-    };
+    let mut dst = known;
+    let mut facts = facts(rules, flow, dst);
     let mut by = None;
     for acl in rules.acls {
         let mut outcome = acl.decide(&facts);
@@ -143,10 +195,7 @@ pub(super) async fn rule_sets(
                 by: Some(text),
             });
         }
-        by = Some(By {
-            text,
-            settled: false,
-        });
+        by = Some(By { text });
     }
     Ok((by, dst))
 }
@@ -173,7 +222,6 @@ pub(super) async fn sni_check(
     }
     Ok(Some(By {
         text: "sni_check:mismatch".into(),
-        settled: false,
     }))
 }
 

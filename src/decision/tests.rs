@@ -1,6 +1,7 @@
 use super::*;
 use crate::filters::forwarding::ForwardingSettings;
 use crate::flow::{Mode, Refusal};
+use crate::policy::Routes;
 use std::time::Duration;
 
 fn decider() -> Decider {
@@ -50,7 +51,7 @@ type Got = Result<(String, Option<String>), (u16, Option<Refusal>, Option<String
 
 fn run(rules: Rules<'_>, flow: &Flow<'_>) -> Got {
     match futures::executor::block_on(decider().decide(rules, flow)) {
-        Decision::Allow { dst, by } => Ok((dst.to_string(), by)),
+        Decision::Allow(a) => Ok((a.dst.map_or("(name)".into(), |d| d.to_string()), a.by)),
         Decision::Deny { answer, by } => Err((answer.status, answer.refusal, by)),
     }
 }
@@ -117,6 +118,7 @@ fn admission_rows() {
             forward: forward.then_some(&p),
             tls: None,
             acls: &[],
+            routes: &Routes::default(),
         };
         let got = run(rules, &flow)
             .map(|(d, _)| d)
@@ -150,6 +152,7 @@ fn rule_sets_decide_by_name_before_any_lookup() {
         forward: Some(&p),
         tls: None,
         acls: &acls,
+        routes: &Routes::default(),
     };
     let connect = req("CONNECT", "x.ads.test:443", None);
     // A name that could never resolve is refused by name: 403, not 502.
@@ -194,6 +197,7 @@ fn passthrough_hellos() {
         forward: None,
         tls: Some(&tls),
         acls: tls.acl.as_slice(),
+        routes: &Routes::default(),
     };
     let hello = |sni: Option<&str>, ech: bool| ClientHello {
         sni: sni.map(str::to_string),
@@ -234,4 +238,147 @@ fn passthrough_hellos() {
         decide(Some(&hello(Some("198.51.100.10"), false))),
         Ok(("198.51.100.10:443".into(), Some("acl:allow:default".into())))
     );
+}
+
+#[test]
+fn a_route_to_a_parent_leaves_the_name_unresolved() {
+    let p = forward_policy();
+    let listener = id(Mode::Forward);
+    let dir = std::env::temp_dir().join(format!("tproxyd-route-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("pw"), "secret\n").unwrap();
+    let egress = format!(
+        "{{corp: {{via: http, address: \"192.0.2.1:3128\", username: gw, password_file: {d}/pw}}, \
+          back: {{via: socks5, address: \"192.0.2.1:1080\", fallback: direct}}}}",
+        d = dir.display()
+    );
+    let egresses =
+        crate::egress::Egresses::validate(serde_yaml::from_str(&egress).unwrap()).unwrap();
+    let routes: Vec<crate::policy::RouteSettings> = serde_yaml::from_str(
+        "[{name: work, egress: corp, host: [\"*.corp.test\"]}, {name: b, egress: back, host: [\"*.back.test\"]}]",
+    )
+    .unwrap();
+    let routes = Routes::validate(routes, &egresses, &Default::default()).unwrap();
+    let rules = Rules {
+        listener: &listener,
+        forward: Some(&p),
+        tls: None,
+        acls: &[],
+        routes: &routes,
+    };
+    let connect = req("CONNECT", "x:443", None);
+    let decide = |host: &'static str| {
+        let mut f = flow(
+            FlowKind::Connect,
+            "192.0.2.10:1",
+            Target::Named { host, port: 443 },
+            Some(&connect),
+        );
+        f.name = Some(host);
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        match rt.block_on(decider().decide(rules, &f)) {
+            Decision::Allow(a) => (
+                a.dst.map(|d| d.to_string()),
+                a.egress.name.to_string(),
+                a.route,
+            ),
+            Decision::Deny { answer, .. } => panic!("{host}: {answer:?}"),
+        }
+    };
+    // Through the parent: never looked up here (it would not resolve).
+    assert_eq!(
+        decide("www.corp.test"),
+        (None, "corp".into(), Some("work".into()))
+    );
+    // A parent that may fall back: tried, and a failed lookup is no refusal.
+    assert_eq!(
+        decide("nowhere.back.test"),
+        (None, "back".into(), Some("b".into()))
+    );
+    // No route: direct, looked up (a literal needs no DNS).
+    assert_eq!(
+        decide("198.51.100.7"),
+        (Some("198.51.100.7:443".into()), "direct".into(), None)
+    );
+    // Through a parent, this host stays out of reach: an address literal
+    // is checked as for a direct flow, and localhost refused.
+    let all = serde_yaml::from_str("[{egress: corp}]").unwrap();
+    let all = Routes::validate(all, &egresses, &Default::default()).unwrap();
+    let rules = Rules {
+        routes: &all,
+        ..rules
+    };
+    for host in ["127.0.0.1", "localhost", "a.localhost"] {
+        let target = Target::Named { host, port: 443 };
+        let mut f = flow(FlowKind::Connect, "192.0.2.10:1", target, Some(&connect));
+        f.name = Some(host);
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        match rt.block_on(decider().decide(rules, &f)) {
+            Decision::Deny { answer, .. } => {
+                assert_eq!(answer.refusal, Some(Refusal::ForwardNotAllowed), "{host}")
+            }
+            Decision::Allow(a) => panic!("{host} allowed through {}", a.egress.name),
+        }
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn the_early_check_and_the_decision_agree() {
+    let listener = id(Mode::TlsPassthrough);
+    let routes = Routes::default();
+    let rules = Rules {
+        listener: &listener,
+        forward: None,
+        tls: None,
+        acls: &[],
+        routes: &routes,
+    };
+    let via = req("GET", "/", Some("1.1 tproxyd"));
+    let cases = [
+        flow(
+            FlowKind::Passthrough,
+            "192.0.2.10:1",
+            orig("127.0.0.1:8888"),
+            None,
+        ),
+        flow(
+            FlowKind::Passthrough,
+            "192.0.2.10:1",
+            Target::Original(None),
+            None,
+        ),
+        flow(
+            FlowKind::Http,
+            "192.0.2.10:1",
+            orig("198.51.100.10:80"),
+            Some(&via),
+        ),
+        flow(
+            FlowKind::Passthrough,
+            "192.0.2.10:1",
+            orig("198.51.100.10:443"),
+            None,
+        ),
+    ];
+    let d = decider();
+    for f in &cases {
+        let early = d
+            .admit(rules, f)
+            .err()
+            .map(|e| e.split().0.err().map(|a| a.status));
+        let full = match futures::executor::block_on(d.decide(rules, f)) {
+            Decision::Deny { answer, .. } if answer.refusal == Some(Refusal::Loop) => {
+                Some(Some(answer.status))
+            }
+            _ => None,
+        };
+        assert_eq!(early, full, "{f:?}");
+    }
 }

@@ -17,8 +17,9 @@
 //! [`firewall`] (the nftables table, fail-closed, families, other tables),
 //! [`routing`] (policy routing, `lo`), [`sysctls`] (forwarding and the
 //! reverse-path settings that break interception), [`limits`] (the
-//! open-file limit).
+//! open-file limit), [`egress`] (interfaces and parent proxies).
 
+mod egress;
 mod firewall;
 mod limits;
 mod privileges;
@@ -179,6 +180,7 @@ pub fn examine(config: Result<Config, ConfigError>, path: &str) -> Report {
     sysctls::check(&mut r, &plan);
     firewall::others(&mut r, &plan);
     limits::open_files(&mut r, t, &config);
+    egress::check(&mut r, t);
     r
 }
 

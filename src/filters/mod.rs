@@ -117,7 +117,7 @@ impl FilterCtx {
     /// Host's (or SNI's, or CONNECT authority's) host part, lower case,
     /// without port or trailing dot.
     pub fn name(&self) -> Option<String> {
-        self.host.as_deref().map(crate::addr::host_name)
+        self.host.as_deref().and_then(crate::addr::flow_name)
     }
 
     /// Records what a filter decided (e.g. which ACL rule matched); shown

@@ -2,7 +2,7 @@
 //! in a bounded number of bytes, updated in place by its connection's task
 //! while the admin listener reads it.
 
-use crate::addr::{ClientAddr, OrigDstAddr};
+use crate::addr::{host_name, ClientAddr, OrigDstAddr};
 use crate::flow::{FlowKind, RequestId};
 use crate::relay::Counts;
 use serde::Serialize;
@@ -56,11 +56,32 @@ fn kind_index(kind: FlowKind) -> u8 {
     KINDS.iter().position(|k| *k == kind).unwrap_or(0) as u8
 }
 
+/// A flow's decision as the live table takes it.
+#[derive(Debug, Clone, Copy)]
+pub struct Verdict<'a> {
+    /// The kind of flow it turned out to be.
+    pub kind: FlowKind,
+    /// The name it asked for, if any: normalised, or as given (a Host
+    /// header with its port and case is normalised here).
+    pub name: Option<&'a str>,
+    /// Whether it may go on.
+    pub allowed: bool,
+    /// Where it goes, when known (a parent proxy may resolve the name).
+    pub dst: Option<OrigDstAddr>,
+    /// What decided, e.g. `acl:deny:ads`.
+    pub rule: Option<&'a str>,
+    /// The egress it leaves by, when allowed.
+    pub egress: Option<&'a Arc<str>>,
+}
+
 /// What a flow's decision said, as the live table keeps it.
 #[derive(Debug, Default)]
 struct Decided {
     dst: Option<OrigDstAddr>,
     host: Option<Arc<str>>,
+    /// The name as the flow gave it (a Host header, with its port), from
+    /// which `host` was made.
+    given: String,
     /// `host` is the current request's (it was decided since it began).
     current: bool,
     rule: String,
@@ -179,41 +200,36 @@ impl LiveFlow {
         d.current = false;
     }
 
-    /// The flow was decided: its kind, the name it asked for, where it goes
-    /// (`None` when refused) and what decided. Names and rules are cut to
-    /// a bounded length.
-    pub fn decided(
-        &self,
-        kind: FlowKind,
-        name: Option<&str>,
-        dst: Option<OrigDstAddr>,
-        rule: Option<&str>,
-    ) {
-        self.kind.store(kind_index(kind), Ordering::Relaxed);
-        if dst.is_some() {
+    /// The flow was decided. Names and rules are cut to a bounded length.
+    pub fn decided(&self, v: &Verdict<'_>) {
+        self.kind.store(kind_index(v.kind), Ordering::Relaxed);
+        if v.allowed {
             self.set_state(FlowState::WaitingUpstream);
         }
         let mut d = self.decided.lock().unwrap_or_else(|e| e.into_inner());
-        if dst.is_some() {
-            d.dst = dst;
+        if v.dst.is_some() {
+            d.dst = v.dst;
         }
-        let name = name.map(|n| bounded(n, MAX_HOST));
+        if let Some(e) = v.egress {
+            if d.egress.as_ref() != Some(e) {
+                d.egress = Some(e.clone());
+            }
+        }
         // A keep-alive connection asks for the same name again and again:
-        // no allocation then.
-        if d.host.as_deref() != name {
-            d.host = name.map(Arc::from);
+        // normalised (and allocated) only when it changes.
+        match v.name.map(|n| bounded(n, MAX_HOST)) {
+            Some(given) if given == d.given && d.host.is_some() => {}
+            Some(given) => {
+                d.given.clear();
+                d.given.push_str(given);
+                d.host = Some(Arc::from(bounded(&host_name(given), MAX_HOST)));
+            }
+            None => d.host = None,
         }
         d.current = true;
         d.rule.clear();
-        d.rule.push_str(bounded(rule.unwrap_or_default(), MAX_RULE));
-    }
-
-    /// The egress the flow leaves by (`None`: direct).
-    pub fn set_egress(&self, egress: Option<&str>) {
-        let mut d = self.decided.lock().unwrap_or_else(|e| e.into_inner());
-        if d.egress.as_deref() != egress {
-            d.egress = egress.map(|e| Arc::from(bounded(e, MAX_RULE)));
-        }
+        d.rule
+            .push_str(bounded(v.rule.unwrap_or_default(), MAX_RULE));
     }
 
     /// The name the current request asked for, for the heavy hitters;
@@ -279,7 +295,15 @@ mod tests {
     fn names_and_rules_are_bounded_at_char_boundaries() {
         let f = LiveFlow::new("lan".into(), FlowKind::Http, None);
         let long = "é".repeat(300);
-        f.decided(FlowKind::Connect, Some(&long), None, Some(&"r".repeat(500)));
+        let rule = "r".repeat(500);
+        f.decided(&Verdict {
+            kind: FlowKind::Connect,
+            name: Some(&long),
+            allowed: false,
+            dst: None,
+            rule: Some(&rule),
+            egress: None,
+        });
         let v = f.view();
         assert!(v.host.as_deref().unwrap().len() <= MAX_HOST);
         assert_eq!(v.rule.unwrap().len(), MAX_RULE);
@@ -302,13 +326,33 @@ mod tests {
         let f = LiveFlow::new("lan".into(), FlowKind::Http, None);
         let dst = OrigDstAddr::new("198.51.100.10:80".parse().unwrap());
         f.request_started(RequestId(0xab));
-        f.decided(FlowKind::Http, Some("a.test"), Some(dst), None);
+        let wan2: Arc<str> = Arc::from("wan2");
+        f.decided(&Verdict {
+            kind: FlowKind::Http,
+            name: Some("a.test"),
+            allowed: true,
+            dst: Some(dst),
+            rule: None,
+            egress: Some(&wan2),
+        });
         let v = f.view();
         assert_eq!(v.state, "waiting-upstream");
         assert_eq!(v.destination.as_deref(), Some("198.51.100.10:80"));
         assert_eq!(v.id, "00000000000000ab");
         assert_eq!((v.requests, v.rule), (1, None));
-        f.set_egress(Some("wan2"));
-        assert_eq!(f.view().egress.as_ref(), "wan2");
+        assert_eq!(v.egress.as_ref(), "wan2");
+        // A Host header as it came: normalised for show and for the top
+        // lists, once.
+        f.request_started(RequestId(0xac));
+        assert_eq!(f.current_host(), None);
+        f.decided(&Verdict {
+            kind: FlowKind::Http,
+            name: Some("WWW.Example.COM:8080"),
+            allowed: true,
+            dst: None,
+            rule: None,
+            egress: None,
+        });
+        assert_eq!(f.current_host().as_deref(), Some("www.example.com"));
     }
 }

@@ -16,7 +16,7 @@ mod hitters;
 mod rates;
 mod table;
 
-pub use flow::{FlowState, FlowView, LiveFlow};
+pub use flow::{FlowState, FlowView, LiveFlow, Verdict};
 pub use hitters::{Hitter, Hitters, Top, TopPair, EPOCHS};
 pub use rates::{LastMinute, Rates, WINDOW};
 pub use table::{Listing, Query, Registration, Table};

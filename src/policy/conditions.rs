@@ -312,10 +312,12 @@ impl Conditions {
             }
         }
         if !self.path_prefix.is_empty() {
-            let held = f
-                .path
+            // Compared as the origin reads the path (see `path`).
+            let path = f.path.map(super::path::normalised);
+            let held = path
+                .as_deref()
                 .is_some_and(|p| self.path_prefix.iter().any(|x| p.starts_with(x.as_str())));
-            let p = f.path.unwrap_or("(none)");
+            let p = path.as_deref().unwrap_or("(none)");
             if !t.note(held, || {
                 format!("path {p} under [{}]", self.path_prefix.join(", "))
             }) {

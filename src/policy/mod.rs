@@ -1,6 +1,7 @@
 //! Policy on flows: the conditions a rule can set on a flow (client,
-//! destination, port, the name the client asked for, method, path) and the
-//! `acl` rule sets built from them. Every kind of flow is judged the same
+//! destination, port, the name the client asked for, method, path), the
+//! `acl` rule sets built from them, and the routes that choose each flow's
+//! egress. Every kind of flow is judged the same
 //! way, by the [`Facts`] tproxyd knows of it when it decides; the decision
 //! itself (which rule sets apply, in which order, what else is checked) is
 //! `crate::decision`'s.
@@ -11,10 +12,13 @@
 mod acl;
 mod conditions;
 mod host;
+mod path;
+mod routes;
 
 pub use acl::{Acl, AclSettings, Action, Outcome, RuleTrace, Verdict};
 pub use conditions::{Conditions, ConditionsSettings};
 pub use host::HostPattern;
+pub use routes::{Chosen, RouteSettings, RouteTrace, Routes};
 
 use crate::addr::{ClientAddr, OrigDstAddr};
 

@@ -3,16 +3,16 @@
 //! Established`, and relay bytes. The head was read (bounded in size and
 //! time) by the connection loop.
 
-use crate::addr::{host_name, split_host_port, Peers};
-use crate::decision::{Flow, Target};
+use crate::addr::{flow_name, split_host_port, Peers};
+use crate::decision::{Admitted, Flow, Target};
 use crate::downstream::reply;
+use crate::egress::open::Remote;
 use crate::filters::{FilterCtx, FlowInfo, LogSummary, RequestHeader};
 use crate::flow::{Answer, FlowKind};
 use crate::metrics::ConnectionGuard;
 use crate::relay::send_within;
 use crate::shared::ListenerState;
 use crate::summary::{Kind, RequestLine, Summary, UpstreamUse};
-use crate::upstream::connector::{connect_failed, connect_raw};
 use crate::upstream::relay_opened;
 use bytes::BytesMut;
 use log::debug;
@@ -34,6 +34,8 @@ pub(super) async fn tunnel(
     let mut t = Tunnel {
         summary: Summary::new(peers.client),
         authority: String::new(),
+        name: None,
+        port: 0,
         filter: None,
         decided_by: None,
     };
@@ -64,6 +66,9 @@ pub(super) async fn tunnel(
 struct Tunnel {
     summary: Summary,
     authority: String,
+    /// The authority's host as a name (lower case) and its port.
+    name: Option<String>,
+    port: u16,
     filter: Option<FilterCtx>,
     decided_by: Option<String>,
 }
@@ -90,10 +95,10 @@ impl Tunnel {
         self.authority = req.path.unwrap_or_default().to_string();
         let header = connect_header(&self.authority, req.headers)
             .ok_or_else(|| bad("bad CONNECT target"))?;
-        let dst = self.decide(state, &header).await?;
+        let admitted = self.decide(state, &header).await?;
         // Boxed: the relay future is large, and inline it would be carried
         // by every connection of the forward listener, idle ones included.
-        Box::pin(self.relay(state, stream, dst, &head[head_len..])).await
+        Box::pin(self.relay(state, stream, &admitted, &head[head_len..])).await
     }
 
     /// The flow's decision, then the filters' request hooks (they see
@@ -102,14 +107,12 @@ impl Tunnel {
         &mut self,
         state: &ListenerState,
         header: &RequestHeader,
-    ) -> Result<crate::addr::OrigDstAddr, Answer> {
-        let target = match split_host_port(&self.authority) {
-            Some((host, Some(port))) => Target::Named { host, port },
-            _ => Target::Unnamed,
-        };
-        let name = match target {
-            Target::Named { host, .. } => Some(host_name(host)),
-            _ => None,
+    ) -> Result<Admitted, Answer> {
+        let named = split_host_port(&self.authority)
+            .and_then(|(host, port)| Some((host, port?, flow_name(host)?)));
+        let (target, name, port) = match named {
+            Some((host, port, name)) => (Target::Named { host, port }, Some(name), port),
+            None => (Target::Unnamed, None, 0),
         };
         let flow = Flow {
             kind: FlowKind::Connect,
@@ -121,12 +124,15 @@ impl Tunnel {
         };
         let (verdict, by) = state.decide(&flow).await.split();
         self.decided_by = by;
-        let dst = verdict?;
-        self.summary.dst = Some(dst);
+        let admitted = verdict?;
+        self.summary.dst = admitted.dst;
+        self.summary.egress = Some(admitted.egress.name.clone());
+        self.name = name;
+        self.port = port;
         let info = FlowInfo::new(
             &state.listener.id,
             self.summary.client,
-            dst,
+            admitted.flow_dst(port),
             self.summary.request_id,
         );
         let by = self.decided_by.as_deref();
@@ -134,7 +140,7 @@ impl Tunnel {
             .filter
             .insert(state.filter_ctx(info, Some(self.authority.clone()), by));
         match state.shared.chain.request(fctx, header).await {
-            Ok(None) => Ok(dst),
+            Ok(None) => Ok(admitted),
             Ok(Some(a)) => Err(a),
             Err(e) => {
                 debug!("CONNECT {}: {e}", self.authority);
@@ -153,14 +159,28 @@ impl Tunnel {
         &mut self,
         state: &ListenerState,
         stream: &mut Stream,
-        dst: crate::addr::OrigDstAddr,
+        admitted: &Admitted,
         early: &[u8],
     ) -> Result<(), Answer> {
         let connect_start = Instant::now();
         let conf = &state.shared.upstream;
-        let mut upstream = connect_raw(dst.socket_addr(), None, conf)
-            .await
-            .map_err(|e| connect_failed(dst, &e))?;
+        let name = self.name.as_deref();
+        let opened = state.open_upstream(admitted, name, self.port, None).await;
+        let mut upstream = match opened {
+            Ok(o) => {
+                self.summary.egress = Some(o.egress);
+                o.stream
+            }
+            Err(e) => {
+                self.summary.parent_status = e.parent_status();
+                let target = Remote {
+                    name: self.name.clone(),
+                    addr: admitted.dst,
+                    port: self.port,
+                };
+                return Err(e.answer(&target));
+            }
+        };
         self.summary.upstream = Some(UpstreamUse::opened(&upstream, connect_start));
         self.summary.status = 200;
         // Pingora's stream buffers writes: flush, or the client waits forever.

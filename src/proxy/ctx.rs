@@ -2,10 +2,13 @@
 //! between a forward proxy's request and an origin's.
 
 use crate::addr::{split_host_port, OrigDstAddr, Peers};
+use crate::egress::open::Remote;
+use crate::egress::Egress;
 use crate::filters::FilterCtx;
 use crate::metrics::ConnectionGuard;
 use crate::summary::Summary;
 use pingora_http::RequestHeader;
+use std::sync::Arc;
 use std::time::Instant;
 
 /// Per-request state.
@@ -23,6 +26,12 @@ pub struct RequestCtx {
     /// Whether the client sent a Host header (the upstream request, a
     /// copy of the client's, has one then too).
     pub has_host: bool,
+    /// The egress the decision chose.
+    pub egress: Option<Arc<Egress>>,
+    /// Where the request goes, as its egress needs it.
+    pub remote: Remote,
+    /// Its parent failed and it is going direct instead.
+    pub fell_back: bool,
     /// Counts the request as in flight while it lives.
     pub _in_flight: ConnectionGuard,
 }

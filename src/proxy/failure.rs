@@ -3,7 +3,7 @@
 //! requests, each with a one-line body naming the destination.
 
 use crate::flow::Answer;
-use crate::metrics::ConnectFailure;
+use crate::metrics::{ConnectFailure, ListenerMetrics, TimeoutPhase};
 use bytes::Bytes;
 use pingora_error::{Error, ErrorSource, ErrorType, Result};
 use pingora_http::ResponseHeader;
@@ -34,6 +34,18 @@ pub fn connect_failure(e: &Error) -> ConnectFailure {
         ErrorType::ConnectNoRoute => ConnectFailure::Unreachable,
         ErrorType::ConnectTimedout => ConnectFailure::Timeout,
         _ => ConnectFailure::Other,
+    }
+}
+
+/// Counts an upstream read or write timeout, if `e` is one.
+pub fn count_timeout(metrics: &ListenerMetrics, e: &Error) {
+    if e.esource() != &ErrorSource::Upstream {
+        return;
+    }
+    match e.etype() {
+        ErrorType::ReadTimedout => metrics.timeout(TimeoutPhase::Read),
+        ErrorType::WriteTimedout => metrics.timeout(TimeoutPhase::Write),
+        _ => {}
     }
 }
 

@@ -15,26 +15,27 @@ mod connection;
 mod ctx;
 mod failure;
 mod tunnel;
+mod upstream;
 
 pub use connection::HttpConnections;
 
-use crate::addr::host_name;
+use crate::addr::flow_name;
 use crate::decision::{Flow, Target};
 use crate::destination::{client_address, original_destination};
+use crate::egress::open::Remote;
 use crate::filters::{FilterCtx, FlowInfo, LogSummary};
 use crate::flow::{Answer, FlowKind};
 use crate::listener::ListenerKind;
-use crate::metrics::{ConnectionGuard, TimeoutPhase};
+use crate::metrics::ConnectionGuard;
 use crate::shared::ListenerState;
 use crate::summary::{Kind, RequestLine, Summary, UpstreamUse};
-use crate::upstream::connector::{pool_group, SpoofConnect};
 use async_trait::async_trait;
 use ctx::{absolute_authority, absolute_target, host_of, to_origin_form, RequestCtx};
-use failure::{connect_failure, failure_body, respond, status_for};
+use failure::{connect_failure, count_timeout, failure_body, respond, status_for};
 use log::warn;
 use pingora_core::modules::http::HttpModules;
 use pingora_core::upstreams::peer::HttpPeer;
-use pingora_error::{Error, ErrorSource, ErrorType, Result};
+use pingora_error::{Error, Result};
 use pingora_http::{RequestHeader, ResponseHeader};
 use pingora_proxy::{FailToProxy, ProxyHttp, Session};
 use std::sync::Arc;
@@ -74,11 +75,18 @@ impl TransparentProxy {
     ) -> std::result::Result<FilterCtx, Answer> {
         let req = session.req_header();
         let forward = self.is_forward().then(|| absolute_target(req));
+        // The name is worked out only when something looks at it: a rule,
+        // a route (and then a parent egress).
+        let wants_name = self.state.wants_names();
         let (kind, target, name) = match &forward {
-            Some(Some((host, port))) => {
-                let target = Target::Named { host, port: *port };
-                (FlowKind::Forward, target, Some(host_name(host)))
-            }
+            Some(Some((host, port))) => match flow_name(host) {
+                Some(name) => (
+                    FlowKind::Forward,
+                    Target::Named { host, port: *port },
+                    Some(name),
+                ),
+                None => (FlowKind::Forward, Target::Unnamed, None),
+            },
             Some(None) => (FlowKind::Forward, Target::Unnamed, None),
             None => {
                 let dst = match (ctx.peers, self.state.listener.destination_source()) {
@@ -87,11 +95,14 @@ impl TransparentProxy {
                 };
                 ctx.summary.dst = dst;
                 // An absolute-form target names the host (RFC 9112 §3.2.2).
-                let absolute = match req.raw_path().starts_with(b"http://") {
+                let absolute = match wants_name && req.raw_path().starts_with(b"http://") {
                     true => absolute_target(req).map(|(h, _)| h),
                     false => None,
                 };
-                let name = absolute.as_deref().or(host_header).map(host_name);
+                let name = match wants_name {
+                    true => absolute.as_deref().or(host_header).and_then(flow_name),
+                    false => None,
+                };
                 (FlowKind::Http, Target::Original(dst), name)
             }
         };
@@ -105,18 +116,30 @@ impl TransparentProxy {
         };
         let (verdict, by) = self.state.decide(&flow).await.split();
         ctx.decided_by = by;
-        let dst = verdict?;
-        ctx.summary.dst = Some(dst);
+        let admitted = verdict?;
         let host = match forward {
             Some(_) => absolute_authority(req),
             None => host_header.map(str::to_string),
         };
+        let port = match (&forward, admitted.dst) {
+            (Some(Some((_, port))), _) => *port,
+            (_, Some(d)) => d.port(),
+            _ => 80,
+        };
         let info = FlowInfo::new(
             &self.state.listener.id,
             ctx.summary.client,
-            dst,
+            admitted.flow_dst(port),
             ctx.summary.request_id,
         );
+        ctx.summary.dst = admitted.dst;
+        ctx.summary.egress = Some(admitted.egress.name.clone());
+        if admitted.egress.is_proxy() {
+            ctx.remote.name = name;
+        }
+        ctx.remote.addr = admitted.dst;
+        ctx.remote.port = port;
+        ctx.egress = Some(admitted.egress);
         let mut fctx = self.state.filter_ctx(info, host, ctx.decided_by.as_deref());
         fctx.version = req.version;
         Ok(fctx)
@@ -150,6 +173,9 @@ impl ProxyHttp for TransparentProxy {
             connect_started: None,
             peers,
             has_host: false,
+            egress: None,
+            remote: Remote::default(),
+            fell_back: false,
             _in_flight: ConnectionGuard::new(&self.state.metrics.in_flight),
         })
     }
@@ -206,35 +232,7 @@ impl ProxyHttp for TransparentProxy {
         ctx: &mut Box<RequestCtx>,
     ) -> Result<Box<HttpPeer>> {
         ctx.connect_started = Some(Instant::now());
-        let dst = ctx
-            .summary
-            .dst
-            .ok_or_else(|| Error::explain(ErrorType::InternalError, "no original destination"))?;
-        let mut peer = HttpPeer::new(dst.socket_addr(), false, String::new());
-        let u = &self.state.shared.upstream;
-        peer.options.connection_timeout = Some(u.connect_timeout);
-        peer.options.read_timeout = Some(u.read_timeout);
-        peer.options.write_timeout = Some(u.write_timeout);
-        peer.options.idle_timeout = Some(u.idle_timeout);
-        peer.options.upstream_tcp_sock_tweak_hook = self.state.shared.mark_hook.clone();
-        let spoof = matches!(
-            self.state.listener.kind,
-            ListenerKind::Http {
-                spoof_source: true,
-                ..
-            }
-        );
-        if let (true, Some(client)) = (spoof, ctx.summary.client) {
-            peer.options.custom_l4 = Some(Arc::new(SpoofConnect {
-                source: client.ip(),
-                mark: u.mark,
-                timeout: u.connect_timeout,
-            }));
-            // Pingora's pool key ignores the local address: keep one group
-            // of pooled connections per client IP.
-            peer.group_key = pool_group(client.ip());
-        }
-        Ok(Box::new(peer))
+        upstream::peer(&self.state, ctx)
     }
 
     async fn upstream_request_filter(
@@ -246,6 +244,7 @@ impl ProxyHttp for TransparentProxy {
         if self.is_forward() {
             to_origin_form(upstream_request);
         }
+        upstream::to_parent_form(upstream_request, ctx)?;
         if !ctx.has_host && !upstream_request.headers.contains_key(http::header::HOST) {
             // An HTTP/1.0 request may come without Host; the origin gets
             // the authority it was really sent to.
@@ -285,6 +284,9 @@ impl ProxyHttp for TransparentProxy {
         upstream_response: &mut ResponseHeader,
         ctx: &mut Box<RequestCtx>,
     ) -> Result<()> {
+        if let Some(e) = upstream::parent_refusal(ctx, upstream_response.status.as_u16()) {
+            return Err(e);
+        }
         match ctx.filter.as_mut() {
             Some(f) => self.state.shared.chain.response(f, upstream_response).await,
             None => Ok(()),
@@ -300,6 +302,9 @@ impl ProxyHttp for TransparentProxy {
         digest: Option<&pingora_core::protocols::Digest>,
         ctx: &mut Box<RequestCtx>,
     ) -> Result<()> {
+        if let (false, Some(t)) = (reused, ctx.connect_started) {
+            upstream::current(ctx).metrics.connected(t.elapsed());
+        }
         ctx.summary.upstream = Some(UpstreamUse {
             local: digest
                 .and_then(|d| d.socket_digest.as_ref())
@@ -317,13 +322,11 @@ impl ProxyHttp for TransparentProxy {
         &self,
         _session: &mut Session,
         _peer: &HttpPeer,
-        _ctx: &mut Box<RequestCtx>,
+        ctx: &mut Box<RequestCtx>,
         mut e: Box<Error>,
     ) -> Box<Error> {
         self.state.metrics.connect_failed(connect_failure(&e));
-        // There is exactly one destination and it just failed on a fresh
-        // connection: retrying only delays the 502/504.
-        e.set_retry(false);
+        upstream::connect_failed(ctx, &mut e);
         e
     }
 
@@ -334,16 +337,12 @@ impl ProxyHttp for TransparentProxy {
         ctx: &mut Box<RequestCtx>,
     ) -> FailToProxy {
         let code = status_for(e);
-        if e.esource() == &ErrorSource::Upstream {
-            match e.etype() {
-                ErrorType::ReadTimedout => self.state.metrics.timeout(TimeoutPhase::Read),
-                ErrorType::WriteTimedout => self.state.metrics.timeout(TimeoutPhase::Write),
-                _ => {}
-            }
-        }
+        count_timeout(&self.state.metrics, e);
         if code > 0 {
             let dst = ctx.summary.dst.map(Into::into);
-            let answer = Answer::failed(code, "", failure_body(code, dst, e));
+            let body =
+                upstream::failure_body(ctx, code, e).unwrap_or_else(|| failure_body(code, dst, e));
+            let answer = Answer::failed(code, "", body);
             if let Err(we) = respond(session, &answer).await {
                 warn!(
                     "cannot send error response to {:?}: {we}",
@@ -368,6 +367,7 @@ impl ProxyHttp for TransparentProxy {
         if s.error.is_none() {
             s.error = e.map(|e| e.etype().as_str());
         }
+        upstream::count_outcome(ctx);
         let shared = &self.state.shared;
         if let Some(f) = ctx.filter.as_ref() {
             shared.chain.log(f, &LogSummary { status, error: e }).await;

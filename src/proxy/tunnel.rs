@@ -7,8 +7,8 @@
 //! access-log record of kind `tunnel` and counts in `tproxyd_tunnels_total`.
 
 use crate::access_log::TlsLog;
-use crate::addr::{host_name, OrigDstAddr, Peers};
-use crate::decision::{Flow, Target};
+use crate::addr::{flow_name, Peers};
+use crate::decision::{Admitted, Flow, Target};
 use crate::downstream::sniff::Opening;
 use crate::filters::{FilterCtx, FlowInfo, LogSummary, RequestHeader};
 use crate::flow::{Answer, FlowKind, Refusal};
@@ -16,7 +16,6 @@ use crate::listener::{ListenerKind, UnsupportedProtocol};
 use crate::relay::reset_on_close;
 use crate::shared::ListenerState;
 use crate::summary::{Kind, RequestLine, Summary, UpstreamUse};
-use crate::upstream::connector::connect_raw;
 use crate::upstream::relay_opened;
 use pingora_core::protocols::Stream;
 use std::time::{Duration, Instant};
@@ -39,7 +38,6 @@ pub(super) async fn tunnel(
     opening: Opening,
 ) {
     let ListenerKind::Http {
-        spoof_source,
         unsupported_protocol,
         ..
     } = &state.listener.kind
@@ -57,10 +55,15 @@ pub(super) async fn tunnel(
         UnsupportedProtocol::Tunnel => t.decide(state, &opening).await,
     };
     match allowed {
-        Ok(dst) => {
-            let spoof = spoof_source.then_some(peers.client).flatten();
-            t.splice(state, &mut stream, dst, spoof, &opening.first)
-                .await;
+        Ok((admitted, name)) => {
+            t.splice(
+                state,
+                &mut stream,
+                &admitted,
+                name.as_deref(),
+                &opening.first,
+            )
+            .await;
         }
         Err(a) => {
             t.summary.answered(&a);
@@ -86,12 +89,12 @@ impl Tunnel {
         &mut self,
         state: &ListenerState,
         opening: &Opening,
-    ) -> Result<OrigDstAddr, Answer> {
+    ) -> Result<(Admitted, Option<String>), Answer> {
         let name = opening
             .hello
             .as_ref()
             .and_then(|h| h.sni.as_deref())
-            .map(host_name);
+            .and_then(flow_name);
         let flow = Flow {
             kind: FlowKind::Tunnel,
             client: self.summary.client,
@@ -102,7 +105,9 @@ impl Tunnel {
         };
         let (verdict, by) = state.decide(&flow).await.split();
         self.decided_by = by;
-        let dst = verdict?;
+        let admitted = verdict?;
+        self.summary.egress = Some(admitted.egress.name.clone());
+        let dst = admitted.flow_dst(0);
         let info = FlowInfo::new(
             &state.listener.id,
             self.summary.client,
@@ -115,7 +120,7 @@ impl Tunnel {
         let head = RequestHeader::build("CONNECT", dst.to_string().as_bytes(), None)
             .map_err(|_| fail())?;
         match state.shared.chain.request(fctx, &head).await {
-            Ok(None) => Ok(dst),
+            Ok(None) => Ok((admitted, name)),
             Ok(Some(a)) => Err(a),
             Err(_) => Err(fail()),
         }
@@ -127,17 +132,23 @@ impl Tunnel {
         &mut self,
         state: &ListenerState,
         stream: &mut Stream,
-        dst: OrigDstAddr,
-        spoof: Option<crate::addr::ClientAddr>,
+        admitted: &Admitted,
+        name: Option<&str>,
         first: &[u8],
     ) {
         let started = Instant::now();
         let conf = &state.shared.upstream;
-        let spoof_from = spoof.map(|c| c.ip());
-        let mut upstream = match connect_raw(dst.socket_addr(), spoof_from, conf).await {
-            Ok(s) => s,
+        let port = admitted.dst.map_or(0, |d| d.port());
+        let client = self.summary.client;
+        let mut upstream = match state.open_upstream(admitted, name, port, client).await {
+            Ok(o) => {
+                self.summary.egress = Some(o.egress);
+                o.stream
+            }
             Err(e) => {
-                self.summary.error = Some(e.etype().as_str());
+                self.summary.error = Some(e.kind());
+                self.summary.parent_status = e.parent_status();
+                reset_on_close(stream);
                 return;
             }
         };

@@ -11,8 +11,10 @@ use super::parse::{parse_line, Format, Line};
 use std::io::{BufRead, BufReader, Read};
 use std::path::Path;
 
-/// The longest line read, in bytes.
-pub const MAX_LINE: usize = 4096;
+/// The longest line read, in bytes: more than any list's longest rule
+/// (adblock lists have long `domain=` rules), far less than a file
+/// without line ends.
+pub const MAX_LINE: usize = 64 * 1024;
 
 /// Bad lines named in a report, at most.
 const NAMED_BAD_LINES: usize = 5;
@@ -55,7 +57,10 @@ impl NameKeys {
         self.arena.extend_from_slice(key);
         let line = u32::try_from(line).unwrap_or(u32::MAX);
         self.keys.push((at, key.len() as u16, line));
-        if self.keys.len() >= (2 * self.folded).max(1 << 20) {
+        // Folded when they double, and by max_entries at the latest, so a
+        // small set never holds a million duplicates.
+        let fold_at = (2 * self.folded).max(1 << 20).min(2 * self.max + 1024);
+        if self.keys.len() >= fold_at {
             self.fold()?;
         }
         Ok(())
@@ -140,8 +145,17 @@ pub fn load(path: &Path, format: Format, max_entries: usize) -> Result<(Contents
                     names.push(&name, n)?;
                 }
             }
-            Line::Net(net) if nets.len() < max_entries => nets.push((net, n)),
-            Line::Net(_) => return Err(format!("more than max_entries ({max_entries}) entries")),
+            Line::Net(net) => {
+                nets.push((net, n));
+                if nets.len() > max_entries {
+                    // Duplicates do not count: fold them first.
+                    nets.sort_unstable_by_key(|(net, line)| (*net, *line));
+                    nets.dedup_by_key(|(net, _)| *net);
+                    if nets.len() > max_entries {
+                        return Err(format!("more than max_entries ({max_entries}) entries"));
+                    }
+                }
+            }
             Line::Bad(why) => {
                 report.skipped += 1;
                 if report.bad.len() < NAMED_BAD_LINES {
@@ -151,7 +165,11 @@ pub fn load(path: &Path, format: Format, max_entries: usize) -> Result<(Contents
         }
     }
     let contents = match format {
-        Format::Cidrs => Contents::Cidrs(CidrSet::build(nets)),
+        Format::Cidrs => {
+            nets.sort_unstable_by_key(|(net, line)| (*net, *line));
+            nets.dedup_by_key(|(net, _)| *net);
+            Contents::Cidrs(CidrSet::build(nets))
+        }
         _ => Contents::Names(names.build()?),
     };
     report.entries = match &contents {

@@ -40,8 +40,7 @@ impl Format {
     }
 }
 
-/// The longest name handled (RFC 1035: 253 characters without the root).
-pub const MAX_NAME: usize = 253;
+pub use crate::addr::MAX_NAME;
 
 /// What a line held.
 #[derive(Debug, PartialEq, Eq)]
@@ -77,25 +76,11 @@ const LOCAL_NAMES: &[&str] = &[
 /// a host name (labels of letters, digits, `-` and `_`, at most 63 bytes
 /// each, 253 in all).
 pub fn normalise(name: &str) -> Option<String> {
-    let name = name.trim_end_matches('.');
     let name = name
         .strip_prefix("*.")
         .or_else(|| name.strip_prefix('.'))
         .unwrap_or(name);
-    let ascii = if name.is_ascii() {
-        name.to_ascii_lowercase()
-    } else {
-        idna::domain_to_ascii(name).ok()?
-    };
-    let valid = !ascii.is_empty()
-        && ascii.len() <= MAX_NAME
-        && ascii.split('.').all(|l| {
-            !l.is_empty()
-                && l.len() <= 63
-                && l.bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
-        });
-    valid.then_some(ascii)
+    crate::addr::normalise_name(name)
 }
 
 fn one_name(token: &str) -> Line {

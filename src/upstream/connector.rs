@@ -1,13 +1,15 @@
-//! Upstream sockets: source-address spoofing ("full transparency") and the
-//! `SO_MARK` that keeps the proxy's own traffic out of interception.
+//! Upstream sockets: source-address spoofing ("full transparency"), the
+//! `SO_MARK` that keeps the proxy's own traffic out of interception, and
+//! leaving from a given interface (`SO_BINDTODEVICE`).
 //!
 //! Pingora binds an upstream socket before its socket hook runs, too late to
 //! bind to a non-local (the client's) address. For spoofing we therefore
-//! replace the whole TCP connect ([`SpoofConnect`], Pingora's `custom_l4`):
+//! replace the whole TCP connect ([`SetupConnect`], Pingora's `custom_l4`):
 //! `IP_TRANSPARENT`, `IP_BIND_ADDRESS_NO_PORT`, bind to the client's IP with
 //! an ephemeral port, connect with the configured timeout. The kernel routes
 //! the origin's replies back to us thanks to the `socket transparent` rule
-//! (the `socket transparent` rule `tproxyd rules` writes). The mark alone only needs Pingora's socket hook.
+//! `tproxyd rules` writes. A mark and an interface alone only need
+//! Pingora's socket hook ([`sock_hook`]).
 
 use crate::addr::OrigDstAddr;
 use crate::flow::Answer;
@@ -22,27 +24,54 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
-/// A hook for Pingora's own connector that sets `SO_MARK` on every
-/// upstream socket (`tproxyd.upstream.mark`).
+/// A hook for Pingora's own connector that sets up every upstream socket
+/// (`SO_MARK`, `SO_BINDTODEVICE`).
 pub type SockHook = Arc<dyn Fn(&tokio::net::TcpSocket) -> Result<()> + Send + Sync>;
 
-/// Builds the `SO_MARK` hook.
-pub fn mark_hook(mark: u32) -> SockHook {
-    Arc::new(move |sock: &tokio::net::TcpSocket| {
-        SockRef::from(sock).set_mark(mark).or_err(
-            ErrorType::SocketError,
-            "setting SO_MARK on an upstream socket",
-        )
-    })
+/// How an upstream socket is set up before it connects.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SocketSetup {
+    /// Bind to this (the client's) address: spoofing.
+    pub source: Option<IpAddr>,
+    /// `SO_MARK`.
+    pub mark: Option<u32>,
+    /// `SO_BINDTODEVICE`: leave from this interface.
+    pub interface: Option<Arc<str>>,
 }
 
-/// Connects to the origin *from the client's address*.
+impl SocketSetup {
+    /// Mark and interface on `sock` (the source is bound separately).
+    fn apply(&self, sock: SockRef<'_>) -> std::io::Result<()> {
+        if let Some(m) = self.mark {
+            sock.set_mark(m)?;
+        }
+        if let Some(i) = &self.interface {
+            sock.bind_device(Some(i.as_bytes()))?;
+        }
+        Ok(())
+    }
+
+    /// Pingora's socket hook for the mark and the interface, when there is
+    /// anything to set.
+    pub fn hook(&self) -> Option<SockHook> {
+        if self.mark.is_none() && self.interface.is_none() {
+            return None;
+        }
+        let setup = self.clone();
+        Some(Arc::new(move |sock: &tokio::net::TcpSocket| {
+            setup
+                .apply(SockRef::from(sock))
+                .or_err(ErrorType::SocketError, "setting up an upstream socket")
+        }))
+    }
+}
+
+/// Connects as a [`SocketSetup`] says: Pingora's `custom_l4` for spoofed
+/// connections.
 #[derive(Debug, Clone)]
-pub struct SpoofConnect {
-    /// The client's IP: the upstream connection's source.
-    pub source: IpAddr,
-    /// `SO_MARK`, if configured.
-    pub mark: Option<u32>,
+pub struct SetupConnect {
+    /// How the socket is set up.
+    pub setup: SocketSetup,
     /// Bound on the TCP handshake (Pingora does not apply its own
     /// `connection_timeout` to custom connectors).
     pub timeout: Duration,
@@ -62,7 +91,7 @@ fn connect_error(e: std::io::Error, dst: SocketAddr) -> Box<Error> {
 /// A connected socket as a Pingora stream, with nodelay and the socket
 /// digest Pingora's own connector would attach (so its local and peer
 /// addresses can be read, e.g. for the access log's `upstream_local`).
-fn into_stream(tcp: tokio::net::TcpStream) -> Stream {
+pub fn into_stream(tcp: tokio::net::TcpStream) -> Stream {
     let _ = tcp.set_nodelay(true);
     let fd = std::os::fd::AsRawFd::as_raw_fd(&tcp);
     let mut stream: Stream = tcp.into();
@@ -70,120 +99,90 @@ fn into_stream(tcp: tokio::net::TcpStream) -> Stream {
     stream
 }
 
-/// A socket with the client's address as its source.
-fn spoofed_socket(source: IpAddr, dst: SocketAddr, mark: Option<u32>) -> std::io::Result<Socket> {
-    // A v4 client on a dual-stack listener talks v4 to a v4 origin.
+/// A socket for `dst` as `setup` says.
+fn socket(dst: SocketAddr, setup: &SocketSetup) -> std::io::Result<Socket> {
     let socket = Socket::new(Domain::for_address(dst), Type::STREAM, Some(Protocol::TCP))?;
-    match dst {
-        SocketAddr::V4(_) => socket.set_ip_transparent_v4(true)?,
-        SocketAddr::V6(_) => socket.set_ip_transparent_v6(true)?,
-    }
-    // Pick the port at connect() time, so binding many connections to one
-    // client IP does not exhaust ports per (ip, 0) bind.
-    nix::sys::socket::setsockopt(
-        &socket,
-        nix::sys::socket::sockopt::IpBindAddressNoPort,
-        &true,
-    )
-    .map_err(std::io::Error::from)?;
-    if let Some(m) = mark {
-        socket.set_mark(m)?;
+    setup.apply(SockRef::from(&socket))?;
+    if let Some(source) = setup.source {
+        match dst {
+            SocketAddr::V4(_) => socket.set_ip_transparent_v4(true)?,
+            SocketAddr::V6(_) => socket.set_ip_transparent_v6(true)?,
+        }
+        // Pick the port at connect() time, so binding many connections to
+        // one client IP does not exhaust ports per (ip, 0) bind.
+        nix::sys::socket::setsockopt(
+            &socket,
+            nix::sys::socket::sockopt::IpBindAddressNoPort,
+            &true,
+        )
+        .map_err(std::io::Error::from)?;
+        socket.bind(&SocketAddr::new(source, 0).into())?;
     }
     socket.set_nonblocking(true)?;
-    socket.bind(&SocketAddr::new(source, 0).into())?;
     Ok(socket)
 }
 
-#[async_trait]
-impl L4Connect for SpoofConnect {
-    async fn connect(&self, addr: &PSocketAddr) -> Result<Stream> {
-        let dst = *addr
-            .as_inet()
-            .ok_or_else(|| Error::explain(ErrorType::ConnectError, "not an IP destination"))?;
-        if self.source.is_ipv4() != dst.is_ipv4() {
-            return Error::e_explain(
-                ErrorType::ConnectError,
-                format!(
-                    "cannot spoof {} towards {dst}: address families differ",
-                    self.source
-                ),
-            );
-        }
-        let socket = spoofed_socket(self.source, dst, self.mark).map_err(|e| {
-            Error::because(
-                ErrorType::SocketError,
-                format!(
-                    "preparing a socket from {} (needs CAP_NET_ADMIN)",
-                    self.source
-                ),
-                e,
-            )
-        })?;
-        let socket = tokio::net::TcpSocket::from_std_stream(socket.into());
-        match tokio::time::timeout(self.timeout, socket.connect(dst)).await {
-            Ok(Ok(stream)) => Ok(into_stream(stream)),
-            Ok(Err(e)) => Err(connect_error(e, dst)),
-            Err(_) => Error::e_explain(
-                ErrorType::ConnectTimedout,
-                format!("connecting to {dst} from {}", self.source),
-            ),
-        }
-    }
-}
-
-/// A plain TCP connection to `dst` (with `SO_MARK` if set), bounded by
-/// `timeout`: for the raw tunnels (CONNECT, TLS passthrough) that do not go
-/// through Pingora's HTTP connector. Errors carry Pingora's error types.
-pub async fn connect_plain(
+/// A TCP connection to `dst` set up as `setup` says, within `timeout`;
+/// errors carry Pingora's error types.
+pub async fn connect_tcp(
     dst: SocketAddr,
-    mark: Option<u32>,
+    setup: &SocketSetup,
     timeout: Duration,
-) -> Result<Stream> {
-    let connect = async {
-        let sock = match dst {
-            SocketAddr::V4(_) => tokio::net::TcpSocket::new_v4(),
-            SocketAddr::V6(_) => tokio::net::TcpSocket::new_v6(),
-        }?;
-        if let Some(m) = mark {
-            SockRef::from(&sock).set_mark(m)?;
-        }
-        sock.connect(dst).await
-    };
-    match tokio::time::timeout(timeout, connect).await {
-        Ok(Ok(s)) => Ok(into_stream(s)),
+) -> Result<tokio::net::TcpStream> {
+    if let Some(source) = setup.source.filter(|s| s.is_ipv4() != dst.is_ipv4()) {
+        return Error::e_explain(
+            ErrorType::ConnectError,
+            format!("cannot spoof {source} towards {dst}: address families differ"),
+        );
+    }
+    let socket = socket(dst, setup).map_err(|e| {
+        let why = match setup.source {
+            Some(s) => format!("preparing a socket from {s} (needs CAP_NET_ADMIN)"),
+            None => "preparing an upstream socket".to_string(),
+        };
+        Error::because(ErrorType::SocketError, why, e)
+    })?;
+    let socket = tokio::net::TcpSocket::from_std_stream(socket.into());
+    match tokio::time::timeout(timeout, socket.connect(dst)).await {
+        Ok(Ok(stream)) => Ok(stream),
         Ok(Err(e)) => Err(connect_error(e, dst)),
         Err(_) => Error::e_explain(ErrorType::ConnectTimedout, format!("connecting to {dst}")),
     }
 }
 
-/// The pool group for a spoofed connection: one per client IP, so that a
-/// pooled connection bound to client A never carries client B's request.
-pub fn pool_group(source: IpAddr) -> u64 {
-    use std::hash::{Hash, Hasher};
+#[async_trait]
+impl L4Connect for SetupConnect {
+    async fn connect(&self, addr: &PSocketAddr) -> Result<Stream> {
+        let dst = *addr
+            .as_inet()
+            .ok_or_else(|| Error::explain(ErrorType::ConnectError, "not an IP destination"))?;
+        Ok(into_stream(
+            connect_tcp(dst, &self.setup, self.timeout).await?,
+        ))
+    }
+}
+
+/// The pool group of an upstream connection: per egress and, when the
+/// connection carries something only some requests may use (a spoofed
+/// source, a parent's target), per that too, so that a pooled
+/// connection never carries the wrong request.
+pub fn pool_group(parts: impl std::hash::Hash) -> u64 {
+    use std::hash::Hasher;
     let mut h = std::collections::hash_map::DefaultHasher::new();
-    source.hash(&mut h);
+    parts.hash(&mut h);
     h.finish()
 }
 
 /// A raw TCP connection to `dst` for the byte relays (CONNECT tunnels, TLS
-/// passthrough): from the client's address `spoof_from` when set, with
-/// `SO_MARK` and the connect timeout of `conf` either way.
+/// passthrough), set up as `setup` says, within `conf`'s connect timeout.
 pub async fn connect_raw(
     dst: SocketAddr,
-    spoof_from: Option<IpAddr>,
+    setup: &SocketSetup,
     conf: &super::Upstream,
 ) -> Result<Stream> {
-    match spoof_from {
-        Some(source) => {
-            let spoof = SpoofConnect {
-                source,
-                mark: conf.mark,
-                timeout: conf.connect_timeout,
-            };
-            spoof.connect(&PSocketAddr::Inet(dst)).await
-        }
-        None => connect_plain(dst, conf.mark, conf.connect_timeout).await,
-    }
+    Ok(into_stream(
+        connect_tcp(dst, setup, conf.connect_timeout).await?,
+    ))
 }
 
 /// The 502 or 504 for a failed connect of an opaque flow (CONNECT).

@@ -19,16 +19,42 @@ pub struct UpstreamSettings {
     write_timeout: Timeout,
     idle_timeout: Timeout,
     resolve_timeout: Timeout,
-    mark: Option<MarkRaw>,
+    mark: Option<MarkSettings>,
     relay: RelayKind,
 }
 
-/// `upstream.mark`: a number, decimal or `0x` hex.
+/// A mark (`upstream.mark`, an egress's `mark`) as written: a number,
+/// decimal or `0x` hex.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(untagged)]
-enum MarkRaw {
+pub enum MarkSettings {
+    /// A number.
     Num(u32),
+    /// Text: decimal or `0x` hex.
     Text(String),
+}
+
+impl MarkSettings {
+    /// The mark; the error names `key`. 0 is refused (it means no mark).
+    pub fn value(self, key: &str) -> Result<u32, ConfigError> {
+        let mark = match self {
+            MarkSettings::Num(n) => n,
+            MarkSettings::Text(t) => {
+                let t = t.trim();
+                let parsed = match t.strip_prefix("0x").or_else(|| t.strip_prefix("0X")) {
+                    Some(hex) => u32::from_str_radix(hex, 16).ok(),
+                    None => t.parse().ok(),
+                };
+                parsed.ok_or_else(|| {
+                    invalid(key, format!("{t:?} is not a number (e.g. 0x100 or 256)"))
+                })?
+            }
+        };
+        if mark == 0 {
+            return Err(invalid(key, "0 means no mark; leave it out instead"));
+        }
+        Ok(mark)
+    }
 }
 
 impl Default for UpstreamSettings {
@@ -74,22 +100,9 @@ impl UpstreamSettings {
     pub fn validate(self) -> Result<Upstream, ConfigError> {
         const KEY: &str = "tproxyd.upstream.mark";
         let mark = match self.mark {
+            Some(m) => Some(m.value(KEY)?),
             None => None,
-            Some(MarkRaw::Num(n)) => Some(n),
-            Some(MarkRaw::Text(t)) => {
-                let t = t.trim();
-                let parsed = match t.strip_prefix("0x").or_else(|| t.strip_prefix("0X")) {
-                    Some(hex) => u32::from_str_radix(hex, 16).ok(),
-                    None => t.parse().ok(),
-                };
-                Some(parsed.ok_or_else(|| {
-                    invalid(KEY, format!("{t:?} is not a number (e.g. 0x100 or 256)"))
-                })?)
-            }
         };
-        if mark == Some(0) {
-            return Err(invalid(KEY, "0 means no mark; leave it out instead"));
-        }
         Ok(Upstream {
             connect_timeout: self.connect_timeout.0,
             read_timeout: self.read_timeout.0,

@@ -19,12 +19,13 @@ mod load;
 mod metrics;
 mod origin;
 mod proxy;
+mod side;
 mod tls_origin;
 
 // Each test binary uses only part of the harness, so some of these
 // re-exports go unused in any one of them.
 #[allow(unused_imports)]
-pub use self::{client::*, load::*, metrics::*, origin::*, proxy::*, tls_origin::*};
+pub use self::{client::*, load::*, metrics::*, origin::*, proxy::*, side::*, tls_origin::*};
 
 use std::net::{SocketAddr, TcpStream};
 use std::path::PathBuf;
