@@ -75,6 +75,10 @@ fn main() {
     println!("load_seconds {:.3}", load.as_secs_f64());
     println!("rss_before_mib {:.1}", before as f64 / 1024.0);
     println!("rss_after_mib {:.1}", after as f64 / 1024.0);
+    if let Some(tproxyd::sets::Contents::Names(n)) = slot.current().as_deref().map(|l| &l.contents)
+    {
+        println!("fst_mib {:.1}", n.size() as f64 / 1024.0 / 1024.0);
+    }
     println!(
         "rss_growth_mib {:.1}",
         (after.saturating_sub(before)) as f64 / 1024.0

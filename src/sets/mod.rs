@@ -107,8 +107,15 @@ impl Slot {
     /// Loads the file and swaps the result in; on failure the previous
     /// contents stay and the error says why.
     pub fn load(&self) -> Result<Arc<Loaded>, String> {
-        let (contents, report) = load::load(&self.file, self.format, self.max_entries)
-            .map_err(|why| format!("{}: {why}", self.file.display()))?;
+        let loaded = load::load(&self.file, self.format, self.max_entries)
+            .map_err(|why| format!("{}: {why}", self.file.display()));
+        // The load's scratch space (several times the set's size) goes
+        // back to the system now rather than staying in the allocator's
+        // free lists: a router has little memory.
+        // SAFETY: mi_collect has no preconditions; it only frees pages the
+        // allocator holds unused (none when another allocator is global).
+        unsafe { libmimalloc_sys::mi_collect(true) };
+        let (contents, report) = loaded?;
         let loaded = Arc::new(Loaded {
             contents,
             report,
