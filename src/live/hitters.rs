@@ -3,7 +3,9 @@
 //! Filtered Space-Saving sketch (the `topk` crate: a fixed number of
 //! monitored keys plus a fixed array of counters for the rest), one per
 //! minute ("epoch"), the last [`EPOCHS`] of them merged when asked. A
-//! million distinct clients cost what ten do.
+//! million distinct clients cost what ten do. Flows come in [`Batch`]es:
+//! a keep-alive connection's requests to one name within one second are
+//! counted together (see [`super::LiveFlow::count`]).
 
 use serde::Serialize;
 use std::collections::VecDeque;
@@ -32,8 +34,8 @@ impl<K: Eq + Hash + Clone> Pair<K> {
         }
     }
 
-    fn add(&mut self, key: K, bytes: u64) {
-        self.flows.insert(key.clone(), 1);
+    fn add(&mut self, key: K, flows: u64, bytes: u64) {
+        self.flows.insert(key.clone(), flows);
         if bytes > 0 {
             self.bytes.insert(key, bytes);
         }
@@ -117,6 +119,88 @@ fn top_pair<K: Eq + Hash + Clone + ToString>(p: Pair<K>, n: usize) -> TopPair {
     }
 }
 
+/// Finished flows of one client, to one name and destination, counted
+/// together.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Batch {
+    /// The client's IP.
+    pub client: Option<IpAddr>,
+    /// The name they asked for.
+    pub name: Option<Arc<str>>,
+    /// Where they went.
+    pub dst: Option<SocketAddr>,
+    /// How many.
+    pub flows: u64,
+    /// Their bytes, both ways.
+    pub bytes: u64,
+}
+
+/// A connection's batch being filled (its client is the connection's),
+/// and the second (of the live state's clock) it began in.
+#[derive(Debug, Default)]
+pub struct Pending {
+    name: Option<Arc<str>>,
+    dst: Option<SocketAddr>,
+    flows: u32,
+    second: u32,
+    bytes: u64,
+}
+
+impl Pending {
+    /// Adds one finished flow of `client` to `name` and `dst` with its
+    /// `bytes`, in `second`. Returns the batch so far when the flow cannot
+    /// join it (another name or destination, another second): record it.
+    pub fn add(
+        &mut self,
+        client: Option<IpAddr>,
+        name: Option<&Arc<str>>,
+        dst: Option<SocketAddr>,
+        bytes: u64,
+        second: u64,
+    ) -> Option<Batch> {
+        let second = second as u32;
+        let same_name = match (&self.name, name) {
+            (Some(a), Some(n)) => Arc::ptr_eq(a, n) || a == n,
+            (a, n) => a.is_none() && n.is_none(),
+        };
+        let full = self.flows == u32::MAX;
+        let joins = self.flows > 0 && self.second == second && same_name && self.dst == dst;
+        let done = (!joins || full).then(|| self.batch(client)).flatten();
+        if self.flows == 0 {
+            self.name = name.cloned();
+            self.dst = dst;
+            self.second = second;
+        }
+        self.flows += 1;
+        self.bytes = self.bytes.saturating_add(bytes);
+        done
+    }
+
+    /// The batch of `client`, if there is one begun before `second` (any,
+    /// with `None`).
+    pub fn take(&mut self, client: Option<IpAddr>, before: Option<u64>) -> Option<Batch> {
+        match before {
+            Some(s) if u64::from(self.second) >= s => None,
+            _ => self.batch(client),
+        }
+    }
+
+    /// The batch so far, emptied, if it holds anything.
+    fn batch(&mut self, client: Option<IpAddr>) -> Option<Batch> {
+        if self.flows == 0 {
+            return None;
+        }
+        let p = std::mem::take(self);
+        Some(Batch {
+            client,
+            name: p.name,
+            dst: p.dst,
+            flows: u64::from(p.flows),
+            bytes: p.bytes,
+        })
+    }
+}
+
 /// The sketches of the last [`EPOCHS`] minutes.
 pub struct Hitters {
     epochs: Mutex<VecDeque<Epoch>>,
@@ -137,26 +221,23 @@ impl std::fmt::Debug for Hitters {
 }
 
 impl Hitters {
-    /// Counts one finished flow (or request) and its bytes.
-    pub fn record(
-        &self,
-        client: Option<IpAddr>,
-        name: Option<Arc<str>>,
-        dst: Option<SocketAddr>,
-        bytes: u64,
-    ) {
+    /// Counts a batch of finished flows (or requests) and their bytes.
+    pub fn record(&self, b: Batch) {
+        if b.flows == 0 {
+            return;
+        }
         let mut epochs = self.epochs.lock().unwrap_or_else(|e| e.into_inner());
         let Some(e) = epochs.back_mut() else {
             return;
         };
-        if let Some(c) = client {
-            e.clients.add(c, bytes);
+        if let Some(c) = b.client {
+            e.clients.add(c, b.flows, b.bytes);
         }
-        if let Some(n) = name {
-            e.names.add(n, bytes);
+        if let Some(n) = b.name {
+            e.names.add(n, b.flows, b.bytes);
         }
-        if let Some(d) = dst {
-            e.destinations.add(d, bytes);
+        if let Some(d) = b.dst {
+            e.destinations.add(d, b.flows, b.bytes);
         }
     }
 
@@ -198,15 +279,25 @@ mod tests {
         IpAddr::from(std::net::Ipv4Addr::from(0x0a00_0000u32 + i))
     }
 
+    fn one(client: IpAddr, name: Option<Arc<str>>, bytes: u64) -> Batch {
+        Batch {
+            client: Some(client),
+            name,
+            dst: None,
+            flows: 1,
+            bytes,
+        }
+    }
+
     #[test]
     fn heavy_clients_and_names_stand_out_of_many_light_ones() {
         let h = Hitters::default();
         let heavy: Arc<str> = Arc::from("heavy.test");
         for i in 0..100_000u32 {
             let name: Arc<str> = Arc::from(format!("n{i}.test"));
-            h.record(Some(ip(i + 100)), Some(name), None, 10);
+            h.record(one(ip(i + 100), Some(name), 10));
             if i % 100 == 0 {
-                h.record(Some(ip(1)), Some(heavy.clone()), None, 5_000);
+                h.record(one(ip(1), Some(heavy.clone()), 5_000));
             }
         }
         let top = h.top(10);
@@ -221,15 +312,34 @@ mod tests {
     }
 
     #[test]
+    fn a_batch_holds_one_name_and_destination_within_one_second() {
+        let mut p = Pending::default();
+        let (a, b): (Arc<str>, Arc<str>) = (Arc::from("a.test"), Arc::from("b.test"));
+        let c = Some(ip(1));
+        assert_eq!(p.add(c, Some(&a), None, 10, 5), None);
+        assert_eq!(p.add(c, Some(&a), None, 20, 5), None);
+        let done = p.add(c, Some(&b), None, 1, 5).expect("another name");
+        assert_eq!(
+            (done.name.as_deref(), done.flows, done.bytes),
+            (Some("a.test"), 2, 30)
+        );
+        let done = p.add(c, Some(&b), None, 1, 6).expect("another second");
+        assert_eq!((done.flows, done.bytes), (1, 1));
+        assert_eq!(p.take(c, Some(6)), None, "not due within its second");
+        assert_eq!(p.take(c, Some(7)).map(|b| b.flows), Some(1));
+        assert_eq!(p.take(c, None), None);
+    }
+
+    #[test]
     fn old_epochs_fall_out_of_the_window() {
         let h = Hitters::default();
-        h.record(Some(ip(1)), None, None, 100);
+        h.record(one(ip(1), None, 100));
         for _ in 0..EPOCHS - 1 {
             h.rotate();
         }
         assert_eq!(h.top(5).clients.by_flows.len(), 1);
         h.rotate();
-        h.record(Some(ip(2)), None, None, 1);
+        h.record(one(ip(2), None, 1));
         let top = h.top(5);
         assert_eq!(top.clients.by_flows.len(), 1);
         assert_eq!(top.clients.by_flows[0].key, "10.0.0.2");

@@ -17,9 +17,9 @@ mod rates;
 mod table;
 
 pub use flow::{FlowState, FlowView, LiveFlow, Verdict};
-pub use hitters::{Hitter, Hitters, Top, TopPair, EPOCHS};
+pub use hitters::{Batch, Hitter, Hitters, Top, TopPair, EPOCHS};
 pub use rates::{LastMinute, Rates, WINDOW};
-pub use table::{Listing, Query, Registration, Table};
+pub use table::{Listing, Query, Table};
 
 use crate::addr::{ClientAddr, OrigDstAddr};
 use crate::flow::{FlowKind, ListenerId, Mode};
@@ -28,6 +28,7 @@ use async_trait::async_trait;
 use pingora_core::server::ShutdownWatch;
 use pingora_core::services::background::BackgroundService;
 use serde::Serialize;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -72,9 +73,34 @@ struct Listener {
     metrics: ListenerMetrics,
 }
 
+/// A registered flow: in the table until dropped, when its last batch
+/// goes into the top lists.
+#[derive(Debug)]
+pub struct Registration<'a> {
+    live: &'a Live,
+    slot: table::Slot<'a>,
+}
+
+impl Registration<'_> {
+    /// The registered flow.
+    pub fn flow(&self) -> &Arc<LiveFlow> {
+        self.slot.flow()
+    }
+}
+
+impl Drop for Registration<'_> {
+    fn drop(&mut self) {
+        if let Some(b) = self.slot.flow().take_batch(None) {
+            self.live.hitters.record(b);
+        }
+    }
+}
+
 /// The process's live state.
 pub struct Live {
     flows: bool,
+    /// Seconds since start, from the ticker: when batches are due.
+    second: AtomicU64,
     table: Table,
     hitters: Hitters,
     rates: Rates,
@@ -95,6 +121,7 @@ impl Live {
     pub fn new(flows: bool, listeners: impl IntoIterator<Item = (ListenerId, String)>) -> Live {
         Live {
             flows,
+            second: AtomicU64::new(0),
             table: Table::default(),
             hitters: Hitters::default(),
             rates: Rates::default(),
@@ -130,7 +157,10 @@ impl Live {
             Mode::Tproxy | Mode::Redirect => FlowKind::Http,
         };
         let flow = LiveFlow::new(listener.name.clone(), kind, client);
-        Some(self.table.register(flow))
+        Some(Registration {
+            live: self,
+            slot: self.table.register(flow),
+        })
     }
 
     /// The open flows.
@@ -139,11 +169,13 @@ impl Live {
     }
 
     /// A flow (or one request of it) finished, with `bytes` both ways:
-    /// counted in the top lists.
+    /// counted in the top lists, in batches of at most a second per
+    /// connection (the ticker records those of connections gone quiet).
     pub fn finished(&self, flow: &LiveFlow, dst: Option<OrigDstAddr>, bytes: u64) {
-        let client = flow.client().map(|c| c.ip());
-        let dst = dst.map(|d| d.socket_addr());
-        self.hitters.record(client, flow.current_host(), dst, bytes);
+        let second = self.second.load(Ordering::Relaxed);
+        if let Some(b) = flow.count(dst.map(|d| d.socket_addr()), bytes, second) {
+            self.hitters.record(b);
+        }
     }
 
     /// The first `n` of each top list.
@@ -181,6 +213,10 @@ impl Live {
     /// of the top lists.
     fn tick(&self, second: u64) {
         self.rates.tick(Instant::now(), self.totals());
+        self.second.store(second, Ordering::Relaxed);
+        let mut due = Vec::new();
+        self.table.each(|f| due.extend(f.take_batch(Some(second))));
+        due.into_iter().for_each(|b| self.hitters.record(b));
         if second > 0 && second.is_multiple_of(60) {
             self.hitters.rotate();
         }
@@ -244,6 +280,9 @@ mod tests {
             ..Query::default()
         });
         assert_eq!(l.flows[0].id, RequestId(7).to_string());
+        // Batched until the connection closes (or the ticker comes).
+        assert!(live.top(3).clients.by_bytes.is_empty());
+        drop(reg);
         assert_eq!(live.top(3).clients.by_bytes[0].key, "192.0.2.10");
     }
 }

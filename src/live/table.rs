@@ -31,21 +31,21 @@ impl Default for Table {
 
 /// A flow's place in the table; dropping it takes the flow out.
 #[derive(Debug)]
-pub struct Registration<'a> {
+pub struct Slot<'a> {
     table: &'a Table,
     shard: usize,
     key: usize,
     flow: Arc<LiveFlow>,
 }
 
-impl Registration<'_> {
+impl Slot<'_> {
     /// The registered flow.
     pub fn flow(&self) -> &Arc<LiveFlow> {
         &self.flow
     }
 }
 
-impl Drop for Registration<'_> {
+impl Drop for Slot<'_> {
     fn drop(&mut self) {
         let mut shard = self.table.shards[self.shard]
             .lock()
@@ -114,14 +114,14 @@ pub struct Listing {
 
 impl Table {
     /// Puts `flow` in the table until the registration is dropped.
-    pub fn register(&self, flow: LiveFlow) -> Registration<'_> {
+    pub fn register(&self, flow: LiveFlow) -> Slot<'_> {
         let flow = Arc::new(flow);
         let shard = self.next.fetch_add(1, Ordering::Relaxed) % SHARDS;
         let key = self.shards[shard]
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .insert(flow.clone());
-        Registration {
+        Slot {
             table: self,
             shard,
             key,
@@ -140,6 +140,14 @@ impl Table {
     /// Whether no flow is open.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+
+    /// Calls `f` on every open flow, each shard locked while it is walked.
+    pub fn each(&self, mut f: impl FnMut(&LiveFlow)) {
+        for shard in &self.shards {
+            let s = shard.lock().unwrap_or_else(|e| e.into_inner());
+            s.iter().for_each(|(_, flow)| f(flow));
+        }
     }
 
     /// One pass over the flows: those `q` matches, the first `q.limit` of
