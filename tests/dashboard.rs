@@ -118,6 +118,14 @@ fn start_prometheus(lab: &Lab, dir: &Path) -> Prometheus {
         .expect("start prometheus");
     let p = Prometheus(child);
     wait_port(lab, 9090);
+    // The port opens before the storage is ready (503 until then).
+    wait_until("Prometheus to be ready", Duration::from_secs(30), || {
+        in_netns(&lab.router_ns(), || {
+            let s = std::net::TcpStream::connect("127.0.0.1:9090")?;
+            Client::new(s).get("127.0.0.1:9090", "/-/ready", &[])
+        })
+        .is_ok_and(|r| r.status == 200)
+    });
     p
 }
 
