@@ -17,6 +17,7 @@ set_bench), and wrk, nginx, squid (apt-get). Usage:
 """
 import argparse
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -24,6 +25,10 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import bench as B  # noqa: E402
+
+# A lab of its own, so that a bench.py run at the same time is not torn down.
+B.P = "tpxpol"
+B.CLI, B.RTR, B.SRV = f"{B.P}-cli", f"{B.P}-rtr", f"{B.P}-srv"
 
 NAME = "www.bench-site.example.org"  # a realistic Host, not in the list
 
@@ -94,10 +99,11 @@ def sets(b, a, base):
     figures = subprocess.run([bench_bin, lst, "domains"], capture_output=True, text=True,
                              check=True).stdout
     print("set_bench (1,000,000 generated names):\n" + figures)
-    with_set = base + (f"  sets:\n    big: {{ file: {lst}, format: domains }}\n"
-                       f"  sets_watch_interval: 1s\n"
-                       f"  filters:\n    - acl:\n        rules:\n"
-                       f"          - {{ name: big, action: deny, host_set: [big] }}\n")
+    with_set = base.replace("  filters: []\n", "") + (
+        f"  sets:\n    big: {{ file: {lst}, format: domains }}\n"
+        f"  sets_watch_interval: 1s\n"
+        f"  filters:\n    - acl:\n        rules:\n"
+        f"          - {{ name: big, action: deny, host_set: [big] }}\n")
     rows = {"without": [], "with": []}
     for r in range(a.rounds):
         for name, text in (("without", base), ("with", with_set)):
@@ -134,7 +140,7 @@ def sets(b, a, base):
           f"{during['errors']}; requests {before['requests']} / {during['requests']}")
 
 
-SQ = "tpxbench-sq"
+SQ = "tpxpol-sq"
 SQ_ADDR, SQ_ROUTER = "203.0.113.18", "203.0.113.17"
 
 
@@ -151,6 +157,12 @@ def squid(b):
                 ["ip", "-n", B.RTR, "link", "set", "sq0", "up"],
                 ["ip", "-n", SQ, "route", "add", "default", "via", SQ_ROUTER]):
         B.run(cmd)
+    # The parent resolves the name tproxyd hands it.
+    os.makedirs(f"/etc/netns/{SQ}", exist_ok=True)
+    with open(f"/etc/netns/{SQ}/hosts", "w") as f:
+        f.write(f"127.0.0.1 localhost\n{B.SERVER} {NAME}\n")
+    with open(f"/etc/netns/{SQ}/resolv.conf", "w") as f:
+        f.write("nameserver 127.0.0.1\n")
     d = os.path.join(b.tmp, "squid")
     os.makedirs(d)
     os.chmod(d, 0o777)
@@ -211,6 +223,7 @@ def egress(b, a, base):
               f"req/s {med([x['rps'] for x in rs]):.0f}, p99 ms {med([x['p99_ms'] for x in rs]):.2f}, "
               f"errors {sum(x['errors'] for x in rs)}")
     subprocess.run(["ip", "netns", "del", SQ])
+    shutil.rmtree(f"/etc/netns/{SQ}", ignore_errors=True)
 
 
 def main():
@@ -233,6 +246,8 @@ def main():
         if a.only in (None, "egress"):
             egress(b, a, base)
     finally:
+        subprocess.run(["ip", "netns", "del", SQ], stderr=subprocess.DEVNULL)
+        shutil.rmtree(f"/etc/netns/{SQ}", ignore_errors=True)
         b.cleanup()
 
 
