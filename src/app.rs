@@ -240,6 +240,9 @@ impl Tproxyd {
         if let Some(admin) = &t.admin {
             let mut service = Service::new("tproxyd admin".into(), admin_server(readiness.clone()));
             service.add_tcp(&admin.address);
+            // A few requests a minute (/metrics, /ready): one worker, not
+            // `threads` of them beside the listeners'.
+            service.threads = Some(1);
             server.add_service(service);
         }
         let server_conf = server.configuration.clone();

@@ -426,3 +426,26 @@ fn a_spliced_relay_holds_its_two_sockets_and_nothing_more() {
     );
     drop(held);
 }
+
+/// The runtimes the process runs (src/app.rs): every listener's with the
+/// config's `threads`, the admin endpoint's with one worker.
+#[test]
+fn the_admin_endpoint_runs_one_worker_beside_the_listeners() {
+    let Some((_lab, proxy, _dir)) = setup("runtime_threads", "") else {
+        return;
+    };
+    let names: Vec<String> = std::fs::read_dir(format!("/proc/{}/task", proxy.pid()))
+        .unwrap()
+        .flatten()
+        .filter_map(|t| std::fs::read_to_string(t.path().join("comm")).ok())
+        .map(|n| n.trim().to_string())
+        .collect();
+    let count = |prefix: &str| names.iter().filter(|n| n.starts_with(prefix)).count();
+    assert_eq!(count("tproxyd admin"), 1, "{names:?}");
+    // Thread names are cut at 15 bytes: "tproxyd lan-tls" is whole.
+    assert_eq!(
+        count("tproxyd lan-tls"),
+        4,
+        "lan-tls and lan-tls-nat: {names:?}"
+    );
+}
