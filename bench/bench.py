@@ -11,7 +11,8 @@ Scenarios, measured in one run on the same lab with the same load:
   haproxy        HAProxy as a transparent proxy (bind ... transparent, server 0.0.0.0:0)
   squid          Debian's Squid intercepting with TPROXY, caching off, 2 workers
                  (bench/squid.conf): the transparent proxy gateways ran before
-  go-seed        the article's Go proxy (../shared/seed/go-proxy), built at bench time
+  go-seed        the article's Go proxy (../shared/seed/go-proxy, or the directory
+                 in TPROXYD_BENCH_SEED), built at bench time
   pingora-bare-alt  only with --alt-bare: that pingora_bare binary (another
                  build of the floor, e.g. without the vendored patches)
   tproxyd-alt    only with --alt-conf and/or --alt-bin: tproxyd with another
@@ -64,7 +65,8 @@ import tempfile
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-SEED = os.path.normpath(os.path.join(ROOT, "..", "shared", "seed", "go-proxy"))
+SEED = os.environ.get("TPROXYD_BENCH_SEED") or os.path.normpath(
+    os.path.join(ROOT, "..", "shared", "seed", "go-proxy"))
 # Namespaces of this run only: two runs at once (on a shared machine) must
 # not tear down each other's lab.
 P = f"tpxb{os.getpid()}"
