@@ -9,7 +9,12 @@ Scenarios, measured in one run on the same lab with the same load:
                  same kind of runtime as the shipped config (`work_stealing`),
                  same transparent socket path, nothing else (the framework floor)
   haproxy        HAProxy as a transparent proxy (bind ... transparent, server 0.0.0.0:0)
-  go-seed        the article's Go proxy (../shared/seed/go-proxy), built at bench time
+  squid          Debian's Squid intercepting with TPROXY, caching off, 2 workers
+                 (bench/squid.conf): the transparent proxy gateways ran before
+  go-seed        the article's Go proxy (../shared/seed/go-proxy, or the directory
+                 in TPROXYD_BENCH_SEED), built at bench time
+  pingora-bare-alt  only with --alt-bare: that pingora_bare binary (another
+                 build of the floor, e.g. without the vendored patches)
   tproxyd-alt    only with --alt-conf and/or --alt-bin: tproxyd with another
                  config or another build (say, the last commit's), for an A/B
                  of one change in the same run
@@ -28,7 +33,9 @@ paced at a fixed offered rate no proxy saturates, for the latency a proxy
 adds rather than its queue), small responses with a new client connection
 per request, a 100 MiB download, and many idle keep-alive
 connections; over HTTPS, 4 parallel 100 MiB downloads and a new TLS
-connection per request. Each (workload, scenario) pair runs `--rounds` times,
+connection per request; and "mixed", keep-alive HTTP and new TLS
+connections through one tproxyd at once (tproxyd and tproxyd-alt only: for runtime and
+thread settings). Each (workload, scenario) pair runs `--rounds` times,
 interleaved, with a freshly started proxy; the report gives the median and
 the spread (min-max) and the ratios tproxyd/pingora-bare, tproxyd/haproxy
 (shipped config and log off) and tproxyd/direct (HTTPS: tproxyd against
@@ -37,8 +44,9 @@ workloads also count the proxy's system calls with `strace -c -f` in a
 second, separate run (strace slows the proxy down; the counts per MiB or
 per request are what matters, not that run's speed).
 
-Needs root. Installs nginx, wrk, haproxy, strace (and golang-go for go-seed)
-with apt-get if they are missing. Usage:
+Needs root. Installs nginx, wrk, haproxy, squid, strace (and golang-go for
+go-seed) with apt-get if they are missing; a scenario whose program is still
+missing is left out, and the report says so. Usage:
   sudo bench/bench.py                      # full run (~8 minutes), prints Markdown
   sudo bench/bench.py --out BENCHMARKS.run.md
   sudo bench/bench.py --smoke              # seconds per run, for CI: proves it works
@@ -57,8 +65,11 @@ import tempfile
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-SEED = os.path.normpath(os.path.join(ROOT, "..", "shared", "seed", "go-proxy"))
-P = "tpxbench"
+SEED = os.environ.get("TPROXYD_BENCH_SEED") or os.path.normpath(
+    os.path.join(ROOT, "..", "shared", "seed", "go-proxy"))
+# Namespaces of this run only: two runs at once (on a shared machine) must
+# not tear down each other's lab.
+P = f"tpxb{os.getpid()}"
 CLI, RTR, SRV = f"{P}-cli", f"{P}-rtr", f"{P}-srv"
 SERVER = "198.51.100.10"
 DIRECT_PORT = 9080  # not intercepted by the lab: routed straight to nginx
@@ -68,9 +79,13 @@ DIRECT_TLS_PORT = 9443  # not intercepted
 TARGET = os.environ.get("CARGO_TARGET_DIR") or os.path.join(ROOT, "target")
 STATUS_PORT = 9090  # nginx stub_status, in the server namespace
 TICK = os.sysconf("SC_CLK_TCK")
-SCENARIOS = ["direct", "tproxyd", "tproxyd-nolog", "pingora-bare", "haproxy", "go-seed",
-             "tproxyd-alt"]
-TLS_SCENARIOS = ["direct", "tproxyd", "tproxyd-copy", "haproxy-tcp", "haproxy-splice"]
+SCENARIOS = ["direct", "tproxyd", "tproxyd-nolog", "pingora-bare", "haproxy", "squid", "go-seed",
+             "tproxyd-alt", "pingora-bare-alt"]
+TLS_SCENARIOS = ["direct", "tproxyd", "tproxyd-copy", "haproxy-tcp", "haproxy-splice",
+                 "tproxyd-alt"]
+# HTTP and HTTPS through one proxy at once: tproxyd's runtimes and threads
+# (compare configurations with --alt-conf).
+MIXED_SCENARIOS = ["tproxyd", "tproxyd-alt"]
 
 
 def log(msg):
@@ -92,11 +107,33 @@ def ns(name, *cmd):
     return ["ip", "netns", "exec", name, *cmd]
 
 
-def ensure_tools(go):
+def tree_pids(pid):
+    """`pid` and its descendants, parents first."""
+    children = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                ppid = int(f.read().rsplit(")", 1)[1].split()[1])
+        except (FileNotFoundError, ProcessLookupError, IndexError, ValueError):
+            continue
+        children.setdefault(ppid, []).append(int(entry))
+    out, todo = [], [pid]
+    while todo:
+        p = todo.pop(0)
+        out.append(p)
+        todo.extend(children.get(p, []))
+    return out
+
+
+def ensure_tools(go, squid):
     tools = [("nginx", "nginx-light"), ("wrk", "wrk"), ("haproxy", "haproxy"),
              ("nft", "nftables"), ("cmake", "cmake"), ("openssl", "openssl"),
              ("strace", "strace")] + ([("go", "golang-go")] if go else [])
     need = [pkg for tool, pkg in tools if shutil.which(tool) is None]
+    if squid and shutil.which("squid") is None:
+        need.append("squid")
     if not need:
         return
     log(f"installing {' '.join(need)}")
@@ -110,6 +147,14 @@ def ensure_tools(go):
     try:
         run(["apt-get", "update", "-qq"])
         run(["apt-get", "install", "-y", "-qq", *need], stdout=subprocess.DEVNULL)
+    except subprocess.CalledProcessError:
+        # Squid is a peer to compare with, not needed to run the rest.
+        if "squid" not in need:
+            raise
+        need.remove("squid")
+        if need:
+            run(["apt-get", "install", "-y", "-qq", *need], stdout=subprocess.DEVNULL)
+        log("squid could not be installed: the squid scenario is skipped")
     finally:
         if created:
             os.remove(policy)
@@ -231,7 +276,7 @@ http {{
         if scenario == "direct":
             return None
         out = open(os.path.join(self.tmp, f"{scenario}.log"), "ab")
-        tls = workload.startswith("https")
+        tls = workload.startswith("https") or workload == "mixed"
         if scenario in ("tproxyd", "tproxyd-nolog", "tproxyd-copy", "tproxyd-alt"):
             conf = os.path.join(self.tmp, f"{scenario}.yaml")
             base = self.args.tproxyd_conf
@@ -254,13 +299,16 @@ http {{
             if scenario == "tproxyd-alt" and self.args.alt_bin:
                 binary = self.args.alt_bin
             cmd = ["env", *self.args.tproxyd_env.split(), binary, "-c", conf]
-        elif scenario == "pingora-bare":
+        elif scenario in ("pingora-bare", "pingora-bare-alt"):
             # The floor on the same kind of runtime as the shipped config.
+            binary = self.args.alt_bare if scenario == "pingora-bare-alt" else self.bare
             cmd = ["env", f"PINGORA_BARE_WORK_STEALING={shipped_work_stealing()}",
-                   self.bare, "[::]:8888", "2"]
+                   binary, "[::]:8888", "2"]
         elif scenario == "haproxy":
             conf = os.path.join(ROOT, "bench", "haproxy.cfg")
             cmd = ["haproxy", "-db", "-f", conf]
+        elif scenario == "squid":
+            cmd = ["squid", "--foreground", "-f", self.squid_conf()]
         elif scenario in ("haproxy-tcp", "haproxy-splice"):
             conf = os.path.join(self.tmp, f"{scenario}.cfg")
             with open(os.path.join(ROOT, "bench", "haproxy-tcp.cfg")) as src, open(conf, "w") as dst:
@@ -289,39 +337,96 @@ http {{
             tail = f.read()[-2000:]
         raise RuntimeError(f"{scenario} did not come up:\n{tail}")
 
+    def squid_conf(self):
+        """bench/squid.conf with a directory of its own that Squid's
+        workers (user proxy) can write."""
+        d = os.path.join(self.tmp, "squid")
+        if not os.path.isdir(d):
+            os.makedirs(d)
+            shutil.chown(d, "proxy", "proxy")
+        conf = os.path.join(d, "squid.conf")
+        with open(os.path.join(ROOT, "bench", "squid.conf")) as src, open(conf, "w") as dst:
+            dst.write(src.read().replace("@TMP@", d).replace("@WORKERS@", "2"))
+        return conf
+
     def stop_proxy(self, proc):
         if proc is None:
             return
+        tree = tree_pids(proc.pid)
         proc.send_signal(signal.SIGINT)
         try:
             proc.wait(timeout=5)
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+        # Worker processes (Squid's) that outlived their master.
+        for pid in tree[1:]:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
         self.procs.remove(proc)
         time.sleep(0.3)
 
     @staticmethod
     def cpu_seconds(pid):
-        with open(f"/proc/{pid}/stat") as f:
-            fields = f.read().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / TICK
+        """User + system CPU of the proxy: the process and its children
+        (Squid's workers)."""
+        total = 0
+        for p in tree_pids(pid):
+            try:
+                with open(f"/proc/{p}/stat") as f:
+                    fields = f.read().rsplit(")", 1)[1].split()
+            except FileNotFoundError:
+                continue
+            total += int(fields[11]) + int(fields[12])
+        return total / TICK
 
     @staticmethod
     def status_kb(pid, key):
-        with open(f"/proc/{pid}/status") as f:
-            for line in f:
-                if line.startswith(key + ":"):
-                    return int(line.split()[1])
-        return 0
+        """A /proc/PID/status figure in KiB, summed over the process and its
+        children."""
+        total = 0
+        for p in tree_pids(pid):
+            try:
+                with open(f"/proc/{p}/status") as f:
+                    for line in f:
+                        if line.startswith(key + ":"):
+                            total += int(line.split()[1])
+            except FileNotFoundError:
+                continue
+        return total
 
     # --- workloads -------------------------------------------------------
-    def wrk(self, url, conns, threads, duration, close=False, script="wrk-percentiles.lua"):
+    @staticmethod
+    def wrk_cmd(url, conns, threads, duration, close=False, script="wrk-percentiles.lua"):
         cmd = ["wrk", "-t", str(threads), "-c", str(conns), "-d", f"{duration}s",
                "--latency", "-s", os.path.join(ROOT, "bench", script)]
         if close:
             cmd += ["-H", "Connection: close"]
-        out = subprocess.run(ns(CLI, *cmd, url), capture_output=True, text=True, check=True).stdout
+        return ns(CLI, *cmd, url)
+
+    def wrk(self, url, conns, threads, duration, close=False, script="wrk-percentiles.lua"):
+        cmd = self.wrk_cmd(url, conns, threads, duration, close, script)
+        return self.parse_wrk(subprocess.run(cmd, capture_output=True, text=True, check=True).stdout)
+
+    def mixed(self, duration):
+        """Small HTTP responses over keep-alive (50 connections) and small
+        HTTPS responses through tls-passthrough, a new TLS connection per
+        request (20 at once), at the same time: both listeners busy, the
+        links not (bulk downloads would measure the links' queues)."""
+        http = subprocess.Popen(self.wrk_cmd(f"http://{SERVER}:{PROXIED_PORT}/small.bin", 50, 2,
+                                             duration), stdout=subprocess.PIPE, text=True)
+        https = subprocess.Popen(self.wrk_cmd(f"https://{SERVER}:{TLS_PORT}/small.bin", 20, 2,
+                                              duration, close=True),
+                                 stdout=subprocess.PIPE, text=True)
+        h, t = self.parse_wrk(http.communicate()[0]), self.parse_wrk(https.communicate()[0])
+        return {"rps": h["rps"], "p99_ms": h["p99_ms"], "tls_rps": t["rps"],
+                "tls_p99_ms": t["p99_ms"], "requests": h["requests"] + t["requests"],
+                "bytes": h["bytes"] + t["bytes"], "errors": h["errors"] + t["errors"]}
+
+    @staticmethod
+    def parse_wrk(out):
         res = {}
         m = re.search(r"(\d+) requests in ([\d.]+)(\w+), ([\d.]+)(\w+) read", out)
         res["requests"] = int(m.group(1))
@@ -379,6 +484,8 @@ http {{
                 res = self.wrk(f"{base}/large.bin", 4, 2, a.duration)
             elif workload == "https-close":
                 res = self.wrk(f"{base}/small.bin", 20, 2, a.duration, close=True)
+            elif workload == "mixed":
+                res = self.mixed(a.duration)
             else:
                 res = self.wrk(f"{base}/large.bin", 2, 1, a.duration)
             res["upstream_conns"] = self.nginx_accepts() - acc0
@@ -387,6 +494,7 @@ http {{
                 res["cpu_per_100k"] = cpu / max(res["requests"], 1) * 1e5
                 res["cpu_per_gib"] = cpu / max(res["bytes"] / 1024**3, 1e-9)
                 res["peak_rss_mib"] = self.status_kb(pid, "VmHWM") / 1024
+                res["cores"] = cpu / a.duration
                 if workload.startswith("https"):
                     self.count_syscalls(pid, workload, base, res)
             return res
@@ -422,7 +530,11 @@ http {{
 
     def cleanup(self):
         for p in list(self.procs):
-            p.kill()
+            for pid in reversed(tree_pids(p.pid)):
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
         if self.nginx:
             self.nginx.terminate()
             try:
@@ -442,10 +554,11 @@ SMALL_COLUMNS = [
     ("upstream_conns", "upstream conns opened", "{:.0f}", False),
     ("requests", "requests", "{:.0f}", True), ("errors", "errors", "{:.0f}", False)]
 HTTP_RATIOS = [("tproxyd", "pingora-bare"), ("tproxyd-nolog", "pingora-bare"),
-               ("tproxyd", "haproxy"), ("tproxyd-nolog", "haproxy"), ("tproxyd", "direct"),
-               ("tproxyd-alt", "tproxyd")]
+               ("tproxyd", "haproxy"), ("tproxyd-nolog", "haproxy"), ("tproxyd", "squid"),
+               ("tproxyd", "direct"), ("tproxyd-alt", "tproxyd"),
+               ("pingora-bare-alt", "pingora-bare")]
 TLS_RATIOS = [("tproxyd", "haproxy-splice"), ("tproxyd", "haproxy-tcp"),
-              ("tproxyd", "tproxyd-copy"), ("tproxyd", "direct")]
+              ("tproxyd", "tproxyd-copy"), ("tproxyd", "direct"), ("tproxyd-alt", "tproxyd")]
 SYSCALL_COLUMNS = [("syscalls_per_mib", "proxy syscalls /MiB (strace -c)", "{:.1f}", False),
                    ("syscalls_per_req", "proxy syscalls /request (strace -c)", "{:.1f}", False)]
 WORKLOADS = {
@@ -472,11 +585,27 @@ WORKLOADS = {
         ("cpu_per_gib", "proxy CPU s /GiB", "{:.3f}", False),
         ("peak_rss_mib", "proxy peak RSS MiB", "{:.1f}", False),
         ("requests", "downloads", "{:.0f}", True), ("errors", "errors", "{:.0f}", False)]),
+    "mixed": ("HTTP and HTTPS at once: small responses over keep-alive (50 connections) beside "
+              "small HTTPS responses through tls-passthrough, a new TLS connection per request "
+              "(20 at once)", [
+        ("rps", "HTTP req/s", "{:.0f}", True), ("p99_ms", "HTTP p99 ms", "{:.2f}", False),
+        ("tls_rps", "HTTPS req/s", "{:.0f}", True), ("tls_p99_ms", "HTTPS p99 ms", "{:.2f}", False),
+        ("cpu_per_100k", "proxy CPU s /100k req (both kinds)", "{:.2f}", False),
+        ("cores", "proxy CPU (cores busy)", "{:.2f}", False),
+        ("peak_rss_mib", "proxy peak RSS MiB", "{:.1f}", False),
+        ("errors", "errors", "{:.0f}", False)]),
     "idle": ("Idle keep-alive connections", [
         ("kib_per_1k", "proxy RSS KiB per 1,000 idle conns", "{:.0f}", False),
         ("rss_mib", "proxy RSS MiB while holding them", "{:.1f}", False),
         ("conns", "connections held", "{:.0f}", True), ("errors", "errors", "{:.0f}", False)]),
 }
+
+
+def scenarios_of(workload):
+    """The scenarios a workload runs (HTTP, HTTPS or both at once)."""
+    if workload == "mixed":
+        return MIXED_SCENARIOS
+    return TLS_SCENARIOS if workload.startswith("https") else SCENARIOS
 
 
 def fmt_cell(values, f):
@@ -512,8 +641,7 @@ def report(results, args, started):
             continue
         tls = wl.startswith("https")
         # Only the scenarios that ran, and the ratios between them.
-        scenarios = [sc for sc in (TLS_SCENARIOS if tls else SCENARIOS)
-                     if any(r for r in results.get((wl, sc), []))]
+        scenarios = [sc for sc in scenarios_of(wl) if any(r for r in results.get((wl, sc), []))]
         ratios = [(a, b) for a, b in (TLS_RATIOS if tls else HTTP_RATIOS)
                   if a in scenarios and b in scenarios]
         names = [f"{a.replace('tproxyd-', '')}/{b}" if a != "tproxyd" else f"tproxyd/{b}"
@@ -546,11 +674,13 @@ def main():
     ap.add_argument("--duration", type=int, default=10, help="seconds per wrk run")
     ap.add_argument("--rounds", type=int, default=2)
     ap.add_argument("--idle", type=int, default=5000, help="idle connections to hold")
-    ap.add_argument("--workloads", default="keepalive,paced,close,large,idle,https-large,https-close")
+    ap.add_argument("--workloads",
+                    default="keepalive,paced,close,large,idle,https-large,https-close,mixed")
     ap.add_argument("--alt-conf", help="config for the tproxyd-alt scenario (default: the same as tproxyd)")
     ap.add_argument("--alt-bin", help="tproxyd binary for the tproxyd-alt scenario (default: this build)")
+    ap.add_argument("--alt-bare", help="pingora_bare binary for the pingora-bare-alt scenario")
     ap.add_argument("--scenarios", default=",".join(s for s in dict.fromkeys(SCENARIOS + TLS_SCENARIOS)
-                                                   if s != "tproxyd-alt"),
+                                                   if not s.endswith("-alt")),
                     help="which to run (each workload runs those of its kind: HTTP or HTTPS)")
     ap.add_argument("--strace-duration", type=int, default=5,
                     help="seconds of the separate strace -c run of each HTTPS cell")
@@ -567,10 +697,14 @@ def main():
     args.scenarios = args.scenarios.split(",")
     if (args.alt_conf or args.alt_bin) and "tproxyd-alt" not in args.scenarios:
         args.scenarios.append("tproxyd-alt")
+    if args.alt_bare and "pingora-bare-alt" not in args.scenarios:
+        args.scenarios.append("pingora-bare-alt")
     if os.geteuid() != 0:
         sys.exit("bench: needs root (network namespaces, TPROXY)")
     started = datetime.datetime.now(datetime.timezone.utc)
-    ensure_tools("go-seed" in args.scenarios)
+    ensure_tools("go-seed" in args.scenarios, "squid" in args.scenarios)
+    if "squid" in args.scenarios and shutil.which("squid") is None:
+        args.scenarios.remove("squid")
     b = Bench(args)
     results = {}
     try:
@@ -579,7 +713,7 @@ def main():
         b.start_nginx()
         for rnd in range(args.rounds):
             for wl in args.workloads:
-                kind = TLS_SCENARIOS if wl.startswith("https") else SCENARIOS
+                kind = scenarios_of(wl)
                 for sc in [s for s in args.scenarios if s in kind]:
                     log(f"round {rnd + 1}/{args.rounds}: {wl} / {sc}")
                     results.setdefault((wl, sc), []).append(b.measure(sc, wl))

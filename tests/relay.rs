@@ -377,3 +377,75 @@ fn two_thousand_aborted_relays_leave_the_descriptors_where_they_were() {
     let spliced = relays(&lab, "lan-tls", "tls-passthrough", "splice");
     assert!(spliced >= 2000.0, "spliced relays: {spliced}");
 }
+
+#[test]
+fn a_spliced_relay_holds_its_two_sockets_and_nothing_more() {
+    let Some((lab, proxy, _dir)) = setup("relay_fds", "") else {
+        return;
+    };
+    let hello = client_hello(Some("www.lab.test"));
+    // The origin holds every connection, answering one byte once its
+    // ClientHello has come.
+    let listener = server_listener(&lab, 443);
+    let hello_len = hello.len();
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for s in listener.incoming() {
+            let Ok(mut s) = s else { break };
+            let mut got = vec![0u8; hello_len];
+            if s.read_exact(&mut got).is_ok() && s.write_all(b"o").is_ok() {
+                held.push(s);
+            }
+        }
+    });
+    let dst = format!("{SERVER_V4}:443");
+    let open = |n: usize| -> Vec<std::net::TcpStream> {
+        (0..n)
+            .map(|_| {
+                let mut s = lab.client_connect(&dst).unwrap();
+                s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+                s.write_all(&hello).unwrap();
+                // The origin's byte came through the relay: it is splicing.
+                s.read_exact(&mut [0u8; 1]).unwrap();
+                s
+            })
+            .collect()
+    };
+    let _warm = open(4); // threads, pools
+    let pid = proxy.pid();
+    let (before, _) = descriptors(pid);
+    let held = open(20);
+    let (during, _) = descriptors(pid);
+    // Each relay: the client's socket and the origin's; no duplicate of
+    // either (its readiness is the socket's own registration).
+    let added = during - before;
+    eprintln!("descriptors (not pipes) with 20 relays up: {before} -> {during}");
+    assert!(
+        (40..=44).contains(&added),
+        "{added} descriptors for 20 relays"
+    );
+    drop(held);
+}
+
+/// The runtimes the process runs (src/app.rs): every listener's with the
+/// config's `threads`, the admin endpoint's with one worker.
+#[test]
+fn the_admin_endpoint_runs_one_worker_beside_the_listeners() {
+    let Some((_lab, proxy, _dir)) = setup("runtime_threads", "") else {
+        return;
+    };
+    let names: Vec<String> = std::fs::read_dir(format!("/proc/{}/task", proxy.pid()))
+        .unwrap()
+        .flatten()
+        .filter_map(|t| std::fs::read_to_string(t.path().join("comm")).ok())
+        .map(|n| n.trim().to_string())
+        .collect();
+    let count = |prefix: &str| names.iter().filter(|n| n.starts_with(prefix)).count();
+    assert_eq!(count("tproxyd admin"), 1, "{names:?}");
+    // Thread names are cut at 15 bytes: "tproxyd lan-tls" is whole.
+    assert_eq!(
+        count("tproxyd lan-tls"),
+        4,
+        "lan-tls and lan-tls-nat: {names:?}"
+    );
+}

@@ -205,11 +205,11 @@ fn max_connections_is_lowered_to_what_the_open_file_limit_holds() {
         text.contains("lowered to")
     });
     // 1000 - 64 reserved - 1 listener - 128 pooled upstreams = 807; splice
-    // pipes: 807 / 12 = 67, holding at most 3 × 67 = 201 descriptors
-    // (relay::pipe_limit, relay::fd_budget); (1000 - 193 - 201) / 2 = 303.
+    // pipes: 807 / 8 = 100, holding at most 2 × 100 = 200 descriptors
+    // (relay::pipe_limit, relay::fd_budget); (1000 - 193 - 200) / 2 = 303.
     assert!(
         text.contains("downstream.max_connections 10000 lowered to 303")
-            && text.contains("201 are kept for 67 splice pipes"),
+            && text.contains("200 are kept for 100 splice pipes"),
         "{text}"
     );
 }

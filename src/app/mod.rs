@@ -269,6 +269,9 @@ impl Tproxyd {
             let app = AdminApp::new(admin, readiness.clone(), live.clone(), sets, identity);
             let mut service = Service::new("tproxyd admin".into(), admin_server(app));
             service.add_tcp(&admin.address);
+            // A few requests a minute (/metrics, /ready): one worker, not
+            // `threads` of them beside the listeners'.
+            service.threads = Some(1);
             server.add_service(service);
             server.add_service(background_service("status ticker", Ticker(live)));
         }

@@ -10,20 +10,20 @@
 //! through user space ([`copy`]). [`Relayed::kind`] says which, for the
 //! `tproxyd_relay_total` counter.
 //!
-//! Descriptors: a spliced relay holds six beyond its two sockets (two
-//! pipes and two watched duplicates). The pipes are capped by
-//! [`pipes::set_limit`]; [`fd_budget`] is the arithmetic the connection
-//! limit uses.
+//! Descriptors: a spliced relay holds four beyond its two sockets (two
+//! pipes); it waits on the sockets' own registrations ([`Socket`]). The
+//! pipes are capped by [`pipes::set_limit`]; [`fd_budget`] is the
+//! arithmetic the connection limit uses.
 
 mod copy;
 pub mod pipes;
 mod splice;
 
 use crate::flow::RelayKind;
-use std::os::fd::{AsRawFd, RawFd};
+use std::os::fd::{AsRawFd, BorrowedFd, RawFd};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, Interest};
 
 /// Writes `bytes` and flushes, within `limit`: the first bytes of a relay
 /// (a replayed ClientHello, early tunnel bytes, `200 Connection
@@ -67,14 +67,55 @@ pub struct Relayed {
     pub kind: RelayKind,
 }
 
+/// A plain socket the relay may splice from and to, waited on through its
+/// own registration with the runtime.
+#[derive(Clone, Copy)]
+pub enum Socket<'a> {
+    /// A Pingora L4 stream's socket.
+    Pingora(&'a L4Stream),
+    /// A tokio socket.
+    Tokio(&'a tokio::net::TcpStream),
+}
+
+impl Socket<'_> {
+    fn raw_fd(&self) -> RawFd {
+        match self {
+            Socket::Pingora(s) => s.as_raw_fd(),
+            Socket::Tokio(s) => s.as_raw_fd(),
+        }
+    }
+
+    /// The descriptor, for a system call that runs while the socket is
+    /// borrowed.
+    fn fd(&self) -> BorrowedFd<'_> {
+        // SAFETY: the descriptor belongs to the stream borrowed by `self`,
+        // open for at least as long as the returned borrow.
+        unsafe { BorrowedFd::borrow_raw(self.raw_fd()) }
+    }
+
+    /// Runs `f` when the socket is ready for `interest`; when `f` fails
+    /// with `WouldBlock`, the readiness is cleared and `f` runs again once
+    /// the socket is ready.
+    async fn io<R>(
+        &self,
+        interest: Interest,
+        f: impl FnMut() -> std::io::Result<R>,
+    ) -> std::io::Result<R> {
+        match self {
+            Socket::Pingora(s) => s.async_io(interest, f).await,
+            Socket::Tokio(s) => s.async_io(interest, f).await,
+        }
+    }
+}
+
 /// A stream the relay can carry: any async stream, and for plain sockets
-/// the descriptor splice(2) may use.
+/// the socket splice(2) may use.
 pub trait Endpoint: AsyncRead + AsyncWrite + Unpin {
     /// The socket to splice from and to, when the stream is a plain socket
     /// whose only user-space state is a read buffer (which the relay
     /// drains first) and a write buffer (which it flushes first). `None`
     /// for anything else (TLS, virtual sockets, in-memory streams).
-    fn splice_fd(&self) -> Option<RawFd>;
+    fn splice_socket(&self) -> Option<Socket<'_>>;
 
     /// Bytes read from the socket but still held in user space, which
     /// must be relayed before the socket's.
@@ -88,8 +129,8 @@ pub trait Endpoint: AsyncRead + AsyncWrite + Unpin {
 type L4Stream = pingora_core::protocols::l4::stream::Stream;
 
 impl Endpoint for L4Stream {
-    fn splice_fd(&self) -> Option<RawFd> {
-        Some(self.as_raw_fd()).filter(|fd| *fd >= 0)
+    fn splice_socket(&self) -> Option<Socket<'_>> {
+        (self.as_raw_fd() >= 0).then_some(Socket::Pingora(self))
     }
     fn buffered(&self) -> usize {
         self.buffered_read_len()
@@ -99,8 +140,8 @@ impl Endpoint for L4Stream {
 /// Pingora's boxed stream: spliced only when it is a plain L4 stream (a
 /// TLS stream, say, must be read through its session).
 impl Endpoint for pingora_core::protocols::Stream {
-    fn splice_fd(&self) -> Option<RawFd> {
-        self.as_any().downcast_ref::<L4Stream>()?.splice_fd()
+    fn splice_socket(&self) -> Option<Socket<'_>> {
+        self.as_any().downcast_ref::<L4Stream>()?.splice_socket()
     }
     fn buffered(&self) -> usize {
         self.as_any()
@@ -110,13 +151,13 @@ impl Endpoint for pingora_core::protocols::Stream {
 }
 
 impl Endpoint for tokio::net::TcpStream {
-    fn splice_fd(&self) -> Option<RawFd> {
-        Some(self.as_raw_fd())
+    fn splice_socket(&self) -> Option<Socket<'_>> {
+        Some(Socket::Tokio(self))
     }
 }
 
 impl Endpoint for tokio::io::DuplexStream {
-    fn splice_fd(&self) -> Option<RawFd> {
+    fn splice_socket(&self) -> Option<Socket<'_>> {
         None
     }
 }
@@ -216,7 +257,9 @@ where
         match splicer {
             Some(splicer) => {
                 if drain_both(a, b, &meter).await.is_ok() {
-                    let _ = splicer.run(&meter).await;
+                    if let (Some(sa), Some(sb)) = (a.splice_socket(), b.splice_socket()) {
+                        let _ = splicer.run(sa, sb, &meter).await;
+                    }
                 }
             }
             None => copy::copy(a, b, &meter).await,
@@ -238,7 +281,9 @@ where
     A: Endpoint + ?Sized,
     B: Endpoint + ?Sized,
 {
-    splice::Splicer::new(a.splice_fd()?, b.splice_fd()?)
+    a.splice_socket()?;
+    b.splice_socket()?;
+    splice::Splicer::new()
 }
 
 /// Runs `work` to its end, or until nothing has been read for `idle`
@@ -315,12 +360,10 @@ where
     }
 }
 
-/// The descriptors splicing may hold with at most `pipes` pipes: at most
-/// `pipes / 2` relays splice at once, each holding two pipes (four
-/// descriptors) and two socket duplicates, and pooled pipes count within
-/// `pipes`; so never more than `3 * pipes` beyond the sockets.
+/// The descriptors splicing may hold with at most `pipes` pipes: two per
+/// pipe, in use or pooled; a relay holds nothing else beyond its sockets.
 pub fn fd_budget(pipes: usize) -> u64 {
-    3 * pipes as u64
+    2 * pipes as u64
 }
 
 /// How many pipes to allow, out of `fds` descriptors left for
@@ -330,7 +373,7 @@ pub fn fd_budget(pipes: usize) -> u64 {
 /// that a low open-file limit still leaves most of them to connections
 /// (relays beyond the pipes copy, which costs CPU, not connections).
 pub fn pipe_limit(fds: u64, max_connections: usize) -> usize {
-    let quarter = usize::try_from(fds / 12).unwrap_or(usize::MAX);
+    let quarter = usize::try_from(fds / 8).unwrap_or(usize::MAX);
     quarter.min(max_connections.saturating_mul(2))
 }
 

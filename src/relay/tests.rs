@@ -242,9 +242,9 @@ fn a_reset_ends_a_spliced_relay() {
 fn the_descriptor_budget_of_splicing() {
     // Plenty of descriptors: every connection may splice (two pipes each).
     assert_eq!(pipe_limit(1_047_000, 10_000), 20_000);
-    assert_eq!(fd_budget(20_000), 60_000);
+    assert_eq!(fd_budget(20_000), 40_000);
     // Few: splicing takes at most a quarter of them.
-    assert_eq!(pipe_limit(900, 10_000), 75);
+    assert_eq!(pipe_limit(900, 10_000), 112);
     assert!(fd_budget(pipe_limit(900, 10_000)) <= 225);
     assert_eq!(pipe_limit(0, 10), 0);
 }

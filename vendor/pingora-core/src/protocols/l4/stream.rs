@@ -657,6 +657,28 @@ impl Stream {
         }
     }
 
+    /// Runs `f`, an I/O operation on the socket's descriptor done outside this
+    /// stream (splice(2), sendfile(2), ...), when the socket is ready for
+    /// `interest`, through the readiness of the stream's own registration with
+    /// the runtime: when `f` fails with `WouldBlock`, that readiness is cleared
+    /// and `f` runs again once the socket is ready. Tokio's `async_io` on the
+    /// TCP or Unix socket; `Unsupported` for a virtual socket.
+    ///
+    /// The stream's buffers are bypassed: the caller takes the bytes it has
+    /// already read first ([`Self::buffered_read_len`]) and flushes its writes.
+    pub async fn async_io<R>(
+        &self,
+        interest: Interest,
+        f: impl FnMut() -> io::Result<R>,
+    ) -> io::Result<R> {
+        match &self.stream().get_ref().stream {
+            RawStream::Tcp(s) => s.async_io(interest, f).await,
+            #[cfg(unix)]
+            RawStream::Unix(s) => s.async_io(interest, f).await,
+            RawStream::Virtual(_) => Err(io::ErrorKind::Unsupported.into()),
+        }
+    }
+
     /// Set the read and write buffer sizes
     /// It is only set later because of the malloc overhead in critical accept() path
     pub(crate) fn set_buffer(&mut self, buffer: L4BufferSettings) {
@@ -1065,6 +1087,44 @@ mod tests {
         let n = stream.read(buffer.as_mut_slice()).await.unwrap();
         assert_eq!(n, message.len());
         assert!(stream.rx_ts.is_none());
+    }
+
+    #[tokio::test]
+    async fn test_async_io_waits_for_readiness() {
+        use std::os::fd::AsRawFd;
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let notify = Arc::new(Notify::new());
+        let notify2 = notify.clone();
+        tokio::spawn(async move {
+            let (mut stream, _) = listener.accept().await.unwrap();
+            notify2.notified().await;
+            stream.write_all(b"late").await.unwrap();
+        });
+        let stream: Stream = TcpStream::connect(addr).await.unwrap().into();
+        let fd = stream.as_raw_fd();
+        let calls = std::cell::Cell::new(0);
+        let recv = || {
+            calls.set(calls.get() + 1);
+            let mut buf = [0u8; 16];
+            // SAFETY: a plain recv(2) into a local buffer on the stream's socket.
+            let n =
+                unsafe { libc::recv(fd, buf.as_mut_ptr().cast(), buf.len(), libc::MSG_DONTWAIT) };
+            if n < 0 {
+                Err(io::Error::last_os_error())
+            } else {
+                Ok(buf[..n as usize].to_vec())
+            }
+        };
+        // Nothing sent yet: the operation would block, and async_io waits.
+        let read = stream.async_io(Interest::READABLE, recv);
+        tokio::pin!(read);
+        assert!(tokio::time::timeout(Duration::from_millis(50), &mut read)
+            .await
+            .is_err());
+        notify.notify_one();
+        assert_eq!(read.await.unwrap(), b"late");
+        assert!(calls.get() >= 1);
     }
 
     #[tokio::test]
