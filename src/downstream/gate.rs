@@ -1,8 +1,12 @@
 //! The first thing every client connection meets: the connection caps.
 //! Wraps a listener's Pingora app; a connection over a cap is reset at once
-//! (counted, never queued), the others are counted as open while they live.
+//! (counted, never queued), unless it takes the place of an idle one
+//! (counted as `reclaimed`); the others are counted as open while they
+//! live, and their task knows its place ([`Place::current`]).
 
-use super::connections::ConnectionLimiter;
+use super::connections::{Admission, ConnectionLimiter};
+use super::reclaim::Place;
+use crate::flow::DownstreamLimit;
 use crate::metrics::{ConnectionGuard, ListenerMetrics};
 use crate::relay::reset_on_close;
 use async_trait::async_trait;
@@ -38,8 +42,12 @@ impl<A: ServerApp + Send + Sync + 'static> ServerApp for ConnectionGate<A> {
         shutdown: &ShutdownWatch,
     ) -> Option<Stream> {
         let client = crate::destination::stream_client(&stream).map(|c| c.ip());
-        let _permit = match self.limiter.try_acquire(client) {
-            Ok(p) => p,
+        let permit = match self.limiter.try_acquire(client) {
+            Ok((permit, Admission::Free)) => permit,
+            Ok((permit, Admission::Reclaimed)) => {
+                self.metrics.limit(DownstreamLimit::Reclaimed);
+                permit
+            }
             Err(limit) => {
                 self.metrics.limit(limit);
                 reset_on_close(&stream);
@@ -47,7 +55,8 @@ impl<A: ServerApp + Send + Sync + 'static> ServerApp for ConnectionGate<A> {
             }
         };
         let _open = ConnectionGuard::new(&self.metrics.downstream_active);
-        self.inner.process_new(stream, shutdown).await
+        let served = Place::scope(permit.place(), self.inner.process_new(stream, shutdown));
+        served.await
     }
 
     async fn cleanup(&self) {
