@@ -5,8 +5,8 @@
 //!
 //! At the cap a new connection first takes the place of an idle one
 //! ([`super::reclaim`]); only when none is idle is it refused. Above the
-//! watermark ([`super::pressure`]) a client holding its fair share gets no
-//! new place.
+//! watermark ([`super::pressure`]) a client holding more than its fair share
+//! gets no new place.
 
 use super::pressure::Pressure;
 use super::reclaim::{Place, Registry};

@@ -2,7 +2,7 @@
 //!
 //! From `downstream.pressure_watermark` of `max_connections` open, the
 //! process is under pressure: a wait for a request, or for the rest of a
-//! head, gets the shorter pressure timeout, and a client already holding
+//! head, gets the shorter pressure timeout, and a client holding more than
 //! its fair share gets no new place. Pressure ends once fewer connections
 //! than a low mark are open: the watermark less 5% of the cap, so that a
 //! count hovering at the watermark does not switch it on and off with
@@ -21,8 +21,8 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
 use tokio::sync::watch;
 
-/// Above the watermark a client may always hold this many connections,
-/// whatever its fair share.
+/// Above the watermark a client's fair share is at least this many
+/// connections, however many clients there are.
 pub const FAIR_SHARE_FLOOR: usize = 8;
 
 /// The process's pressure flag; see the module docs.
@@ -60,10 +60,12 @@ impl Pressure {
         self.on.load(Ordering::Acquire)
     }
 
-    /// A client holding `held` of `open` connections among `clients` has
-    /// its fair share or more: under pressure it gets no new place.
+    /// A client holding `held` of `open` connections among `clients` holds
+    /// more than its fair share: under pressure it gets no new place. (A
+    /// client at its share may take one more, so that clients holding the
+    /// same number can all still grow.)
     pub fn over_fair_share(&self, held: usize, open: usize, clients: usize) -> bool {
-        self.is_on() && held >= (open / clients.max(1)).max(FAIR_SHARE_FLOOR)
+        self.is_on() && held > (open / clients.max(1)).max(FAIR_SHARE_FLOOR)
     }
 
     /// After the number of open connections changed to `open`: switches if
@@ -206,11 +208,11 @@ mod tests {
         assert!(!p.over_fair_share(100, 100, 1));
         p.update(170, || 170);
         // 170 connections among 8 clients: 21 each.
-        assert!(p.over_fair_share(21, 170, 8));
-        assert!(!p.over_fair_share(20, 170, 8));
+        assert!(p.over_fair_share(22, 170, 8));
+        assert!(!p.over_fair_share(21, 170, 8));
         // Among many clients the floor applies.
-        assert!(!p.over_fair_share(7, 170, 100));
-        assert!(p.over_fair_share(8, 170, 100));
+        assert!(!p.over_fair_share(8, 170, 100));
+        assert!(p.over_fair_share(9, 170, 100));
     }
 
     #[tokio::test]
