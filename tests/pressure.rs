@@ -42,24 +42,6 @@ fn setup(
     Some((lab, origin, proxy, dir))
 }
 
-/// One counter of `tproxyd_downstream_limit_total` on the tproxy listener.
-fn limit_count(lab: &Lab, limit: &str) -> f64 {
-    lan_http_counter(
-        lab,
-        "tproxyd_downstream_limit_total",
-        &format!("limit=\"{limit}\""),
-    )
-}
-
-/// Open client connections of all listeners.
-fn open_connections(lab: &Lab) -> f64 {
-    let body = admin_get(lab, "/metrics").body;
-    body.lines()
-        .filter(|l| l.starts_with("tproxyd_downstream_connections_active{"))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
-}
-
 /// `tproxyd_downstream_pressure`.
 fn pressure(lab: &Lab) -> f64 {
     metric(
@@ -148,8 +130,8 @@ fn at_the_cap_a_new_client_takes_an_idle_place_of_the_heaviest() {
         assert!(took < Duration::from_secs(1), "request {i} took {took:?}");
         kept.push(s);
     }
-    assert_eq!(limit_count(&lab, "reclaimed"), 10.0);
-    assert_eq!(limit_count(&lab, "max_connections"), 0.0);
+    assert_eq!(downstream_limit(&lab, "reclaimed"), 10.0);
+    assert_eq!(downstream_limit(&lab, "max_connections"), 0.0);
     for (_, s) in &held[..10] {
         wait_closed(s, Duration::from_secs(5));
     }
@@ -258,11 +240,11 @@ fn what_is_in_use_is_never_reclaimed() {
     };
     wait_closed(&idle, Duration::from_secs(5));
     origin.wait_request("/delay/1500/n");
-    assert_eq!(limit_count(&lab, "reclaimed"), 1.0);
+    assert_eq!(downstream_limit(&lab, "reclaimed"), 1.0);
     // Only connections in use remain: the next one is reset.
     assert!(refused(lab.client_connect_from(CLIENT_V6, &v6)));
-    assert_eq!(limit_count(&lab, "max_connections"), 1.0);
-    assert_eq!(limit_count(&lab, "reclaimed"), 1.0);
+    assert_eq!(downstream_limit(&lab, "max_connections"), 1.0);
+    assert_eq!(downstream_limit(&lab, "reclaimed"), 1.0);
     // Everything in use carried on.
     let resp = newcomer.join().unwrap().unwrap();
     assert_eq!(resp.status, 200);
@@ -338,8 +320,8 @@ fn above_the_watermark_idle_connections_and_slow_heads_get_the_short_timeouts() 
         took < Duration::from_secs(4),
         "a slow head under pressure: {took:?}"
     );
-    assert_eq!(limit_count(&lab, "keepalive_timeout"), 2.0);
-    assert_eq!(limit_count(&lab, "header_timeout"), 1.0);
+    assert_eq!(downstream_limit(&lab, "keepalive_timeout"), 2.0);
+    assert_eq!(downstream_limit(&lab, "header_timeout"), 1.0);
     for b in busy {
         assert_eq!(b.join().unwrap().map(|r| r.status).ok(), Some(200));
     }
@@ -355,19 +337,6 @@ fn above_the_watermark_idle_connections_and_slow_heads_get_the_short_timeouts() 
         took >= Duration::from_secs(5) && took < Duration::from_secs(12),
         "idle below the watermark: {took:?}"
     );
-}
-
-/// CPU time (user + system) of process `pid` so far.
-fn cpu_time(pid: u32) -> Duration {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
-    // Fields after the command name, which ends with ')'.
-    let rest = &stat[stat.rfind(')').unwrap() + 2..];
-    let f: Vec<u64> = rest
-        .split_whitespace()
-        .map(|v| v.parse().unwrap_or(0))
-        .collect();
-    // utime and stime are fields 14 and 15, in clock ticks (100 Hz).
-    Duration::from_millis((f[11] + f[12]) * 10)
 }
 
 #[test]
@@ -407,7 +376,7 @@ fn a_flood_at_the_cap_loses_no_request_in_flight_and_logs_nothing_per_connection
     // Four hosts open connections as fast as they can for 3 s, each
     // making one request and keeping the last 30 open: at the cap, and
     // over their fair shares.
-    let cpu_before = cpu_time(proxy.pid());
+    let cpu_before = proxy.cpu_time();
     let flooders: Vec<_> = (0..4)
         .map(|h| {
             let src = format!("192.0.2.{}", 40 + h);
@@ -457,7 +426,7 @@ fn a_flood_at_the_cap_loses_no_request_in_flight_and_logs_nothing_per_connection
         served += 1;
     }
     let opened: usize = flooders.into_iter().map(|f| f.join().unwrap()).sum();
-    let cpu = cpu_time(proxy.pid()) - cpu_before;
+    let cpu = proxy.cpu_time() - cpu_before;
     for d in downloads {
         assert_eq!(
             d.join().unwrap().ok(),
@@ -465,8 +434,8 @@ fn a_flood_at_the_cap_loses_no_request_in_flight_and_logs_nothing_per_connection
             "a download was cut"
         );
     }
-    let reclaimed = limit_count(&lab, "reclaimed");
-    let reset = limit_count(&lab, "max_connections") + limit_count(&lab, "per_client");
+    let reclaimed = downstream_limit(&lab, "reclaimed");
+    let reset = downstream_limit(&lab, "max_connections") + downstream_limit(&lab, "per_client");
     let per_conn = cpu / (opened + served).max(1) as u32;
     eprintln!(
         "flood: {opened} connections in 3 s ({reclaimed} reclaimed, {reset} reset), \

@@ -1,0 +1,330 @@
+//! Figures for BENCHMARKS.md ("Under pressure"), not a test: ignored by
+//! default. Run on a quiet machine with a release build:
+//!
+//! ```text
+//! cargo build --release --bin tproxyd
+//! TPROXYD_BENCH_BIN=target/release/tproxyd cargo test --test pressure_bench -- --ignored --nocapture
+//! ```
+//!
+//! 1. Proxy CPU per accepted connection at `max_connections` (1,000): when
+//!    it takes an idle connection's place (reclaim), when it is reset
+//!    because every connection is in use, and below the cap for reference.
+//! 2. A normal client (wrk, nginx as the origin) with the cap empty and
+//!    with it full of 8 hosts' idle keep-alive connections, which re-open
+//!    every 50 ms what was reclaimed: over keep-alive, and with a new
+//!    connection per request.
+
+mod harness;
+
+use harness::*;
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+const CAP: usize = 1000;
+const FLOOD: usize = 15_000;
+const HOLDERS: usize = 8;
+const FLOODERS: usize = 128;
+
+fn dst() -> String {
+    format!("{SERVER_V4}:80")
+}
+
+/// A connection from `src` to the origin, made in the client namespace.
+fn connect_from(src: &str) -> std::io::Result<TcpStream> {
+    let s = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None)?;
+    s.bind(&format!("{src}:0").parse::<SocketAddr>().unwrap().into())?;
+    let dst: SocketAddr = dst().parse().unwrap();
+    s.connect_timeout(&dst.into(), Duration::from_secs(5))?;
+    Ok(s.into())
+}
+
+/// `n` connections from `src`, each sending `first` (and reading the
+/// answer when `answered`).
+fn hold(lab: &Lab, src: &str, n: usize, first: &'static [u8], answered: bool) -> Vec<TcpStream> {
+    let src = src.to_string();
+    in_netns(&lab.client_ns(), move || {
+        (0..n)
+            .map(|_| {
+                let mut s = connect_from(&src).unwrap();
+                s.write_all(first).unwrap();
+                if answered {
+                    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+                    let mut b = [0u8; 4096];
+                    let n = s.read(&mut b).unwrap();
+                    assert!(b[..n].starts_with(b"HTTP/1.1 200"));
+                }
+                s
+            })
+            .collect()
+    })
+}
+
+/// Opens `total` connections from the flood addresses, 4 threads; keeps
+/// them open until the returned handles are dropped when `keep`.
+fn flood(lab: &Lab, total: usize, keep: bool) -> Vec<TcpStream> {
+    let threads: Vec<_> = (0..4)
+        .map(|t| {
+            spawn_in_netns(&lab.client_ns(), move || {
+                let mut kept = Vec::new();
+                for i in (t..total).step_by(4) {
+                    let src = format!("192.0.2.{}", 100 + i % FLOODERS);
+                    if let Ok(s) = connect_from(&src) {
+                        if keep {
+                            kept.push(s);
+                        }
+                    }
+                }
+                kept
+            })
+        })
+        .collect();
+    threads
+        .into_iter()
+        .flat_map(|t| t.join().unwrap())
+        .collect()
+}
+
+/// The sum of the limit counters `limits`.
+fn counted(lab: &Lab, limits: &[&str]) -> f64 {
+    limits.iter().map(|l| downstream_limit(lab, l)).sum()
+}
+
+/// Proxy CPU (us) per connection while `run` opens `n` of them and the
+/// limit counters `limits` (if any) count them all.
+fn cpu_per(lab: &Lab, proxy: &Proxy, n: usize, limits: &[&str], run: impl FnOnce()) -> f64 {
+    let before = counted(lab, limits);
+    let cpu = proxy.cpu_time();
+    run();
+    if !limits.is_empty() {
+        wait_until("the flood counted", Duration::from_secs(60), || {
+            counted(lab, limits) - before >= n as f64
+        });
+    }
+    std::thread::sleep(Duration::from_millis(500)); // closes settle
+    (proxy.cpu_time() - cpu).as_secs_f64() * 1e6 / n as f64
+}
+
+/// Holders that re-open, every 50 ms, what the proxy closed.
+fn refill(
+    lab: &Lab,
+    mut held: Vec<Vec<TcpStream>>,
+    stop: Arc<AtomicBool>,
+) -> Vec<std::thread::JoinHandle<usize>> {
+    held.drain(..)
+        .enumerate()
+        .map(|(h, mut conns)| {
+            let stop = stop.clone();
+            spawn_in_netns(&lab.client_ns(), move || {
+                let src = format!("192.0.2.{}", 20 + h);
+                let mut reopened = 0;
+                while !stop.load(Ordering::SeqCst) {
+                    for c in conns.iter_mut() {
+                        c.set_nonblocking(true).unwrap();
+                        let mut b = [0u8; 1];
+                        let gone = !matches!(c.read(&mut b), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock);
+                        c.set_nonblocking(false).unwrap();
+                        if gone {
+                            if let Ok(mut s) = connect_from(&src) {
+                                s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+                                let _ = s.write_all(b"GET /small HTTP/1.1\r\nHost: x\r\n\r\n");
+                                let _ = s.read(&mut [0u8; 4096]);
+                                *c = s;
+                                reopened += 1;
+                            }
+                        }
+                    }
+                    std::thread::sleep(Duration::from_millis(50));
+                }
+                reopened
+            })
+        })
+        .collect()
+}
+
+/// wrk from the client namespace: (requests/s, p99 in ms).
+fn wrk(lab: &Lab, close: bool) -> (f64, f64) {
+    let url = format!("http://{}/small", dst());
+    let mut args = vec!["wrk", "-t1", "-c4", "-d10s", "--latency"];
+    if close {
+        args.extend(["-H", "Connection: close"]);
+    }
+    args.push(&url);
+    let out = lab.exec(&lab.client_ns(), &args);
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let rps = text
+        .lines()
+        .find_map(|l| l.strip_prefix("Requests/sec:"))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("{text}"));
+    let p99 = text
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("99%"))
+        .map(str::trim)
+        .and_then(|v| {
+            let (n, unit) = v.split_at(v.find(|c: char| c.is_alphabetic()).unwrap());
+            let n: f64 = n.parse().ok()?;
+            Some(match unit {
+                "us" => n / 1000.0,
+                "ms" => n,
+                "s" => n * 1000.0,
+                _ => return None,
+            })
+        })
+        .unwrap_or_else(|| panic!("{text}"));
+    let errors = text
+        .lines()
+        .find(|l| l.contains("Non-2xx") || l.contains("Socket errors"));
+    if let Some(e) = errors {
+        eprintln!("wrk: {e}");
+    }
+    (rps, p99)
+}
+
+/// nginx in the server namespace on port 80, answering 100 bytes.
+fn nginx(lab: &Lab, dir: &std::path::Path) -> std::process::Child {
+    std::fs::create_dir_all(dir.join("www")).unwrap();
+    std::fs::write(dir.join("www/small"), "x".repeat(100)).unwrap();
+    let conf = format!(
+        "worker_processes 1; pid {d}/nginx.pid; error_log {d}/nginx.err warn;\n\
+         events {{ worker_connections 4096; }}\n\
+         http {{ access_log off; keepalive_requests 1000000; server {{ listen 80; root {d}/www; }} }}\n",
+        d = dir.display()
+    );
+    std::fs::write(dir.join("nginx.conf"), conf).unwrap();
+    let child = std::process::Command::new("ip")
+        .args(["netns", "exec", &lab.server_ns(), "nginx", "-c"])
+        .arg(dir.join("nginx.conf"))
+        .args(["-g", "daemon off;"])
+        .spawn()
+        .expect("nginx");
+    wait_until("nginx", Duration::from_secs(10), || {
+        in_netns(&lab.server_ns(), || {
+            TcpStream::connect("127.0.0.1:80").is_ok()
+        })
+    });
+    child
+}
+
+#[test]
+#[ignore = "figures for BENCHMARKS.md; run by hand with a release build"]
+fn pressure_figures() {
+    if !lab_available("pressure_figures") {
+        return;
+    }
+    let bin = std::env::var("TPROXYD_BENCH_BIN").unwrap_or_else(|_| tproxyd_bin().to_string());
+    let lab = Lab::up();
+    let dir = TempDir::new("pressure-bench");
+    let mut origin = nginx(&lab, &dir.0);
+    let extra = format!(
+        "  access_log: {{ enabled: false }}\n  downstream: {{ max_connections: {CAP}, \
+         max_connections_per_client: 2000, header_timeout: 120s, keepalive_timeout: 120s, \
+         pressure_header_timeout: 120s, pressure_keepalive_timeout: 120s }}\n"
+    );
+    let proxy = Proxy::start_bin(&lab, &bin, &lab_config(&dir.0, &extra), &[8888]);
+    for h in 0..HOLDERS {
+        lab.add_client_v4(&format!("192.0.2.{}", 20 + h));
+    }
+    for f in 0..FLOODERS {
+        lab.add_client_v4(&format!("192.0.2.{}", 100 + f));
+    }
+    let settle = |n: f64| {
+        wait_until(&format!("{n} open"), Duration::from_secs(60), || {
+            open_connections(&lab) == n
+        })
+    };
+    settle(0.0);
+    let share = CAP / HOLDERS;
+    let idle_req = b"GET /small HTTP/1.1\r\nHost: x\r\n\r\n";
+
+    // 1. Below the cap: accept, EOF, close.
+    let free = cpu_per(&lab, &proxy, FLOOD, &[], || drop(flood(&lab, FLOOD, false)));
+    settle(0.0);
+    // At the cap, every place in use (a head that never ends): reset.
+    let busy: Vec<_> = (0..HOLDERS)
+        .map(|h| {
+            hold(
+                &lab,
+                &format!("192.0.2.{}", 20 + h),
+                share,
+                b"GET /held HTTP/1.1\r\n",
+                false,
+            )
+        })
+        .collect();
+    settle(CAP as f64);
+    let reset = cpu_per(&lab, &proxy, FLOOD, &["max_connections"], || {
+        drop(flood(&lab, FLOOD, false))
+    });
+    drop(busy);
+    settle(0.0);
+    // At the cap, every place idle: each newcomer (kept open, silent)
+    // takes the place of the heaviest client's longest-idle connection.
+    let idle: Vec<_> = (0..HOLDERS)
+        .map(|h| hold(&lab, &format!("192.0.2.{}", 20 + h), share, idle_req, true))
+        .collect();
+    settle(CAP as f64);
+    let mut kept = Vec::new();
+    let limits = ["reclaimed", "per_client", "max_connections"];
+    let before: Vec<f64> = limits.iter().map(|l| downstream_limit(&lab, l)).collect();
+    let reclaim = cpu_per(&lab, &proxy, FLOOD, &limits, || {
+        kept = flood(&lab, FLOOD, true)
+    });
+    let mix: Vec<String> = limits
+        .iter()
+        .zip(before)
+        .map(|(l, b)| format!("{l} {}", downstream_limit(&lab, l) - b))
+        .collect();
+    eprintln!("the reclaim flood: {}", mix.join(", "));
+    drop((kept, idle));
+    settle(0.0);
+    eprintln!(
+        "proxy CPU per accepted connection: {free:.1} us below the cap (accept, EOF, close), \
+         {reset:.1} us reset at the cap (all in use), {reclaim:.1} us reclaiming an idle place"
+    );
+
+    // 2. A normal client, the cap empty and then full of idle holders.
+    let empty_ka = wrk(&lab, false);
+    let empty_close = wrk(&lab, true);
+    let idle: Vec<_> = (0..HOLDERS)
+        .map(|h| hold(&lab, &format!("192.0.2.{}", 20 + h), share, idle_req, true))
+        .collect();
+    settle(CAP as f64);
+    let stop = Arc::new(AtomicBool::new(false));
+    let holders = refill(&lab, idle, stop.clone());
+    let reclaimed = downstream_limit(&lab, "reclaimed");
+    let full_ka = wrk(&lab, false);
+    let mid = downstream_limit(&lab, "reclaimed");
+    let full_close = wrk(&lab, true);
+    let after = downstream_limit(&lab, "reclaimed");
+    let pressure = metric(
+        &admin_get(&lab, "/metrics").body,
+        "tproxyd_downstream_pressure",
+        &[],
+    );
+    stop.store(true, Ordering::SeqCst);
+    let reopened: usize = holders.into_iter().map(|h| h.join().unwrap()).sum();
+    eprintln!(
+        "wrk 4 connections, keep-alive: {:.0} req/s, p99 {:.2} ms (cap empty); \
+         {:.0} req/s, p99 {:.2} ms (cap full, {} reclaimed)",
+        empty_ka.0,
+        empty_ka.1,
+        full_ka.0,
+        full_ka.1,
+        mid - reclaimed
+    );
+    eprintln!(
+        "wrk 4 connections, a new one per request: {:.0} req/s, p99 {:.2} ms (cap empty); \
+         {:.0} req/s, p99 {:.2} ms (cap full, {} reclaimed); holders re-opened {reopened}; \
+         pressure gauge {pressure:?}",
+        empty_close.0,
+        empty_close.1,
+        full_close.0,
+        full_close.1,
+        after - mid
+    );
+    let _ = origin.kill();
+    let _ = origin.wait();
+}
