@@ -81,7 +81,8 @@ struct Kept {
 
 impl Connection {
     /// A new connection from `peers` on a listener that `accepts`; its
-    /// place among the open ones is its task's ([`Place::current`]).
+    /// place among the open ones is its task's ([`Place::current`]), so it
+    /// is made in the first poll of that task, before anything is awaited.
     pub fn new(
         stream: Stream,
         peers: Peers,

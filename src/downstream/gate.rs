@@ -55,7 +55,7 @@ impl<A: ServerApp + Send + Sync + 'static> ServerApp for ConnectionGate<A> {
             }
         };
         let _open = ConnectionGuard::new(&self.metrics.downstream_active);
-        let served = Place::scope(permit.place(), self.inner.process_new(stream, shutdown));
+        let served = Place::first_poll(permit.place(), self.inner.process_new(stream, shutdown));
         served.await
     }
 

@@ -18,6 +18,7 @@ use crate::metrics;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::task::{ready, Context, Poll};
 use std::time::{SystemTime, UNIX_EPOCH};
 use tokio::sync::watch;
 
@@ -151,13 +152,25 @@ impl PressureWatch {
         PressureWatch { rx, coming: None }
     }
 
-    /// Ends once pressure is on (at once if it already is). Cancel-safe:
-    /// a wait cut short is taken up again by the next call.
+    /// Ends once pressure is on (at once if it already is); see the
+    /// [`Future`] impl, which a select can poll in place.
     pub async fn comes_on(&mut self) {
-        let Some(rx) = &self.rx else {
-            return std::future::pending().await;
+        self.await
+    }
+}
+
+/// Ends once pressure is on (at once if it already is); never without a
+/// limiter. May be awaited again and again, through `&mut`: a wait cut
+/// short is taken up by the next one, and one that ended starts afresh.
+impl Future for PressureWatch {
+    type Output = ();
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        let this = &mut *self;
+        let Some(rx) = &this.rx else {
+            return Poll::Pending;
         };
-        let coming = self.coming.get_or_insert_with(|| {
+        let coming = this.coming.get_or_insert_with(|| {
             let mut rx = rx.clone();
             Gated::new(Box::pin(async move {
                 if rx.wait_for(|on| *on).await.is_err() {
@@ -166,8 +179,9 @@ impl PressureWatch {
                 }
             }))
         });
-        coming.await;
-        self.coming = None;
+        ready!(Pin::new(coming).poll(cx));
+        this.coming = None;
+        Poll::Ready(())
     }
 }
 

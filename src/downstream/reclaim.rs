@@ -21,10 +21,10 @@
 use super::connections::ConnectionLimiter;
 use futures::task::AtomicWaker;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::future::poll_fn;
+use std::future::{poll_fn, Future};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::task::Poll;
+use std::task::{Context, Poll};
 use tokio::time::Instant;
 
 /// A registered wait: when it began, and a number that tells apart waits
@@ -34,6 +34,27 @@ type IdleKey = (Instant, u64);
 tokio::task_local! {
     /// The place of the connection a task serves, set by the gate.
     static PLACE: Arc<Place>;
+}
+
+pin_project_lite::pin_project! {
+    /// The future of [`Place::first_poll`].
+    pub struct FirstPoll<F> {
+        place: Option<Arc<Place>>,
+        #[pin]
+        fut: F,
+    }
+}
+
+impl<F: Future> Future for FirstPoll<F> {
+    type Output = F::Output;
+
+    fn poll(self: std::pin::Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
+        let this = self.project();
+        match this.place.take() {
+            None => this.fut.poll(cx),
+            Some(place) => PLACE.sync_scope(place, || this.fut.poll(cx)),
+        }
+    }
 }
 
 /// One connection's place among the open ones: held by the gate through
@@ -62,15 +83,22 @@ impl Place {
         }
     }
 
-    /// The place of the connection this task serves, if the gate set one.
+    /// The place of the connection this task serves, if the gate set one:
+    /// known during the first poll of the connection's task, where the
+    /// connection is made (see [`Place::first_poll`]).
     pub fn current() -> Option<Arc<Place>> {
         PLACE.try_with(Arc::clone).ok()
     }
 
-    /// Runs `fut` (a connection's task) with `place` as its
-    /// [`Place::current`].
-    pub async fn scope<F: std::future::Future>(place: Arc<Place>, fut: F) -> F::Output {
-        PLACE.scope(place, fut).await
+    /// `fut` (a connection's task) with `place` as its [`Place::current`]
+    /// during its first poll only, where the connection is made: a
+    /// task-local scope around every poll cost each request a few hundred
+    /// instructions (callgrind).
+    pub fn first_poll<F: Future>(place: Arc<Place>, fut: F) -> FirstPoll<F> {
+        FirstPoll {
+            place: Some(place),
+            fut,
+        }
     }
 
     /// Registers a wait that began at `since` as reclaimable; it stays so

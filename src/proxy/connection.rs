@@ -147,6 +147,7 @@ impl<P: HttpServerApp + Send + Sync + 'static> ServerApp for HttpConnections<P> 
         let state = &self.state;
         let peers = connection_peers(&stream, state.listener.destination_source());
         let limits = state.shared.downstream;
+        // Before any await: the connection takes its place from the gate.
         let mut conn = Connection::new(stream, peers, limits, self.accepts(), shutdown);
         loop {
             match conn.next().await {

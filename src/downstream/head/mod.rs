@@ -201,7 +201,6 @@ pub(super) async fn first_bytes<S: Future + ?Sized>(
 ) -> Result<BytesMut, FirstRead> {
     let since = Instant::now();
     let max = limits.max_header_bytes;
-    let socket = is_socket(stream);
     let wait = loop {
         let wait = until_readable(stream, since, fixed, limits, shutdown.as_mut(), idle).await?;
         let mut buf = BytesMut::with_capacity(MIN_HEAD_BUF.min(max + 1));
@@ -213,7 +212,7 @@ pub(super) async fn first_bytes<S: Future + ?Sized>(
             Some(_) => return Err(FirstRead::Closed),
             // Readiness was stale (a new socket starts out "readable"):
             // the failed read cleared it, so wait again, without a buffer.
-            None if socket => {}
+            None if is_socket(stream) => {}
             None => break wait,
         }
     };
@@ -260,9 +259,9 @@ async fn until_readable<S: Future + ?Sized>(
             r = readable(stream) => Some(r.is_ok()),
             _ = timer.expired(since, wait) => None,
             _ = shutdown.as_mut() => Some(false),
-            _ = reclaimed => Some(false),
+            _ = reclaimed, if waiting.is_some() => Some(false),
             // Pressure came on: wait again, shorter and reclaimable.
-            _ = watch.comes_on(), if !pressure => continue,
+            _ = &mut *watch, if !pressure => continue,
         };
         // Taken for a newcomer just as it woke: close all the same.
         if waiting.is_some_and(Waiting::leave) {
@@ -293,7 +292,7 @@ pub(super) async fn read_more_in_time(
         tokio::select! {
             biased;
             r = read_more(stream, buf, deadline, max) => return r,
-            _ = idle.watch.comes_on(), if !pressure => {}
+            _ = &mut idle.watch, if !pressure => {}
         }
     }
 }
