@@ -62,29 +62,33 @@ fn hold(lab: &Lab, src: &str, n: usize, first: &'static [u8], answered: bool) ->
     })
 }
 
-/// Opens `total` connections from the flood addresses, 4 threads; keeps
-/// them open until the returned handles are dropped when `keep`.
-fn flood(lab: &Lab, total: usize, keep: bool) -> Vec<TcpStream> {
+/// Opens `total` connections from the flood addresses, 4 threads: how
+/// many were opened, and those kept open when `keep`.
+fn flood(lab: &Lab, total: usize, keep: bool) -> (usize, Vec<TcpStream>) {
     let threads: Vec<_> = (0..4)
         .map(|t| {
             spawn_in_netns(&lab.client_ns(), move || {
-                let mut kept = Vec::new();
+                let (mut opened, mut kept) = (0, Vec::new());
                 for i in (t..total).step_by(4) {
                     let src = format!("192.0.2.{}", 100 + i % FLOODERS);
                     if let Ok(s) = connect_from(&src) {
+                        opened += 1;
                         if keep {
                             kept.push(s);
                         }
                     }
                 }
-                kept
+                (opened, kept)
             })
         })
         .collect();
-    threads
-        .into_iter()
-        .flat_map(|t| t.join().unwrap())
-        .collect()
+    let mut all = (0, Vec::new());
+    for t in threads {
+        let (n, kept) = t.join().unwrap();
+        all.0 += n;
+        all.1.extend(kept);
+    }
+    all
 }
 
 /// The sum of the limit counters `limits`.
@@ -92,12 +96,12 @@ fn counted(lab: &Lab, limits: &[&str]) -> f64 {
     limits.iter().map(|l| downstream_limit(lab, l)).sum()
 }
 
-/// Proxy CPU (us) per connection while `run` opens `n` of them and the
-/// limit counters `limits` (if any) count them all.
-fn cpu_per(lab: &Lab, proxy: &Proxy, n: usize, limits: &[&str], run: impl FnOnce()) -> f64 {
+/// Proxy CPU (us) per connection while `run` opens connections (it
+/// returns how many) and the limit counters `limits` (if any) count them.
+fn cpu_per(lab: &Lab, proxy: &Proxy, limits: &[&str], run: impl FnOnce() -> usize) -> f64 {
     let before = counted(lab, limits);
     let cpu = proxy.cpu_time();
-    run();
+    let n = run();
     if !limits.is_empty() {
         wait_until("the flood counted", Duration::from_secs(60), || {
             counted(lab, limits) - before >= n as f64
@@ -107,7 +111,7 @@ fn cpu_per(lab: &Lab, proxy: &Proxy, n: usize, limits: &[&str], run: impl FnOnce
     (proxy.cpu_time() - cpu).as_secs_f64() * 1e6 / n as f64
 }
 
-/// Holders that re-open, every 50 ms, what the proxy closed.
+/// Holders that re-open, every 100 ms, what the proxy closed.
 fn refill(
     lab: &Lab,
     mut held: Vec<Vec<TcpStream>>,
@@ -120,23 +124,23 @@ fn refill(
             spawn_in_netns(&lab.client_ns(), move || {
                 let src = format!("192.0.2.{}", 20 + h);
                 let mut reopened = 0;
+                conns.iter().for_each(|c| c.set_nonblocking(true).unwrap());
                 while !stop.load(Ordering::SeqCst) {
                     for c in conns.iter_mut() {
-                        c.set_nonblocking(true).unwrap();
                         let mut b = [0u8; 1];
                         let gone = !matches!(c.read(&mut b), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock);
-                        c.set_nonblocking(false).unwrap();
                         if gone {
                             if let Ok(mut s) = connect_from(&src) {
                                 s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
                                 let _ = s.write_all(b"GET /small HTTP/1.1\r\nHost: x\r\n\r\n");
                                 let _ = s.read(&mut [0u8; 4096]);
+                                s.set_nonblocking(true).unwrap();
                                 *c = s;
                                 reopened += 1;
                             }
                         }
                     }
-                    std::thread::sleep(Duration::from_millis(50));
+                    std::thread::sleep(Duration::from_millis(100));
                 }
                 reopened
             })
@@ -144,8 +148,17 @@ fn refill(
         .collect()
 }
 
-/// wrk from the client namespace: (requests/s, p99 in ms).
-fn wrk(lab: &Lab, close: bool) -> (f64, f64) {
+/// What one wrk run saw, and the proxy's CPU per request meanwhile.
+#[derive(Debug, Default, Clone, Copy)]
+struct Run {
+    rps: f64,
+    p99_ms: f64,
+    cpu_us: f64,
+}
+
+/// wrk from the client namespace, 10 s, 4 connections.
+fn wrk(lab: &Lab, proxy: &Proxy, close: bool) -> Run {
+    let cpu = proxy.cpu_time();
     let url = format!("http://{}/small", dst());
     let mut args = vec!["wrk", "-t1", "-c4", "-d10s", "--latency"];
     if close {
@@ -180,7 +193,26 @@ fn wrk(lab: &Lab, close: bool) -> (f64, f64) {
     if let Some(e) = errors {
         eprintln!("wrk: {e}");
     }
-    (rps, p99)
+    let cpu_us = (proxy.cpu_time() - cpu).as_secs_f64() * 1e6 / (rps * 10.0);
+    Run {
+        rps,
+        p99_ms: p99,
+        cpu_us,
+    }
+}
+
+/// The median of each figure over `runs`.
+fn median(runs: Vec<Run>) -> Run {
+    let mid = |v: &mut Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    let f = |get: fn(&Run) -> f64| mid(&mut runs.iter().map(get).collect());
+    Run {
+        rps: f(|r| r.rps),
+        p99_ms: f(|r| r.p99_ms),
+        cpu_us: f(|r| r.cpu_us),
+    }
 }
 
 /// nginx in the server namespace on port 80, answering 100 bytes.
@@ -231,16 +263,25 @@ fn pressure_figures() {
         lab.add_client_v4(&format!("192.0.2.{}", 100 + f));
     }
     let settle = |n: f64| {
-        wait_until(&format!("{n} open"), Duration::from_secs(60), || {
-            open_connections(&lab) == n
-        })
+        let ok = poll_until(Duration::from_secs(60), || open_connections(&lab) == n);
+        let limits = [
+            "per_client",
+            "max_connections",
+            "reclaimed",
+            "header_timeout",
+        ];
+        let counts: Vec<String> = limits
+            .iter()
+            .map(|l| format!("{l} {}", downstream_limit(&lab, l)))
+            .collect();
+        assert!(ok, "{} open, not {n}; {counts:?}", open_connections(&lab));
     };
     settle(0.0);
     let share = CAP / HOLDERS;
     let idle_req = b"GET /small HTTP/1.1\r\nHost: x\r\n\r\n";
 
     // 1. Below the cap: accept, EOF, close.
-    let free = cpu_per(&lab, &proxy, FLOOD, &[], || drop(flood(&lab, FLOOD, false)));
+    let free = cpu_per(&lab, &proxy, &[], || flood(&lab, FLOOD, false).0);
     settle(0.0);
     // At the cap, every place in use (a head that never ends): reset.
     let busy: Vec<_> = (0..HOLDERS)
@@ -255,8 +296,8 @@ fn pressure_figures() {
         })
         .collect();
     settle(CAP as f64);
-    let reset = cpu_per(&lab, &proxy, FLOOD, &["max_connections"], || {
-        drop(flood(&lab, FLOOD, false))
+    let reset = cpu_per(&lab, &proxy, &["max_connections"], || {
+        flood(&lab, FLOOD, false).0
     });
     drop(busy);
     settle(0.0);
@@ -269,8 +310,10 @@ fn pressure_figures() {
     let mut kept = Vec::new();
     let limits = ["reclaimed", "per_client", "max_connections"];
     let before: Vec<f64> = limits.iter().map(|l| downstream_limit(&lab, l)).collect();
-    let reclaim = cpu_per(&lab, &proxy, FLOOD, &limits, || {
-        kept = flood(&lab, FLOOD, true)
+    let reclaim = cpu_per(&lab, &proxy, &limits, || {
+        let (n, k) = flood(&lab, FLOOD, true);
+        kept = k;
+        n
     });
     let mix: Vec<String> = limits
         .iter()
@@ -285,46 +328,52 @@ fn pressure_figures() {
          {reset:.1} us reset at the cap (all in use), {reclaim:.1} us reclaiming an idle place"
     );
 
-    // 2. A normal client, the cap empty and then full of idle holders.
-    let empty_ka = wrk(&lab, false);
-    let empty_close = wrk(&lab, true);
-    let idle: Vec<_> = (0..HOLDERS)
-        .map(|h| hold(&lab, &format!("192.0.2.{}", 20 + h), share, idle_req, true))
-        .collect();
-    settle(CAP as f64);
-    let stop = Arc::new(AtomicBool::new(false));
-    let holders = refill(&lab, idle, stop.clone());
-    let reclaimed = downstream_limit(&lab, "reclaimed");
-    let full_ka = wrk(&lab, false);
-    let mid = downstream_limit(&lab, "reclaimed");
-    let full_close = wrk(&lab, true);
-    let after = downstream_limit(&lab, "reclaimed");
-    let pressure = metric(
-        &admin_get(&lab, "/metrics").body,
-        "tproxyd_downstream_pressure",
-        &[],
-    );
-    stop.store(true, Ordering::SeqCst);
-    let reopened: usize = holders.into_iter().map(|h| h.join().unwrap()).sum();
-    eprintln!(
-        "wrk 4 connections, keep-alive: {:.0} req/s, p99 {:.2} ms (cap empty); \
-         {:.0} req/s, p99 {:.2} ms (cap full, {} reclaimed)",
-        empty_ka.0,
-        empty_ka.1,
-        full_ka.0,
-        full_ka.1,
-        mid - reclaimed
-    );
-    eprintln!(
-        "wrk 4 connections, a new one per request: {:.0} req/s, p99 {:.2} ms (cap empty); \
-         {:.0} req/s, p99 {:.2} ms (cap full, {} reclaimed); holders re-opened {reopened}; \
-         pressure gauge {pressure:?}",
-        empty_close.0,
-        empty_close.1,
-        full_close.0,
-        full_close.1,
-        after - mid
-    );
+    // 2. A normal client, the cap empty and then full of idle holders,
+    //    three rounds each.
+    let mut runs: [Vec<Run>; 4] = Default::default();
+    let mut reclaims = [0.0; 2];
+    for _ in 0..3 {
+        runs[0].push(wrk(&lab, &proxy, false));
+        runs[1].push(wrk(&lab, &proxy, true));
+        let idle: Vec<_> = (0..HOLDERS)
+            .map(|h| hold(&lab, &format!("192.0.2.{}", 20 + h), share, idle_req, true))
+            .collect();
+        settle(CAP as f64);
+        let stop = Arc::new(AtomicBool::new(false));
+        let holders = refill(&lab, idle, stop.clone());
+        for (i, close) in [false, true].into_iter().enumerate() {
+            let before = downstream_limit(&lab, "reclaimed");
+            runs[2 + i].push(wrk(&lab, &proxy, close));
+            reclaims[i] += downstream_limit(&lab, "reclaimed") - before;
+        }
+        stop.store(true, Ordering::SeqCst);
+        let reopened: usize = holders.into_iter().map(|h| h.join().unwrap()).sum();
+        eprintln!("holders re-opened {reopened} connections");
+        settle(0.0);
+    }
+    let [e_ka, e_close, f_ka, f_close] = runs.map(median);
+    for (what, empty, full, reclaimed) in [
+        ("keep-alive", e_ka, f_ka, reclaims[0]),
+        (
+            "a new connection per request",
+            e_close,
+            f_close,
+            reclaims[1],
+        ),
+    ] {
+        eprintln!(
+            "wrk, 4 connections, {what}, median of 3: cap empty {:.0} req/s, p99 {:.2} ms, \
+             proxy {:.1} us/req; cap full {:.0} req/s, p99 {:.2} ms, proxy {:.1} us/req \
+             ({:.0} reclaims per run)",
+            empty.rps,
+            empty.p99_ms,
+            empty.cpu_us,
+            full.rps,
+            full.p99_ms,
+            full.cpu_us,
+            reclaimed / 3.0
+        );
+    }
     let _ = origin.kill();
     let _ = origin.wait();
 }
