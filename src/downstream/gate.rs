@@ -13,7 +13,9 @@ use async_trait::async_trait;
 use pingora_core::apps::ServerApp;
 use pingora_core::protocols::Stream;
 use pingora_core::server::ShutdownWatch;
+use std::future::poll_fn;
 use std::sync::Arc;
+use std::task::Poll;
 
 /// A listener's app behind the connection caps.
 pub struct ConnectionGate<A> {
@@ -55,8 +57,16 @@ impl<A: ServerApp + Send + Sync + 'static> ServerApp for ConnectionGate<A> {
             }
         };
         let _open = ConnectionGuard::new(&self.metrics.downstream_active);
-        let served = Place::first_poll(permit.place(), self.inner.process_new(stream, shutdown));
-        served.await
+        let mut served = self.inner.process_new(stream, shutdown);
+        let mut place = Some(permit.place());
+        let first = poll_fn(|cx| match place.take() {
+            Some(p) => Poll::Ready(Place::first_poll(p, served.as_mut(), cx)),
+            None => Poll::Pending,
+        });
+        match first.await {
+            Poll::Ready(done) => done,
+            Poll::Pending => served.await,
+        }
     }
 
     async fn cleanup(&self) {

@@ -22,6 +22,7 @@ use super::connections::ConnectionLimiter;
 use futures::task::AtomicWaker;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::future::{poll_fn, Future};
+use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll};
@@ -34,27 +35,6 @@ type IdleKey = (Instant, u64);
 tokio::task_local! {
     /// The place of the connection a task serves, set by the gate.
     static PLACE: Arc<Place>;
-}
-
-pin_project_lite::pin_project! {
-    /// The future of [`Place::first_poll`].
-    pub struct FirstPoll<F> {
-        place: Option<Arc<Place>>,
-        #[pin]
-        fut: F,
-    }
-}
-
-impl<F: Future> Future for FirstPoll<F> {
-    type Output = F::Output;
-
-    fn poll(self: std::pin::Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
-        let this = self.project();
-        match this.place.take() {
-            None => this.fut.poll(cx),
-            Some(place) => PLACE.sync_scope(place, || this.fut.poll(cx)),
-        }
-    }
 }
 
 /// One connection's place among the open ones: held by the gate through
@@ -90,15 +70,16 @@ impl Place {
         PLACE.try_with(Arc::clone).ok()
     }
 
-    /// `fut` (a connection's task) with `place` as its [`Place::current`]
-    /// during its first poll only, where the connection is made: a
-    /// task-local scope around every poll cost each request a few hundred
-    /// instructions (callgrind).
-    pub fn first_poll<F: Future>(place: Arc<Place>, fut: F) -> FirstPoll<F> {
-        FirstPoll {
-            place: Some(place),
-            fut,
-        }
+    /// Polls `fut`, the first time, with `place` as its
+    /// [`Place::current`]: the connection is made then. The gate polls
+    /// later on without it: a task-local scope around every poll cost
+    /// each request a few hundred instructions (callgrind).
+    pub fn first_poll<F: Future + ?Sized>(
+        place: Arc<Place>,
+        fut: Pin<&mut F>,
+        cx: &mut Context<'_>,
+    ) -> Poll<F::Output> {
+        PLACE.sync_scope(place, || fut.poll(cx))
     }
 
     /// Registers a wait that began at `since` as reclaimable; it stays so
