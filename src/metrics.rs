@@ -11,8 +11,8 @@
 use crate::flow::{DownstreamLimit, ListenerId, Mode, Protocol, Refusal, RelayKind, TlsOutcome};
 use pingora_prometheus::prometheus::{
     exponential_buckets, register_gauge, register_histogram_vec, register_int_counter_vec,
-    register_int_gauge_vec, Gauge, Histogram, HistogramVec, IntCounter, IntCounterVec, IntGauge,
-    IntGaugeVec,
+    register_int_gauge, register_int_gauge_vec, Gauge, Histogram, HistogramVec, IntCounter,
+    IntCounterVec, IntGauge, IntGaugeVec,
 };
 use std::sync::LazyLock;
 
@@ -94,7 +94,7 @@ static CONNECT_TIME: LazyLock<HistogramVec> = LazyLock::new(|| {
 });
 static DOWNSTREAM_LIMITS: LazyLock<IntCounterVec> = counter_vec!(
     "tproxyd_downstream_limit_total",
-    "Client-side limits that fired, by limit (header_timeout, keepalive_timeout, header_too_large, max_connections, per_client).",
+    "Client-side limits that fired, by limit (header_timeout, keepalive_timeout, header_too_large, max_connections, per_client, reclaimed: an idle connection closed to make room at max_connections).",
     ["limit"]
 );
 static TUNNELS: LazyLock<IntCounterVec> = counter_vec!(
@@ -112,6 +112,13 @@ static TLS_CONNS: LazyLock<IntCounterVec> = counter_vec!(
     "TLS passthrough connections, by outcome (spliced, denied, non_tls, bad_hello, connect_failed).",
     ["outcome"]
 );
+static PRESSURE: LazyLock<IntGauge> = LazyLock::new(|| {
+    register_int_gauge!(
+        "tproxyd_downstream_pressure",
+        "1 while client connections are at or above downstream.pressure_watermark of max_connections (shorter keep-alive and header timeouts, fair shares per client), else 0."
+    )
+    .expect("metric registers once")
+});
 static START_TIME: LazyLock<Gauge> = LazyLock::new(|| {
     register_gauge!(
         "tproxyd_process_start_time_seconds",
@@ -146,6 +153,12 @@ pub fn init_process() {
         .with_label_values(&[env!("CARGO_PKG_VERSION")])
         .set(1);
     LOG_DROPPED.with_label_values(&[] as &[&str]).inc_by(0);
+    PRESSURE.set(0);
+}
+
+/// The process went under pressure (`true`) or out of it.
+pub fn downstream_pressure(on: bool) {
+    PRESSURE.set(i64::from(on));
 }
 
 /// Counts an access-log record the writer had to drop.

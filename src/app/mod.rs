@@ -143,7 +143,7 @@ fn connection_limiter(t: &Section, server: &ServerConf) -> Arc<ConnectionLimiter
             relay::fd_budget(pipes)
         );
     }
-    ConnectionLimiter::new(max, d.max_connections_per_client)
+    ConnectionLimiter::new(max, d.max_connections_per_client, d.watermark(max))
 }
 
 impl Tproxyd {

@@ -10,7 +10,8 @@
 //! there and back, with the settings Pingora keeps across requests.
 
 use super::head::{read_head, shutdown_wait, Head, HeadKind};
-use super::idle::IdleTimer;
+use super::idle::Idle;
+use super::reclaim::Place;
 use super::reply::{self, HeadRefusal};
 use super::sniff::{sniff, Opening, Sniff};
 use super::wake::Gated;
@@ -72,14 +73,16 @@ struct Kept {
     peers: Peers,
     limits: Downstream,
     accepts: Accepts,
-    idle: IdleTimer,
+    idle: Idle,
     shutdown: ShutdownWatch,
     stopping: Gated<ShutdownWait>,
     served: bool,
 }
 
 impl Connection {
-    /// A new connection from `peers` on a listener that `accepts`.
+    /// A new connection from `peers` on a listener that `accepts`; its
+    /// place among the open ones is its task's ([`Place::current`]), so it
+    /// is made in the first poll of that task, before anything is awaited.
     pub fn new(
         stream: Stream,
         peers: Peers,
@@ -94,7 +97,7 @@ impl Connection {
                 peers,
                 limits,
                 accepts,
-                idle: IdleTimer::default(),
+                idle: Idle::new(Place::current()),
                 shutdown: shutdown.clone(),
                 stopping: Gated::new(Box::pin(shutdown_wait(shutdown.clone()))),
                 served: false,
@@ -119,7 +122,8 @@ impl Connection {
         let (prefix, started) = match (first, k.accepts.tunnels) {
             (true, Some(server_first_after)) => {
                 let wait = Pin::new(&mut never);
-                match sniff(&mut self.stream, &k.limits, server_first_after, wait).await {
+                let (stream, limits, idle) = (&mut self.stream, &k.limits, &mut k.idle);
+                match sniff(stream, limits, server_first_after, wait, idle).await {
                     Sniff::Http(head, started) => (Some(head), Some(started)),
                     Sniff::Other(opening) => return Next::Tunnel(opening),
                     Sniff::Closed => return Next::Closed,

@@ -8,10 +8,17 @@
 //! idle and re-arms for the rest. So a busy connection registers about one
 //! timer per `keepalive_timeout`, not one per request. Its sleep is polled
 //! through a [`WakeGate`]: only when it has fired, not on every wait.
+//!
+//! [`Idle`] is what a connection's waits share besides: the timer, its
+//! place (registered as reclaimable while it waits under pressure) and its
+//! watch for pressure coming on.
 
+use super::pressure::PressureWatch;
+use super::reclaim::{Place, Waiting};
 use super::wake::WakeGate;
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 use tokio::time::Instant;
@@ -45,6 +52,41 @@ impl IdleTimer {
             since,
             wait,
         }
+    }
+}
+
+/// What the waits of one connection share; see the module docs.
+#[derive(Debug, Default)]
+pub struct Idle {
+    /// The running idle timer.
+    pub(super) timer: IdleTimer,
+    place: Option<Arc<Place>>,
+    /// Ends when pressure comes on.
+    pub(super) watch: PressureWatch,
+}
+
+impl Idle {
+    /// For a connection that holds `place` (none: never under pressure).
+    pub fn new(place: Option<Arc<Place>>) -> Self {
+        let rx = place.as_ref().map(|p| p.limiter.pressure().subscribe());
+        Idle {
+            timer: IdleTimer::default(),
+            place,
+            watch: PressureWatch::new(rx),
+        }
+    }
+
+    /// Whether the process is under pressure now.
+    pub fn pressure(&self) -> bool {
+        self.place
+            .as_ref()
+            .is_some_and(|p| p.limiter.pressure().is_on())
+    }
+
+    /// Registers a wait for a request that began at `since` as
+    /// reclaimable, until the [`Waiting`] is dropped.
+    pub fn enter(&self, since: Instant) -> Option<Waiting> {
+        self.place.as_ref()?.enter(since)
     }
 }
 
@@ -139,5 +181,74 @@ mod tests {
         )
         .await
         .expect("a zero wait fires");
+    }
+
+    /// How a connection with `idle` waits for a head that never comes,
+    /// with `keepalive` (and `pressured` under pressure) in ms; how long.
+    async fn wait_head(
+        idle: &mut Idle,
+        keepalive: u64,
+        pressured: u64,
+    ) -> (super::super::head::Head, Duration) {
+        use super::super::{head::read_head, Downstream};
+        let limits = Downstream {
+            keepalive_timeout: Duration::from_millis(keepalive),
+            pressure_keepalive_timeout: Duration::from_millis(pressured),
+            ..Downstream::default()
+        };
+        // A socket: only a socket says when it is readable.
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let _client = tokio::net::TcpStream::connect(listener.local_addr().unwrap())
+            .await
+            .unwrap();
+        let server = listener.accept().await.unwrap().0;
+        let l4 = pingora_core::protocols::l4::stream::Stream::from(server);
+        let mut stream: pingora_core::protocols::Stream = Box::new(l4);
+        let never = std::pin::pin!(std::future::pending::<()>());
+        let start = Instant::now();
+        let head = read_head(&mut stream, None, None, &limits, never, idle).await;
+        (head, start.elapsed())
+    }
+
+    fn client(s: &str) -> Option<std::net::IpAddr> {
+        Some(s.parse().unwrap())
+    }
+
+    #[tokio::test]
+    async fn pressure_shortens_a_wait_already_running() {
+        use super::super::connections::ConnectionLimiter;
+        let limiter = ConnectionLimiter::new(4, 10, 2);
+        let (permit, _) = limiter.try_acquire(client("192.0.2.10")).unwrap();
+        let mut idle = Idle::new(Some(permit.place()));
+        let more = async {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            limiter.try_acquire(client("192.0.2.11")).unwrap()
+        };
+        let ((head, took), _second) = tokio::join!(wait_head(&mut idle, 10_000, 300), more);
+        assert!(matches!(head, super::super::head::Head::Idle), "{head:?}");
+        assert!(
+            took >= Duration::from_millis(300) && took < Duration::from_secs(5),
+            "a 10 s wait ended after {took:?}, 300 ms under pressure"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_wait_under_pressure_is_reclaimed_for_a_newcomer() {
+        use super::super::connections::{Admission, ConnectionLimiter};
+        let limiter = ConnectionLimiter::new(2, 10, 2);
+        let (permit, _) = limiter.try_acquire(client("192.0.2.10")).unwrap();
+        let _other = limiter.try_acquire(client("192.0.2.11")).unwrap();
+        let mut idle = Idle::new(Some(permit.place()));
+        let newcomer = async {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            limiter.try_acquire(client("192.0.2.12")).unwrap()
+        };
+        let ((head, took), (_p, how)) =
+            tokio::join!(wait_head(&mut idle, 10_000, 10_000), newcomer);
+        assert_eq!(how, Admission::Reclaimed);
+        assert!(matches!(head, super::super::head::Head::Closed), "{head:?}");
+        assert!(took < Duration::from_secs(5), "closed after {took:?}");
+        drop(permit);
+        assert_eq!(limiter.open(), 2, "the handed-over permit freed a place");
     }
 }

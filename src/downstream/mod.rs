@@ -10,13 +10,16 @@
 //! [`head`] reads within their limits; [`sniff`] tells HTTP from what an
 //! HTTP listener tunnels instead; [`reply`] writes what tproxyd answers
 //! itself; [`connections`] counts connections and [`gate`] refuses those
-//! over a cap.
+//! over a cap. Near the cap, [`pressure`] shortens the waits and
+//! [`reclaim`] closes idle connections to make room for new ones.
 
 pub mod connection;
 pub mod connections;
 pub mod gate;
 pub mod head;
 pub mod idle;
+pub mod pressure;
+pub mod reclaim;
 pub mod reply;
 pub mod sniff;
 pub mod wake;
@@ -54,6 +57,13 @@ pub struct DownstreamSettings {
     send_timeout: Timeout,
     /// Bytes of read buffer per client connection (0: none).
     read_buffer: usize,
+    /// The share of `max_connections` open from which the pressure
+    /// timeouts apply and clients get no more than a fair share.
+    pressure_watermark: f64,
+    /// `keepalive_timeout` above the watermark.
+    pressure_keepalive_timeout: Timeout,
+    /// `header_timeout` above the watermark.
+    pressure_header_timeout: Timeout,
 }
 
 impl Default for DownstreamSettings {
@@ -66,12 +76,15 @@ impl Default for DownstreamSettings {
             max_connections_per_client: 1024,
             send_timeout: Timeout::secs(60),
             read_buffer: DEFAULT_READ_BUFFER,
+            pressure_watermark: 0.8,
+            pressure_keepalive_timeout: Timeout::secs(5),
+            pressure_header_timeout: Timeout::secs(5),
         }
     }
 }
 
 /// Validated client-side settings.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Downstream {
     /// Bytes of read buffer per client connection.
     pub read_buffer: usize,
@@ -88,6 +101,13 @@ pub struct Downstream {
     pub max_connections_per_client: usize,
     /// Each write to a client must progress within this.
     pub send_timeout: Duration,
+    /// The share of the connection cap from which it is under pressure
+    /// (0 < w <= 1).
+    pub pressure_watermark: f64,
+    /// `keepalive_timeout` under pressure (the shorter of the two applies).
+    pub pressure_keepalive_timeout: Duration,
+    /// `header_timeout` under pressure (the shorter of the two applies).
+    pub pressure_header_timeout: Duration,
 }
 
 impl Default for Downstream {
@@ -140,6 +160,12 @@ impl DownstreamSettings {
                 "must be at least 1",
             ));
         }
+        if !(s.pressure_watermark > 0.0 && s.pressure_watermark <= 1.0) {
+            return Err(invalid(
+                "tproxyd.downstream.pressure_watermark",
+                "must be a share of max_connections above 0 and at most 1 (e.g. 0.8)",
+            ));
+        }
         Ok(Downstream {
             read_buffer,
             header_timeout: s.header_timeout.0,
@@ -148,6 +174,9 @@ impl DownstreamSettings {
             max_connections: s.max_connections,
             max_connections_per_client: s.max_connections_per_client,
             send_timeout: s.send_timeout.0,
+            pressure_watermark: s.pressure_watermark,
+            pressure_keepalive_timeout: s.pressure_keepalive_timeout.0,
+            pressure_header_timeout: s.pressure_header_timeout.0,
         })
     }
 }
@@ -165,6 +194,29 @@ impl Downstream {
         } else {
             (self.max_connections, false)
         }
+    }
+
+    /// The idle wait before a request, under pressure or not.
+    pub fn keepalive(&self, pressure: bool) -> Duration {
+        match pressure {
+            true => self.keepalive_timeout.min(self.pressure_keepalive_timeout),
+            false => self.keepalive_timeout,
+        }
+    }
+
+    /// The time a request head may take, under pressure or not.
+    pub fn header_time(&self, pressure: bool) -> Duration {
+        match pressure {
+            true => self.header_timeout.min(self.pressure_header_timeout),
+            false => self.header_timeout,
+        }
+    }
+
+    /// How many of `max` open connections put the process under pressure
+    /// (at least 1, at most `max`).
+    pub fn watermark(&self, max: usize) -> usize {
+        let at = (max as f64 * self.pressure_watermark).ceil() as usize;
+        at.clamp(1, max.max(1))
     }
 
     /// Pingora's listening endpoint for `address` with these settings.
@@ -193,5 +245,30 @@ mod tests {
         );
         assert_eq!(d.effective_max_connections(20_000, 1024), (9_488, true));
         assert_eq!(d.effective_max_connections(100, 1024), (1, true));
+    }
+
+    #[test]
+    fn pressure_settings_defaults_choice_and_errors() {
+        let d = Downstream::default();
+        assert_eq!(d.watermark(10_000), 8_000);
+        assert_eq!((d.watermark(6), d.watermark(1)), (5, 1));
+        assert_eq!(d.keepalive(false), Duration::from_secs(60));
+        assert_eq!(d.keepalive(true), Duration::from_secs(5));
+        assert_eq!(d.header_time(true), Duration::from_secs(5));
+        // The shorter of the two applies under pressure.
+        let yaml = "keepalive_timeout: 2s\npressure_keepalive_timeout: 9s\npressure_watermark: 1\n";
+        let s: DownstreamSettings = serde_yaml::from_str(yaml).unwrap();
+        let d = s.validate(None).unwrap();
+        assert_eq!(d.keepalive(true), Duration::from_secs(2));
+        assert_eq!(d.watermark(200), 200);
+        for bad in ["0", "1.5", "-0.1", ".nan"] {
+            let yaml = format!("pressure_watermark: {bad}\n");
+            let s: DownstreamSettings = serde_yaml::from_str(&yaml).unwrap();
+            let e = s.validate(None).unwrap_err().to_string();
+            assert!(
+                e.contains("tproxyd.downstream.pressure_watermark"),
+                "{bad}: {e}"
+            );
+        }
     }
 }

@@ -10,8 +10,8 @@
 //! the tunnel. Deciding costs no extra read: a request arriving one byte at
 //! a time is still HTTP as soon as its request line says so.
 
-use super::head::{empty_lines, first_bytes, read_more, FirstRead, Head};
-use super::idle::IdleTimer;
+use super::head::{empty_lines, first_bytes, read_more_in_time, FirstRead, Head};
+use super::idle::Idle;
 use super::reply::HeadRefusal;
 use super::Downstream;
 use crate::flow::Protocol;
@@ -158,16 +158,17 @@ pub enum Sniff {
 /// byte, then `header_timeout` and `max_header_bytes` as for any head. A TLS
 /// ClientHello is read to its end (it is small) so its SNI can be logged.
 /// Gives up (`Closed`) when `shutdown`, the connection's wait for the
-/// shutdown signal, ends.
+/// shutdown signal, ends. Under pressure the waits are those of any head
+/// (but `server_first_after`, which tells protocols apart, stays), and
+/// the silent connection may be reclaimed.
 pub async fn sniff<S: Future + ?Sized>(
     stream: &mut Stream,
     limits: &Downstream,
     server_first_after: Option<Duration>,
     shutdown: Pin<&mut S>,
+    idle: &mut Idle,
 ) -> Sniff {
-    let wait = server_first_after.unwrap_or(limits.keepalive_timeout);
-    let mut buf = match first_bytes(stream, wait, limits, shutdown, &mut IdleTimer::default()).await
-    {
+    let mut buf = match first_bytes(stream, server_first_after, limits, shutdown, idle).await {
         Ok(b) => b,
         Err(FirstRead::Closed) => return Sniff::Closed,
         Err(FirstRead::Silent) if server_first_after.is_some() => {
@@ -180,14 +181,13 @@ pub async fn sniff<S: Future + ?Sized>(
         Err(FirstRead::Silent) => return Sniff::Idle,
     };
     let started = Instant::now();
-    let deadline = started + limits.header_timeout;
     let mut classifier = Classifier::default();
     loop {
         match classifier.classify(&buf) {
             Class::Http => return Sniff::Http(buf, started),
             Class::Other(protocol) => {
                 let hello = match protocol {
-                    Protocol::Tls => read_hello(stream, &mut buf, deadline).await,
+                    Protocol::Tls => read_hello(stream, &mut buf, started, limits, idle).await,
                     _ => None,
                 };
                 return Sniff::Other(Opening {
@@ -198,7 +198,8 @@ pub async fn sniff<S: Future + ?Sized>(
             }
             Class::NeedMore => {}
         }
-        match read_more(stream, &mut buf, deadline, limits.max_header_bytes).await {
+        let max = limits.max_header_bytes;
+        match read_more_in_time(stream, &mut buf, started, limits, max, idle).await {
             Ok(()) => {}
             Err(Head::Refused(r)) => return Sniff::Refused(r),
             Err(_) => return Sniff::Closed,
@@ -206,12 +207,15 @@ pub async fn sniff<S: Future + ?Sized>(
     }
 }
 
-/// Reads the rest of a ClientHello (bounded by its own cap and the head
-/// deadline); `None` when it is not a valid one, which is tunnelled too.
+/// Reads the rest of a ClientHello begun at `started` (bounded by its own
+/// cap and the head's time); `None` when it is not a valid one, which is
+/// tunnelled too.
 async fn read_hello(
     stream: &mut Stream,
     buf: &mut BytesMut,
-    deadline: Instant,
+    started: Instant,
+    limits: &Downstream,
+    idle: &mut Idle,
 ) -> Option<ClientHello> {
     let max = crate::tls::MAX_CLIENT_HELLO + 1024;
     loop {
@@ -220,7 +224,10 @@ async fn read_hello(
             Peeked::NeedMore => {}
             Peeked::NotTls | Peeked::Invalid(_) => return None,
         }
-        if read_more(stream, buf, deadline, max).await.is_err() {
+        if read_more_in_time(stream, buf, started, limits, max, idle)
+            .await
+            .is_err()
+        {
             return None;
         }
     }

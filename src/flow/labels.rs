@@ -97,8 +97,12 @@ labels! {
         HeaderTooLarge => "header_too_large",
         /// The process already holds `max_connections` (refused).
         MaxConnections => "max_connections",
-        /// The client already holds `max_connections_per_client` (refused).
+        /// The client already holds `max_connections_per_client`, or under
+        /// pressure its fair share (refused).
         PerClient => "per_client",
+        /// A new connection at `max_connections` took the place of an idle
+        /// one, which was closed.
+        Reclaimed => "reclaimed",
     }
 }
 
@@ -175,7 +179,7 @@ mod tests {
     fn counts_labels_and_config_values_agree() {
         assert_eq!(
             [Refusal::COUNT, DownstreamLimit::COUNT, Protocol::COUNT],
-            [10, 5, 4]
+            [10, 6, 4]
         );
         assert_eq!([TlsOutcome::COUNT, RelayKind::COUNT], [5, 2]);
         assert_eq!(Refusal::HostMismatch.as_str(), "host-mismatch");

@@ -167,6 +167,7 @@ impl<P: HttpServerApp + Send + Sync + 'static> HttpConnections<P> {
     ) -> Option<Stream> {
         let state = &self.state;
         let limits = state.shared.downstream;
+        // Before any await: the connection takes its place from the gate.
         let mut conn = Connection::new(stream, peers, limits, self.accepts(), shutdown);
         loop {
             match conn.next().await {

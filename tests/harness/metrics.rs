@@ -68,3 +68,22 @@ pub fn lan_http_counter(lab: &Lab, name: &str, extra: &str) -> f64 {
     )
     .unwrap_or(0.0)
 }
+
+/// `tproxyd_downstream_limit_total{limit}` of the lab's tproxy listener.
+pub fn downstream_limit(lab: &Lab, limit: &str) -> f64 {
+    lan_http_counter(
+        lab,
+        "tproxyd_downstream_limit_total",
+        &format!("limit=\"{limit}\""),
+    )
+}
+
+/// Open client connections of all listeners
+/// (`tproxyd_downstream_connections_active`, summed).
+pub fn open_connections(lab: &Lab) -> f64 {
+    let body = admin_get(lab, "/metrics").body;
+    body.lines()
+        .filter(|l| l.starts_with("tproxyd_downstream_connections_active{"))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}

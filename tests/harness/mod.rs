@@ -147,6 +147,20 @@ impl Lab {
         })
     }
 
+    /// Gives the client namespace one more LAN address (v4, in
+    /// 192.0.2.0/24), for tests that need many clients.
+    pub fn add_client_v4(&self, addr: &str) {
+        let out = self.exec(
+            &self.client_ns(),
+            &["ip", "addr", "add", &format!("{addr}/24"), "dev", "eth0"],
+        );
+        assert!(
+            out.status.success(),
+            "ip addr add {addr}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
     /// Packets counted by the router's `upstream-marked` nft rule.
     pub fn marked_packets(&self) -> u64 {
         let out = self.exec(

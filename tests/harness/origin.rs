@@ -28,7 +28,8 @@ pub struct Seen {
 
 /// An HTTP/1.1 origin in the server namespace, listening dual-stack on the
 /// given ports of all its addresses. It answers `origin <local> <method>
-/// <path>` and records every request; `/status/NNN` answers with NNN.
+/// <path>` and records every request; `/status/NNN` answers with NNN,
+/// `/delay/MS/...` after MS milliseconds.
 pub struct Origin {
     seen: Arc<Mutex<Vec<Seen>>>,
 }
@@ -190,6 +191,14 @@ fn serve_origin_conn(stream: TcpStream, conn: usize, seen: Arc<Mutex<Vec<Seen>>>
                 return;
             }
             continue;
+        }
+        if let Some(ms) = path
+            .strip_prefix("/delay/")
+            .and_then(|r| r.split('/').next())
+            .and_then(|ms| ms.parse::<u64>().ok())
+        {
+            // Deliberate pause, not a wait: a slow origin is this path's job.
+            std::thread::sleep(Duration::from_millis(ms));
         }
         let status: u16 = path
             .strip_prefix("/status/")

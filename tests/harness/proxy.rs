@@ -175,6 +175,19 @@ impl Proxy {
         self.child.id()
     }
 
+    /// CPU time (user + system) the process has used so far.
+    pub fn cpu_time(&self) -> Duration {
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.pid())).unwrap();
+        // The fields after the command name, which ends with ')': utime
+        // and stime are the 14th and 15th, in clock ticks (100 Hz).
+        let rest = &stat[stat.rfind(')').unwrap() + 2..];
+        let f: Vec<u64> = rest
+            .split_whitespace()
+            .map(|v| v.parse().unwrap_or(0))
+            .collect();
+        Duration::from_millis((f[11] + f[12]) * 10)
+    }
+
     /// Sends a signal to the tproxyd process.
     pub fn signal(&self, sig: nix::sys::signal::Signal) {
         nix::sys::signal::kill(nix::unistd::Pid::from_raw(self.pid() as i32), sig)

@@ -13,7 +13,8 @@
 
 mod parse;
 
-use super::idle::IdleTimer;
+use super::idle::Idle;
+use super::reclaim::Waiting;
 use super::reply::HeadRefusal;
 use super::Downstream;
 use bytes::{BufMut, BytesMut};
@@ -24,6 +25,7 @@ use pingora_core::server::ShutdownWatch;
 use pingora_timeout::fast_timeout::fast_timeout;
 use std::future::Future;
 use std::pin::Pin;
+use std::time::Duration;
 use tokio::io::AsyncReadExt;
 use tokio::time::Instant;
 
@@ -124,13 +126,14 @@ fn whole(buf: BytesMut, end: usize, max: usize, parsed: Option<Parsed>) -> Head 
 /// timer (and gives up at once when `shutdown`, the connection's wait for
 /// the shutdown signal, ends meanwhile), then at most `header_timeout` for
 /// the rest, and never buffers more than `max_header_bytes + 1` bytes.
+/// Under pressure both waits are the shorter pressure timeouts.
 pub async fn read_head<S: Future + ?Sized>(
     stream: &mut Stream,
     prefix: Option<BytesMut>,
     started: Option<Instant>,
     limits: &Downstream,
     shutdown: Pin<&mut S>,
-    idle: &mut IdleTimer,
+    idle: &mut Idle,
 ) -> Head {
     // Empty lines between requests leave the connection idle, not half-way
     // through a head; dropped, not cleared: the wait holds no buffer.
@@ -138,7 +141,7 @@ pub async fn read_head<S: Future + ?Sized>(
         Some(p) if empty_lines(&p) < p.len() => p,
         empty => {
             drop(empty);
-            match first_bytes(stream, limits.keepalive_timeout, limits, shutdown, idle).await {
+            match first_bytes(stream, None, limits, shutdown, idle).await {
                 Ok(first) => first,
                 Err(FirstRead::Closed) => return Head::Closed,
                 Err(FirstRead::Silent) => return Head::Idle,
@@ -155,14 +158,14 @@ pub async fn read_head<S: Future + ?Sized>(
     let mut scan = EndScan::default();
     // Set when the head turns out to need more reads (most come whole):
     // the clock is read only then.
-    let mut deadline = None;
+    let mut began = None;
     loop {
         if scan.complete(&buf) {
             return whole(buf, scan.pos, limits.max_header_bytes, None);
         }
-        let deadline = *deadline
-            .get_or_insert_with(|| started.unwrap_or_else(Instant::now) + limits.header_timeout);
-        if let Err(head) = read_more(stream, &mut buf, deadline, limits.max_header_bytes).await {
+        let began = *began.get_or_insert_with(|| started.unwrap_or_else(Instant::now));
+        let max = limits.max_header_bytes;
+        if let Err(head) = read_more_in_time(stream, &mut buf, began, limits, max, idle).await {
             return head;
         }
     }
@@ -171,49 +174,52 @@ pub async fn read_head<S: Future + ?Sized>(
 /// Why no first byte came.
 #[derive(Debug, PartialEq, Eq)]
 pub(super) enum FirstRead {
-    /// The client closed, or the process is shutting down.
+    /// The client closed, the process is shutting down, or the idle
+    /// connection was reclaimed for a new one.
     Closed,
     /// Nothing arrived within the wait.
     Silent,
 }
 
-/// Waits at most `wait` for the first bytes of a request (giving up when
-/// `shutdown` ends: a wait for the shutdown signal) and returns them in a
-/// buffer sized for a head.
+/// Waits for the first bytes of a request (giving up when `shutdown` ends:
+/// a wait for the shutdown signal) and returns them in a buffer sized for a
+/// head. The wait is `fixed` when given, else `keepalive_timeout`, or the
+/// pressure one when that is shorter and pressure is on (also when it
+/// comes on meanwhile); under pressure the wait may be reclaimed.
 ///
 /// The wait holds no buffer: it waits for the socket to become readable
 /// and only then allocates, so an idle keep-alive connection costs its
 /// task and socket, not a head buffer. Nor does it register a timer or a
-/// shutdown waiter per request: `idle` is the connection's running timer,
-/// and `shutdown` is made once per connection ([`shutdown_wait`]).
+/// shutdown waiter per request: `idle` holds the connection's running
+/// timer, and `shutdown` is made once per connection ([`shutdown_wait`]).
 pub(super) async fn first_bytes<S: Future + ?Sized>(
     stream: &mut Stream,
-    wait: std::time::Duration,
+    fixed: Option<Duration>,
     limits: &Downstream,
     mut shutdown: Pin<&mut S>,
-    idle: &mut IdleTimer,
+    idle: &mut Idle,
 ) -> Result<BytesMut, FirstRead> {
     let since = Instant::now();
-    tokio::select! {
-        biased;
-        r = readable(stream) => if r.is_err() {
-            return Err(FirstRead::Closed);
-        },
-        _ = idle.expired(since, wait) => return Err(FirstRead::Silent),
-        _ = shutdown.as_mut() => return Err(FirstRead::Closed),
-    }
     let max = limits.max_header_bytes;
+    let wait = loop {
+        let wait = until_readable(stream, since, fixed, limits, shutdown.as_mut(), idle).await?;
+        let mut buf = BytesMut::with_capacity(MIN_HEAD_BUF.min(max + 1));
+        let mut limited = (&mut buf).limit(MIN_HEAD_BUF.min(max + 1));
+        // The socket is readable, so the bytes are almost always there:
+        // one read, without a timer or the shutdown wait around it.
+        match stream.read_buf(&mut limited).now_or_never() {
+            Some(Ok(n)) if n > 0 => return Ok(buf),
+            Some(_) => return Err(FirstRead::Closed),
+            // Readiness was stale (a new socket starts out "readable"):
+            // the failed read cleared it, so wait again, without a buffer.
+            None if is_socket(stream) => {}
+            None => break wait,
+        }
+    };
+    // A stream that cannot say when it is readable: the read has to wait,
+    // within what is left of `wait`.
     let mut buf = BytesMut::with_capacity(MIN_HEAD_BUF.min(max + 1));
     let mut limited = (&mut buf).limit(MIN_HEAD_BUF.min(max + 1));
-    // The socket is readable, so the bytes are almost always there: one
-    // read, without a timer or the shutdown wait around it.
-    match stream.read_buf(&mut limited).now_or_never() {
-        Some(Ok(n)) if n > 0 => return Ok(buf),
-        Some(_) => return Err(FirstRead::Closed),
-        None => {}
-    }
-    // Readiness was stale: the read has to wait, within what is left of
-    // `wait`.
     let left = wait.saturating_sub(since.elapsed());
     tokio::select! {
         biased;
@@ -226,6 +232,71 @@ pub(super) async fn first_bytes<S: Future + ?Sized>(
     }
 }
 
+/// The wait of [`first_bytes`] until `stream` is readable; the length of
+/// the wait that applied.
+async fn until_readable<S: Future + ?Sized>(
+    stream: &Stream,
+    since: Instant,
+    fixed: Option<Duration>,
+    limits: &Downstream,
+    mut shutdown: Pin<&mut S>,
+    idle: &mut Idle,
+) -> Result<Duration, FirstRead> {
+    loop {
+        let pressure = idle.pressure();
+        let wait = fixed.unwrap_or_else(|| limits.keepalive(pressure));
+        // Reclaimable while it waits, under pressure only.
+        let waiting = if pressure { idle.enter(since) } else { None };
+        let reclaimed = async {
+            match &waiting {
+                Some(w) => w.reclaimed().await,
+                None => std::future::pending().await,
+            }
+        };
+        let Idle { timer, watch, .. } = &mut *idle;
+        let woke = tokio::select! {
+            biased;
+            r = readable(stream) => Some(r.is_ok()),
+            _ = timer.expired(since, wait) => None,
+            _ = shutdown.as_mut() => Some(false),
+            _ = reclaimed, if waiting.is_some() => Some(false),
+            // Pressure came on: wait again, shorter and reclaimable.
+            _ = &mut *watch, if !pressure => continue,
+        };
+        // Taken for a newcomer just as it woke: close all the same.
+        if waiting.is_some_and(Waiting::leave) {
+            return Err(FirstRead::Closed);
+        }
+        return match woke {
+            Some(true) => Ok(wait),
+            Some(false) => Err(FirstRead::Closed),
+            None => Err(FirstRead::Silent),
+        };
+    }
+}
+
+/// Reads more of a head that began at `began` into `buf` (never past
+/// `max + 1` bytes) within the header timeout in force: the pressure one
+/// when it is shorter and pressure is on, also when it comes on meanwhile.
+pub(super) async fn read_more_in_time(
+    stream: &mut Stream,
+    buf: &mut BytesMut,
+    began: Instant,
+    limits: &Downstream,
+    max: usize,
+    idle: &mut Idle,
+) -> Result<(), Head> {
+    loop {
+        let pressure = idle.pressure();
+        let deadline = began + limits.header_time(pressure);
+        tokio::select! {
+            biased;
+            r = read_more(stream, buf, deadline, max) => return r,
+            _ = &mut idle.watch, if !pressure => {}
+        }
+    }
+}
+
 /// Ends when the process starts shutting down (or the signal's sender is
 /// gone). Made once per connection and polled by each wait for a request:
 /// a fresh `changed()` per request registered and removed a waiter each
@@ -234,10 +305,16 @@ pub async fn shutdown_wait(mut watch: ShutdownWatch) {
     let _ = watch.changed().await;
 }
 
+type L4Stream = pingora_core::protocols::l4::stream::Stream;
+
+/// Whether `stream` says when it is readable (a plain socket does).
+fn is_socket(stream: &Stream) -> bool {
+    stream.as_any().is::<L4Stream>()
+}
+
 /// Until `stream` has bytes to read (or has ended). Streams that cannot
 /// say (not a plain socket) are taken as readable: the read then waits.
 async fn readable(stream: &Stream) -> std::io::Result<()> {
-    type L4Stream = pingora_core::protocols::l4::stream::Stream;
     match stream.as_any().downcast_ref::<L4Stream>() {
         Some(l4) => std::future::poll_fn(|cx| l4.poll_read_ready(cx)).await,
         None => Ok(()),
@@ -245,8 +322,9 @@ async fn readable(stream: &Stream) -> std::io::Result<()> {
 }
 
 /// Reads more of a head into `buf` by `deadline`, never past `max + 1`
-/// bytes; `Err` with how the head ended otherwise.
-pub(super) async fn read_more(
+/// bytes; `Err` with how the head ended otherwise. Cancel-safe: nothing
+/// read is lost when it is cut short.
+async fn read_more(
     stream: &mut Stream,
     buf: &mut BytesMut,
     deadline: Instant,

@@ -31,15 +31,7 @@ async fn head_of(
     w: &ShutdownWatch,
 ) -> Head {
     let wait = std::pin::pin!(shutdown_wait(w.clone()));
-    read_head(
-        stream,
-        prefix,
-        None,
-        limits,
-        wait,
-        &mut IdleTimer::default(),
-    )
-    .await
+    read_head(stream, prefix, None, limits, wait, &mut Idle::default()).await
 }
 
 #[test]
@@ -285,7 +277,7 @@ fn one_shutdown_waiter_serves_every_request_of_a_connection() {
         let (tx, w) = watch();
         let long = limits(5000, 5000, 1024);
         let mut wait = std::pin::pin!(shutdown_wait(w.clone()));
-        let mut idle = IdleTimer::default();
+        let mut idle = Idle::default();
         let req = b"GET / HTTP/1.1\r\nHost: a\r\n\r\n";
         // The second head comes late: the waiter is polled meanwhile.
         for delay in [0, 50] {
