@@ -24,6 +24,8 @@ struct Squid {
     host: SideHost,
     _child: std::process::Child,
     log: std::path::PathBuf,
+    /// `client-address:port method URL` a request.
+    conns: std::path::PathBuf,
 }
 
 fn squid(lab: &Lab, dir: &Path) -> Squid {
@@ -43,6 +45,7 @@ fn squid(lab: &Lab, dir: &Path) -> Squid {
     let conf = format!(
         "http_port {a}:3128\nvisible_hostname parent.test\npid_filename {d}/squid.pid\n\
          cache_log {d}/cache.log\naccess_log {d}/access.log squid\ncoredump_dir {d}\ncache deny all\n\
+         logformat conns %>a:%>p %rm %ru\naccess_log {d}/conns.log conns\n\
          dns_nameservers 127.0.0.1\n\
          auth_param basic program /usr/lib/squid/basic_ncsa_auth {d}/passwd\nauth_param basic realm test\n\
          acl authed proxy_auth REQUIRED\nhttp_access allow authed\nhttp_access deny all\n",
@@ -70,10 +73,34 @@ fn squid(lab: &Lab, dir: &Path) -> Squid {
         host,
         _child: child,
         log: d.join("access.log"),
+        conns: d.join("conns.log"),
     }
 }
 
+/// Two GETs for `host` on one client connection; the responses.
+fn two_gets(lab: &Lab, dst: &str, host: &str, paths: [&str; 2]) -> [Response; 2] {
+    let mut c = Client::new(lab.client_connect(dst).expect("connect"));
+    paths.map(|p| {
+        c.get(host, p, &[])
+            .unwrap_or_else(|e| panic!("GET {p}: {e}"))
+    })
+}
+
 impl Squid {
+    /// The client address and port squid saw for the request to `url`.
+    fn conn_of(&self, url: &str) -> String {
+        let mut found = None;
+        poll_until(Duration::from_secs(10), || {
+            let log = std::fs::read_to_string(&self.conns).unwrap_or_default();
+            found = log
+                .lines()
+                .find(|l| l.ends_with(&format!(" {url}")))
+                .and_then(|l| l.split(' ').next().map(str::to_string));
+            found.is_some()
+        });
+        found.unwrap_or_else(|| panic!("squid never logged {url}"))
+    }
+
     fn wait_log(&self, needles: &[&str]) -> String {
         let mut last = String::new();
         let ok = poll_until(Duration::from_secs(10), || {
@@ -210,6 +237,14 @@ fn an_http_parent_gets_the_name_and_the_user_for_every_kind_of_flow() {
     );
     sq.wait_log(&["GET http://parent-only.lab.test/via-parent", " gw "]);
     proxy.wait_access(&["/via-parent", "egress=corp"]);
+    // Keep-alive requests share one pooled connection to the parent.
+    let [a, b] = two_gets(&lab, &v4, PARENT_ONLY, ["/pooled-1", "/pooled-2"]);
+    assert_eq!((a.status, b.status), (200, 200), "{a:?} {b:?}");
+    assert_eq!(
+        sq.conn_of("http://parent-only.lab.test/pooled-1"),
+        sq.conn_of("http://parent-only.lab.test/pooled-2"),
+        "the second request did not reuse the connection to the parent"
+    );
     // A route with a name set sends its names direct.
     assert_eq!(get(&lab, &v4, "www.lab.test", "/direct").status, 200);
     assert_eq!(
@@ -367,6 +402,15 @@ fn a_socks5_proxy_gets_the_name_with_credentials() {
         host.addr
     );
     proxy.wait_access(&["/via-socks", "egress=s5"]);
+    // Keep-alive requests share one pooled tunnel through the proxy: the
+    // origin sees them on one connection.
+    let [a, b] = two_gets(&lab, &v4, PARENT_ONLY, ["/socks-1", "/socks-2"]);
+    assert_eq!((a.status, b.status), (200, 200), "{a:?} {b:?}");
+    assert_eq!(
+        origin.wait_request("/socks-1").peer,
+        origin.wait_request("/socks-2").peer,
+        "the second request did not reuse the tunnel"
+    );
     assert!(connect(&lab, &format!("{PARENT_ONLY}:443")).starts_with("HTTP/1.1 200"));
     let _ = curl_tls(&lab, PARENT_ONLY);
     proxy.wait_access(&["TLS parent-only.lab.test", "tls=spliced", "egress=s5"]);

@@ -41,9 +41,12 @@ pub fn peer(state: &ListenerState, ctx: &RequestCtx) -> Result<Box<HttpPeer>> {
     let remote = &ctx.remote;
     let u = &state.shared.upstream;
     let addr: SocketAddr = match (remote.addr, egress.is_proxy()) {
-        (Some(a), _) => a.socket_addr(),
-        // A name a parent resolves: the peer's address is only a key.
-        (None, true) => SocketAddr::new(std::net::Ipv4Addr::UNSPECIFIED.into(), remote.port),
+        // Through a parent or SOCKS proxy the peer's address is not where
+        // the socket goes: Pingora checks a pooled socket's peer against
+        // it before reuse, except for 0.0.0.0, so that is what a proxied
+        // peer says (the pool key is `group_key`, which names the target).
+        (_, true) => SocketAddr::new(std::net::Ipv4Addr::UNSPECIFIED.into(), remote.port),
+        (Some(a), false) => a.socket_addr(),
         (None, false) => {
             return Error::e_explain(ErrorType::InternalError, "no destination address")
         }
