@@ -184,19 +184,9 @@ def squid(b):
     raise RuntimeError("squid did not come up")
 
 
-def squid_pid(proc):
-    """The pid of squid's worker (the process doing the work)."""
-    out = subprocess.run(["pgrep", "-P", str(proc.pid)], capture_output=True, text=True).stdout
-    kids = [int(p) for p in out.split()]
-    for k in kids:
-        more = subprocess.run(["pgrep", "-P", str(k)], capture_output=True, text=True).stdout
-        kids += [int(p) for p in more.split()]
-    return kids[-1] if kids else proc.pid
-
-
 def egress(b, a, base):
     sq = squid(b)
-    spid = squid_pid(sq)
+    spid = sq.pid  # `ip netns exec` became squid; cpu_seconds adds its children
     via_parent = base + (f"  egress:\n    corp: {{ via: http, address: \"{SQ_ADDR}:3128\" }}\n"
                          "  routes:\n    - { egress: corp }\n")
     absolute = os.path.join(b.tmp, "absolute.lua")
