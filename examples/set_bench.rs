@@ -77,7 +77,7 @@ fn main() {
     println!("rss_after_mib {:.1}", after as f64 / 1024.0);
     if let Some(tproxyd::sets::Contents::Names(n)) = slot.current().as_deref().map(|l| &l.contents)
     {
-        println!("fst_mib {:.1}", n.size() as f64 / 1024.0 / 1024.0);
+        println!("table_mib {:.1}", n.size() as f64 / 1024.0 / 1024.0);
     }
     println!(
         "rss_growth_mib {:.1}",

@@ -39,65 +39,52 @@ pub enum Contents {
     Cidrs(CidrSet),
 }
 
-/// Names as they are read: reversed keys in one arena, folded (sorted,
-/// duplicates and names under a listed parent dropped) whenever they
-/// double, so duplicates never accumulate.
+/// Names as they are read: each new one's fingerprint goes into the set
+/// and its reversed key into an arena (scratch for the end of the load,
+/// when names under a listed parent are dropped). Duplicates are found as
+/// they come and never stored twice, so a million copies of a name are
+/// one entry.
 struct NameKeys {
+    set: NameSet,
     arena: Vec<u8>,
-    keys: Vec<(u32, u16, u32)>,
-    folded: usize,
+    ends: Vec<u32>,
     max: usize,
 }
 
 impl NameKeys {
-    fn push(&mut self, name: &str, line: u64) -> Result<(), String> {
+    fn push(&mut self, name: &str) -> Result<(), String> {
         let mut buf = [0; KEY_MAX];
         let key = reversed(name, &mut buf).ok_or("a name over 253 bytes")?;
-        let at = u32::try_from(self.arena.len()).map_err(|_| "the list is too large")?;
+        if !self.set.insert_key(key) {
+            return Ok(());
+        }
         self.arena.extend_from_slice(key);
-        let line = u32::try_from(line).unwrap_or(u32::MAX);
-        self.keys.push((at, key.len() as u16, line));
-        // Folded when they double, and by max_entries at the latest, so a
-        // small set never holds a million duplicates.
-        let fold_at = (2 * self.folded).max(1 << 20).min(2 * self.max + 1024);
-        if self.keys.len() >= fold_at {
-            self.fold()?;
-        }
-        Ok(())
-    }
-
-    fn key(&self, k: &(u32, u16, u32)) -> &[u8] {
-        &self.arena[k.0 as usize..k.0 as usize + k.1 as usize]
-    }
-
-    /// Sorts, keeps the first line of duplicates, drops names covered by
-    /// a listed parent, and compacts the arena.
-    fn fold(&mut self) -> Result<(), String> {
-        let mut keys = std::mem::take(&mut self.keys);
-        keys.sort_unstable_by(|a, b| self.key(a).cmp(self.key(b)).then(a.2.cmp(&b.2)));
-        let (mut arena, mut kept) = (Vec::new(), Vec::<(u32, u16, u32)>::new());
-        for k in &keys {
-            let key = self.key(k);
-            if let Some(last) = kept.last() {
-                let prev = &arena[last.0 as usize..last.0 as usize + last.1 as usize];
-                if key.starts_with(prev) {
-                    continue;
-                }
-            }
-            kept.push((arena.len() as u32, k.1, k.2));
-            arena.extend_from_slice(key);
-        }
-        if kept.len() > self.max {
+        let end = u32::try_from(self.arena.len()).map_err(|_| "the list is too large")?;
+        self.ends.push(end);
+        // Names under a listed parent are dropped at the end, so up to
+        // twice max_entries may be held until then.
+        if self.set.len() > 2 * self.max + 1024 {
             return Err(format!("more than max_entries ({}) entries", self.max));
         }
-        self.folded = kept.len();
-        (self.arena, self.keys) = (arena, kept);
         Ok(())
     }
 
-    fn build(mut self) -> Result<NameSet, String> {
-        self.fold()?;
-        NameSet::build(self.keys.iter().map(|k| (self.key(k), u64::from(k.2))))
+    fn build(self) -> Result<NameSet, String> {
+        let NameKeys {
+            mut set,
+            arena,
+            ends,
+            max,
+        } = self;
+        let starts = std::iter::once(0).chain(ends.iter().copied());
+        let keys = starts
+            .zip(ends.iter().copied())
+            .map(|(a, b)| &arena[a as usize..b as usize]);
+        set.drop_covered(keys);
+        if set.len() > max {
+            return Err(format!("more than max_entries ({max}) entries"));
+        }
+        Ok(set)
     }
 }
 
@@ -129,9 +116,9 @@ pub fn load(path: &Path, format: Format, max_entries: usize) -> Result<(Contents
     let mut reader = BufReader::with_capacity(64 * 1024, file);
     let mut report = Report::default();
     let mut names = NameKeys {
+        set: NameSet::default(),
         arena: Vec::new(),
-        keys: Vec::new(),
-        folded: 0,
+        ends: Vec::new(),
         max: max_entries,
     };
     let mut nets = Vec::new();
@@ -142,7 +129,7 @@ pub fn load(path: &Path, format: Format, max_entries: usize) -> Result<(Contents
             Line::Nothing => {}
             Line::Names(list) => {
                 for name in list {
-                    names.push(&name, n)?;
+                    names.push(&name)?;
                 }
             }
             Line::Net(net) => {
@@ -180,6 +167,24 @@ pub fn load(path: &Path, format: Format, max_entries: usize) -> Result<(Contents
         return Err(format!("no valid entry ({} lines skipped)", report.skipped));
     }
     Ok((contents, report))
+}
+
+/// The first line of `path` (in `format`) that lists `entry`, a
+/// normalised name: where an entry a lookup matched came from. Read when
+/// asked (`tproxyd explain`), never on a request.
+pub fn line_of(path: &Path, format: Format, entry: &str) -> Option<u64> {
+    let file = std::fs::File::open(path).ok()?;
+    let mut reader = BufReader::with_capacity(64 * 1024, file);
+    let (mut line, mut n) = (Vec::with_capacity(256), 0u64);
+    while next_line(&mut reader, &mut line, n + 1).ok()? {
+        n += 1;
+        if let Line::Names(list) = parse_line(format, &line) {
+            if list.iter().any(|name| name == entry) {
+                return Some(n);
+            }
+        }
+    }
+    None
 }
 
 #[cfg(test)]

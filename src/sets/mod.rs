@@ -13,7 +13,7 @@
 //!   sets_watch_interval: 5s
 //! ```
 //!
-//! Names are kept in an FST over reversed labels ([`names`]), addresses
+//! Names are kept as fingerprints of reversed labels ([`names`]), addresses
 //! as merged ranges ([`cidrs`]); [`load`] reads a file within bounds.
 
 pub mod cidrs;
@@ -26,7 +26,6 @@ use crate::error::{invalid, ConfigError, Timeout};
 use arc_swap::ArcSwapOption;
 use cidrs::NetHit;
 pub use load::{Contents, Report};
-use names::Hit;
 pub use parse::Format;
 use serde::Deserialize;
 use std::net::IpAddr;
@@ -158,11 +157,13 @@ impl Slot {
         let file = self.file.file_name().unwrap_or_default().to_string_lossy();
         let (entry, line) = match (&loaded.contents, name, ip) {
             (Contents::Names(s), Some(n), _) => {
-                s.lookup(n).map(|Hit { entry, line }| (entry, line))?
+                let entry = s.entry(n)?;
+                let line = load::line_of(&self.file, self.format, &entry);
+                (entry, line.map_or("?".into(), |l| l.to_string()))
             }
             (Contents::Cidrs(s), _, Some(ip)) => s
                 .lookup(ip)
-                .map(|NetHit { net, line }| (net.to_string(), line))?,
+                .map(|NetHit { net, line }| (net.to_string(), line.to_string()))?,
             _ => return None,
         };
         Some(Found {

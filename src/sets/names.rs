@@ -1,15 +1,27 @@
-//! A set of domain names, each covering itself and its subdomains: an FST
-//! (the `fst` crate) over the names written with their labels reversed and
-//! a dot after each (`example.com` as `com.example.`), so that a name and
-//! all its subdomains share a prefix ending at a label boundary. A lookup
-//! walks the name's reversed form through the FST once and stops at the
-//! first final state it meets after a dot: no allocation, and a
-//! million-name list in a few MiB.
+//! A set of domain names, each covering itself and its subdomains.
 //!
-//! Each name maps to the line it came from, for `tproxyd explain`.
+//! A name is keyed by its labels reversed, a dot after each
+//! (`example.com` as `com.example.`), so a name's parents are the prefixes
+//! of its key that end at a dot. The set holds a 64-bit fingerprint of
+//! each listed key: SipHash, keyed at random per set (no client can aim a
+//! name at a collision), in a hash table. A lookup hashes the name's key
+//! once, taking the hash at each dot (`com.`, `com.example.`, ...), and
+//! probes once for each: a handful of memory reads whatever the set's
+//! size, no allocation. A false match needs two 64-bit fingerprints to collide
+//! under a random key: about one lookup in 10^13 with a million names.
+//!
+//! An FST over the reversed keys was the first structure (smaller: 10.8
+//! MiB for a million names against about 9 here with the load's scratch
+//! returned), but its walk reads one node per byte through several MiB,
+//! and the cache misses put its p99 over 1 µs (BENCHMARKS.md, "Sets").
+//!
+//! The set keeps no names: which entry matched is the matching part of
+//! the name looked up, and its line is found in the file when asked
+//! (`tproxyd explain`, `load::line_of`).
 
 use super::parse::MAX_NAME;
-use fst::raw::Output;
+use std::collections::HashSet;
+use std::hash::{BuildHasher, BuildHasherDefault, Hasher, RandomState};
 
 /// A name's reversed form fits in this (a dot after each label).
 pub const KEY_MAX: usize = MAX_NAME + 1;
@@ -31,18 +43,40 @@ pub fn reversed<'b>(name: &str, buf: &'b mut [u8; KEY_MAX]) -> Option<&'b [u8]> 
     Some(&buf[..at])
 }
 
-/// The entry a name matched, and where it came from.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Hit {
-    /// The listed name (the matched name itself or a parent of it).
-    pub entry: String,
-    /// Its line in the file.
-    pub line: u64,
+/// The fingerprints of the prefixes of `key` that end at a dot, shortest
+/// first (the keys of the name's parents, then its own), in one pass:
+/// SipHash is a stream, so each prefix's hash continues the last one's.
+fn prefix_prints<'k>(keyed: &RandomState, key: &'k [u8]) -> impl Iterator<Item = u64> + 'k {
+    let mut h = keyed.build_hasher();
+    key.split_inclusive(|&b| b == b'.').map(move |label| {
+        h.write(label);
+        h.clone().finish()
+    })
 }
 
-/// A built name set.
+/// Passes a fingerprint (already a keyed hash) through as its own hash.
+#[derive(Default)]
+struct Fingerprint(u64);
+
+impl Hasher for Fingerprint {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        // Only u64s are hashed here; anything else is folded in, to be total.
+        for &b in bytes {
+            self.0 = self.0.rotate_left(8) ^ u64::from(b);
+        }
+    }
+    fn write_u64(&mut self, n: u64) {
+        self.0 = n;
+    }
+}
+
+/// A name set: fingerprints of reversed keys.
 pub struct NameSet {
-    map: fst::Map<Vec<u8>>,
+    prints: HashSet<u64, BuildHasherDefault<Fingerprint>>,
+    keyed: RandomState,
 }
 
 impl std::fmt::Debug for NameSet {
@@ -51,120 +85,85 @@ impl std::fmt::Debug for NameSet {
     }
 }
 
-impl NameSet {
-    /// From reversed keys in strictly increasing order, each with its
-    /// line.
-    pub fn build<'k>(keys: impl IntoIterator<Item = (&'k [u8], u64)>) -> Result<NameSet, String> {
-        let mut b = fst::MapBuilder::memory();
-        for (k, line) in keys {
-            b.insert(k, line).map_err(|e| e.to_string())?;
+impl Default for NameSet {
+    fn default() -> Self {
+        NameSet {
+            prints: HashSet::default(),
+            keyed: RandomState::new(),
         }
-        let bytes = b.into_inner().map_err(|e| e.to_string())?;
-        let map = fst::Map::new(bytes).map_err(|e| e.to_string())?;
-        Ok(NameSet { map })
+    }
+}
+
+impl NameSet {
+    fn print(&self, key: &[u8]) -> u64 {
+        let mut h = self.keyed.build_hasher();
+        h.write(key);
+        h.finish()
+    }
+
+    /// Adds a reversed key; whether it was new.
+    pub fn insert_key(&mut self, key: &[u8]) -> bool {
+        self.prints.insert(self.print(key))
+    }
+
+    /// Drops every key covered by a listed parent of it, given the keys
+    /// inserted: a listed name already covers its subdomains.
+    pub fn drop_covered<'k>(&mut self, keys: impl IntoIterator<Item = &'k [u8]>) {
+        for key in keys {
+            let labels = key.iter().filter(|&&b| b == b'.').count();
+            let covered = prefix_prints(&self.keyed, key)
+                .take(labels.saturating_sub(1))
+                .any(|p| self.prints.contains(&p));
+            if covered {
+                self.prints.remove(&self.print(key));
+            }
+        }
+        self.prints.shrink_to_fit();
     }
 
     /// How many names.
     pub fn len(&self) -> usize {
-        self.map.len()
+        self.prints.len()
     }
 
     /// Whether it has none.
     pub fn is_empty(&self) -> bool {
-        self.map.is_empty()
+        self.prints.is_empty()
     }
 
-    /// Bytes the set takes.
+    /// Bytes the set takes (its table: a fingerprint and a control byte a
+    /// slot).
     pub fn size(&self) -> usize {
-        self.map.as_fst().size()
+        self.prints.capacity() * 9
     }
 
-    /// How long the matched key is and its line, for `name` (normalised:
-    /// lower case, no trailing dot).
-    fn find(&self, name: &str, buf: &mut [u8; KEY_MAX]) -> Option<(usize, u64)> {
+    /// How long the key of the listed name covering `name` is (its
+    /// shortest listed parent, or itself).
+    fn find(&self, name: &str, buf: &mut [u8; KEY_MAX]) -> Option<usize> {
         let key = reversed(name, buf)?;
-        let fst = self.map.as_fst();
-        let mut node = fst.root();
-        let mut out = Output::zero();
-        for (i, &b) in key.iter().enumerate() {
-            let t = node.transition(node.find_input(b)?);
-            out = out.cat(t.out);
-            node = fst.node(t.addr);
-            if b == b'.' && node.is_final() {
-                return Some((i + 1, out.cat(node.final_output()).value()));
-            }
-        }
-        None
+        let at = prefix_prints(&self.keyed, key).position(|p| self.prints.contains(&p))?;
+        // The length of the key's prefix of `at + 1` labels.
+        key.iter()
+            .enumerate()
+            .filter(|(_, &b)| b == b'.')
+            .nth(at)
+            .map(|(i, _)| i + 1)
     }
 
-    /// Whether `name` or a parent of it is listed.
+    /// Whether `name` (normalised: lower case, no trailing dot) or a
+    /// parent of it is listed.
     pub fn contains(&self, name: &str) -> bool {
         self.find(name, &mut [0; KEY_MAX]).is_some()
     }
 
-    /// The listed entry that covers `name`, if any.
-    pub fn lookup(&self, name: &str) -> Option<Hit> {
+    /// The listed name that covers `name`, if any.
+    pub fn entry(&self, name: &str) -> Option<String> {
         let mut buf = [0; KEY_MAX];
-        let (len, line) = self.find(name, &mut buf)?;
+        let len = self.find(name, &mut buf)?;
         let key = std::str::from_utf8(&buf[..len - 1]).ok()?;
-        let entry: Vec<&str> = key.rsplit('.').collect();
-        Some(Hit {
-            entry: entry.join("."),
-            line,
-        })
+        Some(key.rsplit('.').collect::<Vec<_>>().join("."))
     }
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn set(names: &[&str]) -> NameSet {
-        let mut keys: Vec<(Vec<u8>, u64)> = names
-            .iter()
-            .enumerate()
-            .map(|(i, n)| {
-                (
-                    reversed(n, &mut [0; KEY_MAX]).unwrap().to_vec(),
-                    i as u64 + 1,
-                )
-            })
-            .collect();
-        keys.sort();
-        NameSet::build(keys.iter().map(|(k, l)| (k.as_slice(), *l))).unwrap()
-    }
-
-    #[test]
-    fn covers_subdomains_on_label_boundaries_only() {
-        let s = set(&["example.com", "ads.test", "b.c.d"]);
-        assert!(s.contains("example.com"));
-        assert!(s.contains("a.example.com"));
-        assert!(s.contains("x.y.example.com"));
-        assert!(!s.contains("badexample.com"));
-        assert!(!s.contains("com"));
-        assert!(!s.contains("example.co"));
-        assert!(!s.contains("c.d"));
-        assert!(s.contains("a.b.c.d"));
-        assert_eq!(
-            s.lookup("www.example.com"),
-            Some(Hit {
-                entry: "example.com".into(),
-                line: 1
-            })
-        );
-        assert_eq!(s.lookup("b.c.d").unwrap().line, 3);
-        assert_eq!(s.len(), 3);
-    }
-
-    #[test]
-    fn reversal() {
-        let mut b = [0; KEY_MAX];
-        assert_eq!(
-            reversed("a.example.com", &mut b).unwrap(),
-            b"com.example.a."
-        );
-        assert_eq!(reversed(&"a".repeat(254), &mut b), None);
-        let long = format!("{}.{}", "a".repeat(126), "b".repeat(126));
-        assert_eq!(reversed(&long, &mut b).unwrap().len(), 254);
-    }
-}
+mod tests;

@@ -43,7 +43,10 @@ fn a_list_loads_with_its_bad_lines_counted_and_named() {
     assert_eq!(s.len(), 4);
     assert!(s.contains("www.tracker.test") && s.contains("a.hosts.test"));
     assert!(s.contains("b.adblock.test") && !s.contains("adblock.test"));
-    assert_eq!(s.lookup("sub.example.com").unwrap().line, 2);
+    assert_eq!(s.entry("sub.example.com").as_deref(), Some("example.com"));
+    assert_eq!(line_of(&f.0, Format::Auto, "example.com"), Some(2));
+    assert_eq!(line_of(&f.0, Format::Auto, "b.adblock.test"), Some(6));
+    assert_eq!(line_of(&f.0, Format::Auto, "unlisted.test"), None);
     assert_eq!(r.skipped, 2);
     assert_eq!(r.bad[0].0, 4);
     assert_eq!(r.bad[1], (7, "not a host name"));
