@@ -14,7 +14,8 @@
 # instead of the minimal one (Host only): costs that grow with the head
 # (parsing, header maps) then show at a realistic size.
 # CALLGRIND_EXTRA='  admin: { flows: off }' appends YAML to tproxyd's
-# `tproxyd:` section (an A/B of one setting).
+# `tproxyd:` section (an A/B of one setting); CALLGRIND_CONF=file runs
+# tproxyd with that config instead of conf/tproxyd.yaml.
 # CALLGRIND_BIN=path runs that binary (tproxyd or pingora_bare, as `who`
 # says) instead of building this tree's: an A/B against another build.
 # CALLGRIND_OUT=file keeps the profile there (default /tmp/callgrind-WHO.out).
@@ -53,7 +54,7 @@ http { access_log off; keepalive_requests 1000000; server { listen 80; root $wor
 NGX
 ip netns exec $P-srv nginx -c "$work/nginx.conf" -g 'daemon off;' &
 if [ "$who" = tproxyd ]; then
-  sed "s#/run/tproxyd#$work#" conf/tproxyd.yaml >"$work/t.yaml"
+  sed "s#/run/tproxyd#$work#" "${CALLGRIND_CONF:-conf/tproxyd.yaml}" >"$work/t.yaml"
   printf '%s\n' "${CALLGRIND_EXTRA:-}" >>"$work/t.yaml"
   cmd=("$bin" -c "$work/t.yaml")
 elif [ "$who" = pingora-bare ]; then

@@ -184,7 +184,7 @@ pub(super) async fn rule_sets(
         let Outcome::Decided(verdict) = outcome else {
             return Err(Decision::deny(internal("a rule set could not decide")));
         };
-        let text = verdict.to_string();
+        let text = verdict.label.to_string();
         if verdict.action == Action::Deny {
             let body = format!(
                 "403 Forbidden: denied by gateway policy (rule {})\n",

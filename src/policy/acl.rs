@@ -29,6 +29,7 @@ use crate::error::{invalid, parse_settings, ConfigError};
 use crate::sets::Catalog;
 use serde::Deserialize;
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 /// Allow or deny.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -82,6 +83,13 @@ struct Rule {
     name: String,
     action: Action,
     conditions: Conditions,
+    /// Its verdict as logged, made once.
+    label: Arc<str>,
+}
+
+/// `acl:ACTION:RULE`, as a verdict is logged.
+fn label(action: Action, rule: &str) -> Arc<str> {
+    format!("acl:{}:{rule}", action.as_str()).into()
 }
 
 /// A validated rule set.
@@ -94,6 +102,8 @@ pub struct Acl {
     rules: Vec<Rule>,
     /// Whether any rule looks at the name (only then does `no_name` apply).
     names: bool,
+    default_label: Arc<str>,
+    no_name_label: Arc<str>,
 }
 
 /// What a rule set decided, and by which rule.
@@ -104,12 +114,14 @@ pub struct Verdict {
     /// The rule's name; `default` when none matched, `no-name` when
     /// `no_name` decided.
     pub rule: String,
+    /// As logged: `acl:deny:no-admin` (made with the rule set, not for
+    /// each flow).
+    pub label: Arc<str>,
 }
 
 impl std::fmt::Display for Verdict {
-    /// As logged: `acl:deny:no-admin`.
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "acl:{}:{}", self.action.as_str(), self.rule)
+        f.write_str(&self.label)
     }
 }
 
@@ -146,8 +158,10 @@ impl AclSettings {
             if let Some(k) = r.unknown.keys().next() {
                 return Err(invalid(&key, format!("unknown field `{k}`")));
             }
+            let name = r.name.unwrap_or_else(|| format!("#{i}"));
             rules.push(Rule {
-                name: r.name.unwrap_or_else(|| format!("#{i}")),
+                label: label(r.action, &name),
+                name,
                 action: r.action,
                 conditions: r.conditions.validate(&key, sets)?,
             });
@@ -157,6 +171,8 @@ impl AclSettings {
             names: rules.iter().any(|r| r.conditions.on_name()),
             default: self.default,
             no_name: self.no_name,
+            default_label: label(self.default, "default"),
+            no_name_label: label(Action::Deny, "no-name"),
             rules,
         })
     }
@@ -172,26 +188,29 @@ impl Acl {
         parse_settings::<AclSettings>(value, key)?.validate(key, sets)
     }
 
-    fn verdict(action: Action, rule: &str) -> Verdict {
+    fn verdict(action: Action, rule: &str, label: &Arc<str>) -> Verdict {
         Verdict {
             action,
             rule: rule.to_string(),
+            label: label.clone(),
         }
     }
 
     /// The first matching rule's verdict (else the default's).
     pub fn decide(&self, f: &Facts<'_>) -> Outcome {
         if f.name.is_none() && self.names && self.no_name == Action::Deny {
-            return Outcome::Decided(Self::verdict(Action::Deny, "no-name"));
+            return Outcome::Decided(Self::verdict(Action::Deny, "no-name", &self.no_name_label));
         }
         for r in &self.rules {
             match r.conditions.check(f) {
-                Check::Match => return Outcome::Decided(Self::verdict(r.action, &r.name)),
+                Check::Match => {
+                    return Outcome::Decided(Self::verdict(r.action, &r.name, &r.label))
+                }
                 Check::NoMatch => {}
                 Check::NeedsDestination => return Outcome::NeedsDestination,
             }
         }
-        Outcome::Decided(Self::verdict(self.default, "default"))
+        Outcome::Decided(Self::verdict(self.default, "default", &self.default_label))
     }
 
     /// Every rule in order up to the one that decides, each with why it
