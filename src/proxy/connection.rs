@@ -171,7 +171,10 @@ impl<P: HttpServerApp + Send + Sync + 'static> HttpConnections<P> {
         let mut conn = Connection::new(stream, peers, limits, self.accepts(), shutdown);
         loop {
             match conn.next().await {
-                Next::Request(head) => match self.serve(conn, head, shutdown).await {
+                // Boxed too: what a request holds beside Pingora's own
+                // (boxed) future would otherwise stay allocated for the
+                // whole keep-alive life of every connection, idle or not.
+                Next::Request(head) => match Box::pin(self.serve(conn, head, shutdown)).await {
                     Some(c) => conn = c,
                     None => return None,
                 },
