@@ -13,7 +13,7 @@
 //! An FST over the reversed keys was the first structure (smaller: 10.8
 //! MiB for a million names against about 9 here with the load's scratch
 //! returned), but its walk reads one node per byte through several MiB,
-//! and the cache misses put its p99 over 1 µs (BENCHMARKS.md, "Sets").
+//! and the cache misses put its p99 over 1 µs (BENCHMARKS.md, "Sets: a million names").
 //!
 //! The set keeps no names: which entry matched is the matching part of
 //! the name looked up, and its line is found in the file when asked
