@@ -312,6 +312,31 @@ mod tests {
     }
 
     #[test]
+    fn a_heavy_name_of_the_new_minute_leads_light_ones_of_the_last() {
+        let h = Hitters::default();
+        for i in 0..150u32 {
+            let name: Arc<str> = Arc::from(format!("n{i}.test"));
+            h.record(one(ip(i + 100), Some(name), 200));
+        }
+        h.rotate();
+        let heavy: Arc<str> = Arc::from("heavy.test");
+        for _ in 0..3 {
+            h.record(one(ip(1), Some(heavy.clone()), 5_000));
+        }
+        let top = h.top(10);
+        assert_eq!(
+            top.names.by_bytes[0].key, "heavy.test",
+            "{:?}",
+            top.names.by_bytes
+        );
+        assert_eq!(
+            top.names.by_flows[0].key, "heavy.test",
+            "{:?}",
+            top.names.by_flows
+        );
+    }
+
+    #[test]
     fn a_batch_holds_one_name_and_destination_within_one_second() {
         let mut p = Pending::default();
         let (a, b): (Arc<str>, Arc<str>) = (Arc::from("a.test"), Arc::from("b.test"));
