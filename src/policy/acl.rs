@@ -80,16 +80,27 @@ fn allow() -> Action {
 
 #[derive(Debug, Clone)]
 struct Rule {
-    name: String,
+    tag: Tag,
     action: Action,
     conditions: Conditions,
-    /// Its verdict as logged, made once.
+}
+
+/// What decided, made once with the rule set so that a verdict only
+/// clones it: the rule's name and the verdict as logged.
+#[derive(Debug, Clone)]
+struct Tag {
+    rule: Arc<str>,
+    /// `acl:ACTION:RULE`.
     label: Arc<str>,
 }
 
-/// `acl:ACTION:RULE`, as a verdict is logged.
-fn label(action: Action, rule: &str) -> Arc<str> {
-    format!("acl:{}:{rule}", action.as_str()).into()
+impl Tag {
+    fn new(action: Action, rule: &str) -> Tag {
+        Tag {
+            rule: rule.into(),
+            label: format!("acl:{}:{rule}", action.as_str()).into(),
+        }
+    }
 }
 
 /// A validated rule set.
@@ -102,8 +113,8 @@ pub struct Acl {
     rules: Vec<Rule>,
     /// Whether any rule looks at the name (only then does `no_name` apply).
     names: bool,
-    default_label: Arc<str>,
-    no_name_label: Arc<str>,
+    default_tag: Tag,
+    no_name_tag: Tag,
 }
 
 /// What a rule set decided, and by which rule.
@@ -113,7 +124,7 @@ pub struct Verdict {
     pub action: Action,
     /// The rule's name; `default` when none matched, `no-name` when
     /// `no_name` decided.
-    pub rule: String,
+    pub rule: Arc<str>,
     /// As logged: `acl:deny:no-admin` (made with the rule set, not for
     /// each flow).
     pub label: Arc<str>,
@@ -160,8 +171,7 @@ impl AclSettings {
             }
             let name = r.name.unwrap_or_else(|| format!("#{i}"));
             rules.push(Rule {
-                label: label(r.action, &name),
-                name,
+                tag: Tag::new(r.action, &name),
                 action: r.action,
                 conditions: r.conditions.validate(&key, sets)?,
             });
@@ -171,8 +181,8 @@ impl AclSettings {
             names: rules.iter().any(|r| r.conditions.on_name()),
             default: self.default,
             no_name: self.no_name,
-            default_label: label(self.default, "default"),
-            no_name_label: label(Action::Deny, "no-name"),
+            default_tag: Tag::new(self.default, "default"),
+            no_name_tag: Tag::new(Action::Deny, "no-name"),
             rules,
         })
     }
@@ -188,29 +198,27 @@ impl Acl {
         parse_settings::<AclSettings>(value, key)?.validate(key, sets)
     }
 
-    fn verdict(action: Action, rule: &str, label: &Arc<str>) -> Verdict {
+    fn verdict(action: Action, tag: &Tag) -> Verdict {
         Verdict {
             action,
-            rule: rule.to_string(),
-            label: label.clone(),
+            rule: tag.rule.clone(),
+            label: tag.label.clone(),
         }
     }
 
     /// The first matching rule's verdict (else the default's).
     pub fn decide(&self, f: &Facts<'_>) -> Outcome {
         if f.name.is_none() && self.names && self.no_name == Action::Deny {
-            return Outcome::Decided(Self::verdict(Action::Deny, "no-name", &self.no_name_label));
+            return Outcome::Decided(Self::verdict(Action::Deny, &self.no_name_tag));
         }
         for r in &self.rules {
             match r.conditions.check(f) {
-                Check::Match => {
-                    return Outcome::Decided(Self::verdict(r.action, &r.name, &r.label))
-                }
+                Check::Match => return Outcome::Decided(Self::verdict(r.action, &r.tag)),
                 Check::NoMatch => {}
                 Check::NeedsDestination => return Outcome::NeedsDestination,
             }
         }
-        Outcome::Decided(Self::verdict(self.default, "default", &self.default_label))
+        Outcome::Decided(Self::verdict(self.default, &self.default_tag))
     }
 
     /// Every rule in order up to the one that decides, each with why it
@@ -229,7 +237,7 @@ impl Acl {
             let (check, why) = r.conditions.explain(f);
             let matched = check == Check::Match;
             out.push(RuleTrace {
-                rule: r.name.clone(),
+                rule: r.tag.rule.to_string(),
                 action: r.action,
                 matched,
                 why,

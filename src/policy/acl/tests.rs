@@ -34,7 +34,7 @@ fn facts<'a>(
 
 fn rule(o: Outcome) -> (Action, String) {
     match o {
-        Outcome::Decided(v) => (v.action, v.rule),
+        Outcome::Decided(v) => (v.action, v.rule.to_string()),
         Outcome::NeedsDestination => panic!("undecided"),
     }
 }
