@@ -37,8 +37,15 @@ tokio::task_local! {
 }
 
 /// Runs `work` (a connection's whole life) with `flow` as its current flow.
-pub async fn scope<F: std::future::Future>(flow: Option<Arc<LiveFlow>>, work: F) -> F::Output {
-    CURRENT.scope(flow, work).await
+///
+/// A plain function, not an `async fn`: an `async fn` keeps its argument
+/// `work` in its state beside the scope it is moved into, so every
+/// connection would carry its future twice for its whole life.
+pub fn scope<F: std::future::Future>(
+    flow: Option<Arc<LiveFlow>>,
+    work: F,
+) -> tokio::task::futures::TaskLocalFuture<Option<Arc<LiveFlow>>, F> {
+    CURRENT.scope(flow, work)
 }
 
 /// The current task's flow, if it has one.
