@@ -59,19 +59,19 @@ pub enum Next {
 }
 
 /// A client connection between requests; see the module docs.
-pub struct Connection {
+pub struct Connection<'a> {
     stream: Stream,
     persistent: Option<HttpPersistentSettings>,
-    kept: Kept,
+    kept: Kept<'a>,
 }
 
 /// A connection whose stream is in a Pingora session for one request.
-pub struct Parked(Kept);
+pub struct Parked<'a>(Kept<'a>);
 
 /// What a connection keeps while its stream is in a Pingora session.
-struct Kept {
+struct Kept<'a> {
     peers: Peers,
-    limits: Downstream,
+    limits: &'a Downstream,
     accepts: Accepts,
     idle: Idle,
     shutdown: ShutdownWatch,
@@ -79,14 +79,14 @@ struct Kept {
     served: bool,
 }
 
-impl Connection {
+impl<'a> Connection<'a> {
     /// A new connection from `peers` on a listener that `accepts`; its
     /// place among the open ones is its task's ([`Place::current`]), so it
     /// is made in the first poll of that task, before anything is awaited.
     pub fn new(
         stream: Stream,
         peers: Peers,
-        limits: Downstream,
+        limits: &'a Downstream,
         accepts: Accepts,
         shutdown: &ShutdownWatch,
     ) -> Self {
@@ -122,7 +122,7 @@ impl Connection {
         let (prefix, started) = match (first, k.accepts.tunnels) {
             (true, Some(server_first_after)) => {
                 let wait = Pin::new(&mut never);
-                let (stream, limits, idle) = (&mut self.stream, &k.limits, &mut k.idle);
+                let (stream, limits, idle) = (&mut self.stream, k.limits, &mut k.idle);
                 match sniff(stream, limits, server_first_after, wait, idle).await {
                     Sniff::Http(head, started) => (Some(head), Some(started)),
                     Sniff::Other(opening) => return Next::Tunnel(opening),
@@ -148,7 +148,7 @@ impl Connection {
             &mut self.stream,
             prefix,
             started,
-            &k.limits,
+            k.limits,
             wait,
             &mut k.idle,
         )
@@ -176,14 +176,14 @@ impl Connection {
     /// A Pingora session for the request whose head is `head`, with the
     /// settings carried over from the previous one; keep-alive is off once
     /// shutdown has begun.
-    pub fn into_session(self, head: BytesMut) -> (ServerSession, Parked) {
+    pub fn into_session(self, head: BytesMut) -> (ServerSession, Parked<'a>) {
         let mut session = ServerSession::new_http1(self.stream);
         if let Some(p) = self.persistent {
             p.apply_to_session(&mut session);
         }
         // Pingora's own idle bound per read, kept above ours: it only
         // matters if Pingora ever reads a head itself.
-        let limits = &self.kept.limits;
+        let limits = self.kept.limits;
         let keepalive = limits.keepalive_timeout.as_secs() + 1;
         session.set_keepalive((!*self.kept.shutdown.borrow()).then_some(keepalive));
         session.set_pipelining_enabled(true);
@@ -193,14 +193,14 @@ impl Connection {
     }
 }
 
-impl Parked {
+impl<'a> Parked<'a> {
     /// Its client and original destination.
     pub fn peers(&self) -> Peers {
         self.0.peers
     }
 
     /// The connection again, after Pingora gave its stream back.
-    pub fn resume(self, reused: ReusedHttpStream) -> Connection {
+    pub fn resume(self, reused: ReusedHttpStream) -> Connection<'a> {
         let (stream, persistent) = reused.consume();
         Connection {
             stream,

@@ -110,12 +110,12 @@ impl<P> HttpConnections<P> {
 impl<P: HttpServerApp + Send + Sync + 'static> HttpConnections<P> {
     /// Hands one request to Pingora; the connection again if it stays
     /// open.
-    async fn serve(
+    async fn serve<'c>(
         &self,
-        conn: Connection,
+        conn: Connection<'c>,
         head: bytes::BytesMut,
         shutdown: &ShutdownWatch,
-    ) -> Option<Connection> {
+    ) -> Option<Connection<'c>> {
         let (session, parked) = conn.into_session(head);
         let origin = RequestOrigin {
             peers: parked.peers(),
@@ -159,46 +159,51 @@ impl<P: HttpServerApp + Send + Sync + 'static> ServerApp for HttpConnections<P> 
 
 impl<P: HttpServerApp + Send + Sync + 'static> HttpConnections<P> {
     /// Serves one client connection to its end.
+    ///
+    /// Its future is what every connection carries for its whole life, so
+    /// whatever only some paths need is boxed (a request, a tunnel, a
+    /// refusal) and nothing is kept across an await that the wait for the
+    /// next request does not need (`Next` is matched and dropped first).
     async fn connection(
         &self,
         stream: Stream,
         peers: Peers,
         shutdown: &ShutdownWatch,
     ) -> Option<Stream> {
-        let state = &self.state;
-        let limits = state.shared.downstream;
+        let limits = &self.state.shared.downstream;
         // Before any await: the connection takes its place from the gate.
         let mut conn = Connection::new(stream, peers, limits, self.accepts(), shutdown);
         loop {
-            match conn.next().await {
-                // Boxed too: what a request holds beside Pingora's own
-                // (boxed) future would otherwise stay allocated for the
-                // whole keep-alive life of every connection, idle or not.
-                Next::Request(head) => match Box::pin(self.serve(conn, head, shutdown)).await {
-                    Some(c) => conn = c,
-                    None => return None,
-                },
-                // Boxed: these futures are large, and inline they would be
-                // carried by every idle keep-alive connection.
-                Next::Connect(head) => {
-                    Box::pin(connect::tunnel(state, conn.into_stream(), peers, head)).await;
-                    return None;
-                }
-                Next::Tunnel(opening) => {
-                    Box::pin(tunnel(state, conn.into_stream(), peers, opening)).await;
-                    return None;
-                }
-                Next::Refused(refusal) => {
-                    let sent = conn.reply(refusal).await;
-                    self.record_refused(refusal, sent, peers);
-                    return None;
-                }
+            let head = match conn.next().await {
+                Next::Request(head) => head,
                 Next::Idle => {
-                    state.metrics.limit(DownstreamLimit::KeepaliveTimeout);
+                    self.state.metrics.limit(DownstreamLimit::KeepaliveTimeout);
                     return None;
                 }
                 Next::Closed => return None,
+                other => {
+                    let end = Box::pin(self.end(conn, other));
+                    end.await;
+                    return None;
+                }
+            };
+            let served = Box::pin(self.serve(conn, head, shutdown));
+            conn = served.await?;
+        }
+    }
+
+    /// Ends a connection whose `next` is not a request: a CONNECT and what
+    /// is not HTTP leave for their own paths, a refused head is answered.
+    async fn end(&self, mut conn: Connection<'_>, next: Next) {
+        let (state, peers) = (&self.state, conn.peers());
+        match next {
+            Next::Connect(head) => connect::tunnel(state, conn.into_stream(), peers, head).await,
+            Next::Tunnel(opening) => tunnel(state, conn.into_stream(), peers, opening).await,
+            Next::Refused(refusal) => {
+                let sent = conn.reply(refusal).await;
+                self.record_refused(refusal, sent, peers);
             }
+            Next::Request(_) | Next::Idle | Next::Closed => {}
         }
     }
 }
