@@ -24,6 +24,7 @@ use crate::listeners::tls::TlsSettings;
 use crate::listeners::AcceptAllFilter;
 use crate::listeners::{
     ConnectionFilter, ListenerConfig, Listeners, ServerAddress, TcpSocketOptions, TransportStack,
+    UninitializedStream,
 };
 use crate::protocols::Stream;
 #[cfg(unix)]
@@ -37,11 +38,17 @@ use pingora_error::Result;
 use pingora_runtime::current_handle;
 use pingora_timeout::timeout;
 use std::fs::Permissions;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
 /// Override the runtime options used to run a listening service.
 pub type RuntimeOptsOverride = Arc<dyn Fn(&RuntimeOpts) -> Option<RuntimeOpts> + Send + Sync>;
+
+/// What the handshake of a newly accepted connection gives: its stream, or
+/// `None` once the failure is logged.
+type Handshake = Pin<Box<dyn Future<Output = Option<Stream>> + Send>>;
 
 /// The type of service that is associated with a list of listening endpoints and a particular application
 pub struct Service<A> {
@@ -199,6 +206,46 @@ impl<A: ServerApp + Send + Sync + 'static> Service<A> {
         }
     }
 
+    /// The task of one accepted connection: its `handshake`, then the app.
+    ///
+    /// The handshake comes boxed, made outside the task: a task is sized
+    /// for the largest of its states for its whole life, and the handshake
+    /// future (with the stream it consumes) would otherwise take most of
+    /// every connection's task long after it has ended.
+    fn connection_task(
+        handshake: Handshake,
+        app: Arc<A>,
+        shutdown: ShutdownWatch,
+    ) -> impl Future<Output = ()> + Send + 'static {
+        async move {
+            if let Some(io) = handshake.await {
+                Self::handle_event(io, app, shutdown).await
+            }
+        }
+    }
+
+    /// The handshake of a newly accepted `io`, within a minute; errors are
+    /// logged.
+    async fn handshake(io: UninitializedStream) -> Option<Stream> {
+        let peer_addr = io.peer_addr();
+        match timeout(Duration::from_secs(60), io.handshake()).await {
+            Ok(Ok(io)) => Some(io),
+            Ok(Err(e)) => {
+                // TODO: Maybe IOApp trait needs a fn to handle/filter out this error
+                if let Some(addr) = peer_addr {
+                    error!("Downstream handshake error from {}: {e}", addr);
+                } else {
+                    error!("Downstream handshake error: {e}");
+                }
+                None
+            }
+            Err(_) => {
+                error!("Downstream handshake timeout");
+                None
+            }
+        }
+    }
+
     async fn run_endpoint(
         app_logic: Arc<A>,
         mut stack: TransportStack,
@@ -229,27 +276,8 @@ impl<A: ServerApp + Send + Sync + 'static> Service<A> {
                 Ok(io) => {
                     let app = app_logic.clone();
                     let shutdown = shutdown.clone();
-                    current_handle().spawn(async move {
-                        let peer_addr = io.peer_addr();
-                        match timeout(Duration::from_secs(60), io.handshake()).await {
-                            Ok(handshake) => {
-                                match handshake {
-                                    Ok(io) => Self::handle_event(io, app, shutdown).await,
-                                    Err(e) => {
-                                        // TODO: Maybe IOApp trait needs a fn to handle/filter out this error
-                                        if let Some(addr) = peer_addr {
-                                            error!("Downstream handshake error from {}: {e}", addr);
-                                        } else {
-                                            error!("Downstream handshake error: {e}");
-                                        }
-                                    }
-                                }
-                            }
-                            Err(_) => {
-                                error!("Downstream handshake timeout");
-                            }
-                        }
-                    });
+                    let handshake = Box::pin(Self::handshake(io));
+                    current_handle().spawn(Self::connection_task(handshake, app, shutdown));
                 }
                 Err(e) => {
                     error!("Accept() failed {e}");
@@ -341,5 +369,61 @@ impl<A: ServerApp + Send + Sync + 'static> ServiceTrait for Service<A> {
 
     fn listen_addresses(&self) -> Option<Vec<String>> {
         Some(self.listeners.addresses())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocols::l4::stream::Stream as L4Stream;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    /// Counts the streams it is given and closes them.
+    #[derive(Default)]
+    struct Counting(AtomicUsize);
+
+    #[async_trait]
+    impl ServerApp for Counting {
+        async fn process_new(
+            self: &Arc<Self>,
+            _session: Stream,
+            _shutdown: &ShutdownWatch,
+        ) -> Option<Stream> {
+            self.0.fetch_add(1, Ordering::Relaxed);
+            None
+        }
+    }
+
+    async fn tcp_stream() -> Stream {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (_client, accepted) = tokio::join!(
+            tokio::net::TcpStream::connect(addr),
+            listener.accept()
+        );
+        Box::new(L4Stream::from(accepted.unwrap().0))
+    }
+
+    #[tokio::test]
+    async fn a_connection_task_holds_no_handshake() {
+        let (_tx, shutdown) = tokio::sync::watch::channel(false);
+        let app = Arc::new(Counting::default());
+        let stream = tcp_stream().await;
+        let handshake: Handshake = Box::pin(async move { Some(stream) });
+        let task = Service::<Counting>::connection_task(handshake, app.clone(), shutdown.clone());
+        // The task of every connection, for its whole life: the handshake
+        // future alone was over 1 KiB.
+        assert!(
+            std::mem::size_of_val(&task) <= 256,
+            "a connection task of {} bytes",
+            std::mem::size_of_val(&task)
+        );
+        task.await;
+        assert_eq!(app.0.load(Ordering::Relaxed), 1, "the app got the stream");
+
+        // A failed handshake: the app is not called.
+        let failed: Handshake = Box::pin(async { None });
+        Service::<Counting>::connection_task(failed, app.clone(), shutdown).await;
+        assert_eq!(app.0.load(Ordering::Relaxed), 1);
     }
 }
