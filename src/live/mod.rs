@@ -298,4 +298,20 @@ mod tests {
         drop(reg);
         assert_eq!(live.top(3).clients.by_bytes[0].key, "192.0.2.10");
     }
+
+    #[test]
+    fn the_scope_holds_its_work_once() {
+        // A future the size of a connection's: held once, not twice.
+        let work = async {
+            let buf = [0u8; 1024];
+            std::future::ready(()).await;
+            std::hint::black_box(buf);
+        };
+        let alone = std::mem::size_of_val(&work);
+        let scoped = std::mem::size_of_val(&scope(None, work));
+        assert!(
+            scoped < alone + 64,
+            "a {alone}-byte future takes {scoped} bytes in its scope"
+        );
+    }
 }
