@@ -43,14 +43,19 @@ pub fn reversed<'b>(name: &str, buf: &'b mut [u8; KEY_MAX]) -> Option<&'b [u8]> 
     Some(&buf[..at])
 }
 
-/// The fingerprints of the prefixes of `key` that end at a dot, shortest
-/// first (the keys of the name's parents, then its own), in one pass:
-/// SipHash is a stream, so each prefix's hash continues the last one's.
-fn prefix_prints<'k>(keyed: &RandomState, key: &'k [u8]) -> impl Iterator<Item = u64> + 'k {
-    let mut h = keyed.build_hasher();
+/// The prefixes of `key` that end at a dot, shortest first (the keys of
+/// the name's parents, then its own), as their length and fingerprint, in
+/// one pass: SipHash is a stream, so each prefix's hash continues the
+/// last one's.
+fn prefix_prints<'k>(
+    keyed: &RandomState,
+    key: &'k [u8],
+) -> impl Iterator<Item = (usize, u64)> + 'k {
+    let (mut h, mut len) = (keyed.build_hasher(), 0);
     key.split_inclusive(|&b| b == b'.').map(move |label| {
         h.write(label);
-        h.clone().finish()
+        len += label.len();
+        (len, h.clone().finish())
     })
 }
 
@@ -110,10 +115,8 @@ impl NameSet {
     /// inserted: a listed name already covers its subdomains.
     pub fn drop_covered<'k>(&mut self, keys: impl IntoIterator<Item = &'k [u8]>) {
         for key in keys {
-            let labels = key.iter().filter(|&&b| b == b'.').count();
             let covered = prefix_prints(&self.keyed, key)
-                .take(labels.saturating_sub(1))
-                .any(|p| self.prints.contains(&p));
+                .any(|(len, p)| len < key.len() && self.prints.contains(&p));
             if covered {
                 self.prints.remove(&self.print(key));
             }
@@ -141,13 +144,9 @@ impl NameSet {
     /// shortest listed parent, or itself).
     fn find(&self, name: &str, buf: &mut [u8; KEY_MAX]) -> Option<usize> {
         let key = reversed(name, buf)?;
-        let at = prefix_prints(&self.keyed, key).position(|p| self.prints.contains(&p))?;
-        // The length of the key's prefix of `at + 1` labels.
-        key.iter()
-            .enumerate()
-            .filter(|(_, &b)| b == b'.')
-            .nth(at)
-            .map(|(i, _)| i + 1)
+        prefix_prints(&self.keyed, key)
+            .find(|(_, p)| self.prints.contains(p))
+            .map(|(len, _)| len)
     }
 
     /// Whether `name` (normalised: lower case, no trailing dot) or a
