@@ -48,7 +48,7 @@ struct Conn {
     summary: Summary,
     hello: Option<ClientHello>,
     outcome: TlsOutcome,
-    decision: Option<String>,
+    decision: Option<std::sync::Arc<str>>,
 }
 
 /// The TLS `access_denied` fatal alert (RFC 8446 §6).
@@ -127,7 +127,7 @@ impl PassthroughApp {
             };
         let hello = match peeked {
             Peeked::Invalid(why) => {
-                conn.decision = Some(format!("invalid:{why}"));
+                conn.decision = Some(format!("invalid:{why}").into());
                 close_denied(stream, policy.deny_action, true).await;
                 return;
             }
@@ -170,7 +170,7 @@ impl PassthroughApp {
                 Some(a)
             }
             Decision::Deny { answer, by } => {
-                conn.decision = by.or_else(|| answer.refusal.map(|r| r.as_str().to_string()));
+                conn.decision = by.or_else(|| answer.refusal.map(|r| r.as_str().into()));
                 // Counted as `tls-policy` whatever decided (rule sets
                 // included), as passthrough refusals always were.
                 conn.summary.refused = match answer.refusal {

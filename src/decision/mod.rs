@@ -104,9 +104,9 @@ pub struct Admitted {
     /// The egress it leaves through.
     pub egress: Arc<Egress>,
     /// The route that chose the egress (`None`: no route matched).
-    pub route: Option<String>,
+    pub route: Option<Arc<str>>,
     /// What decided, e.g. `acl:allow:lan`, `missing_sni:allow`.
-    pub by: Option<String>,
+    pub by: Option<Arc<str>>,
 }
 
 impl Admitted {
@@ -132,7 +132,7 @@ pub enum Decision {
         /// The refusal: status, body, reason.
         answer: Answer,
         /// What decided, e.g. `acl:deny:ads`.
-        by: Option<String>,
+        by: Option<Arc<str>>,
     },
 }
 
@@ -143,7 +143,7 @@ impl Decision {
     }
 
     /// Where the flow goes, or the refusal; and what decided.
-    pub fn split(self) -> (Result<Admitted, Answer>, Option<String>) {
+    pub fn split(self) -> (Result<Admitted, Answer>, Option<Arc<str>>) {
         match self {
             Decision::Allow(a) => {
                 let by = a.by.clone();

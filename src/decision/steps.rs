@@ -10,11 +10,12 @@ use crate::flow::{Answer, FlowKind, Refusal};
 use crate::policy::{Action, Chosen, Facts, Outcome};
 use crate::tls::policy::Policy;
 use log::warn;
+use std::sync::Arc;
 
 /// What decided a flow so far.
 #[derive(Debug)]
 pub(super) struct By {
-    pub text: String,
+    pub text: Arc<str>,
 }
 
 /// The 508 for a loop.
@@ -68,7 +69,7 @@ pub(super) fn known_destination(
     }
 }
 
-fn tls_denied(by: String) -> Decision {
+fn tls_denied(by: Arc<str>) -> Decision {
     Decision::Deny {
         answer: Answer::refused(Refusal::TlsPolicy, 403, "403 Forbidden: TLS policy\n"),
         by: Some(by),
@@ -86,7 +87,7 @@ pub(super) fn tls_hello(rules: Rules<'_>, flow: &Flow<'_>) -> Result<Option<By>,
         Some(h) if h.sni.is_none() => (tls.missing_sni, "missing_sni"),
         Some(_) => return Ok(None),
     };
-    let text = format!("{what}:{}", policy.as_str());
+    let text: Arc<str> = format!("{what}:{}", policy.as_str()).into();
     match policy {
         Policy::Allow => Ok(Some(By { text })),
         Policy::Deny => Err(tls_denied(text)),
@@ -184,7 +185,7 @@ pub(super) async fn rule_sets(
         let Outcome::Decided(verdict) = outcome else {
             return Err(Decision::deny(internal("a rule set could not decide")));
         };
-        let text = verdict.label.to_string();
+        let text = verdict.label.clone();
         if verdict.action == Action::Deny {
             let body = format!(
                 "403 Forbidden: denied by gateway policy (rule {})\n",

@@ -51,8 +51,13 @@ type Got = Result<(String, Option<String>), (u16, Option<Refusal>, Option<String
 
 fn run(rules: Rules<'_>, flow: &Flow<'_>) -> Got {
     match futures::executor::block_on(decider().decide(rules, flow)) {
-        Decision::Allow(a) => Ok((a.dst.map_or("(name)".into(), |d| d.to_string()), a.by)),
-        Decision::Deny { answer, by } => Err((answer.status, answer.refusal, by)),
+        Decision::Allow(a) => Ok((
+            a.dst.map_or("(name)".into(), |d| d.to_string()),
+            a.by.map(|b| b.to_string()),
+        )),
+        Decision::Deny { answer, by } => {
+            Err((answer.status, answer.refusal, by.map(|b| b.to_string())))
+        }
     }
 }
 

@@ -31,7 +31,7 @@ pub struct RouteSettings {
 
 #[derive(Debug, Clone)]
 struct Route {
-    name: String,
+    name: Arc<str>,
     egress: Arc<Egress>,
     conditions: Conditions,
 }
@@ -58,7 +58,7 @@ pub struct Chosen {
     /// The egress.
     pub egress: Arc<Egress>,
     /// The route's name; `None` when no route matched (`direct`).
-    pub route: Option<String>,
+    pub route: Option<Arc<str>>,
 }
 
 /// One route's part in [`Routes::explain`].
@@ -88,7 +88,7 @@ impl Routes {
                 return Err(invalid(&key, format!("unknown field `{k}`")));
             }
             routes.push(Route {
-                name: r.name.unwrap_or_else(|| format!("#{i}")),
+                name: r.name.unwrap_or_else(|| format!("#{i}")).into(),
                 egress: egresses.get(&r.egress, &format!("{key}.egress"))?,
                 conditions: r.conditions.validate(&key, sets)?,
             });
@@ -126,7 +126,7 @@ impl Routes {
         for r in &self.routes {
             let (check, why) = r.conditions.explain(f);
             out.push(RouteTrace {
-                route: r.name.clone(),
+                route: r.name.to_string(),
                 egress: r.egress.name.to_string(),
                 matched: check == Check::Match,
                 why,

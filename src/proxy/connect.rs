@@ -70,7 +70,7 @@ struct Tunnel {
     name: Option<String>,
     port: u16,
     filter: Option<FilterCtx>,
-    decided_by: Option<String>,
+    decided_by: Option<std::sync::Arc<str>>,
 }
 
 fn bad(why: &str) -> Answer {

@@ -18,7 +18,7 @@ pub struct RequestCtx {
     /// The filters' context, once the request is admitted.
     pub filter: Option<FilterCtx>,
     /// What decided the request's fate (logged when no filter ran).
-    pub decided_by: Option<String>,
+    pub decided_by: Option<std::sync::Arc<str>>,
     /// When the upstream connect started (for its duration).
     pub connect_started: Option<Instant>,
     /// The connection's client and original destination, from its loop.

@@ -27,7 +27,7 @@ const TUNNEL_IDLE: Duration = Duration::from_secs(300);
 struct Tunnel {
     summary: Summary,
     filter: Option<FilterCtx>,
-    decided_by: Option<String>,
+    decided_by: Option<std::sync::Arc<str>>,
 }
 
 /// Tunnels (or refuses) one connection, then logs and counts it.
